@@ -1,2 +1,55 @@
-//! placeholder
+//! Neighborhood attention (NA) for [Burn](https://burn.dev), with the semantics of NATTEN 0.21.
+//!
+//! # Layout and math
+//!
+//! Tensors are heads-last and row-major: Q `[batch, *spatial, heads, head_dim]`,
+//! K `[batch, *spatial, heads_kv, head_dim]`, V `[batch, *spatial, heads_kv, head_dim_v]`,
+//! out `[batch, *spatial, heads, head_dim_v]`, LSE `[batch, *spatial, heads]` (f32).
+//!
+//! Per axis of length `L` with kernel size `k`, stride `s`, dilation `d` and a causal flag, a
+//! query at `x` sees the keys of its dilation group `x % d` inside a window of `k` group
+//! positions (fewer when causal) — the rule lives in [`natten_core::window`]. A key is a
+//! neighbour when it is one on every axis.
+//!
+//! Forward: `S = scale * Q K^T` over the neighbours (and every extra KV token),
+//! `lse = log sum exp S`, `out = softmax(S) V`, with `scale = head_dim^-0.5` by default.
+//! Backward: `delta = rowsum(dO * out)`, `dS = P * (dP - delta)`, `dQ = scale dS K`,
+//! `dK = scale dS^T Q`, `dV = P^T dO`; GQA sums dK/dV over the query heads of a KV head.
+//!
+//! # Example
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use burn::tensor::{Distribution, Tensor};
+//! use burn_natten::{NaOptions, na2d};
+//!
+//! let device = Default::default();
+//! let q = Tensor::<NdArray, 5>::random([1, 8, 8, 2, 16], Distribution::Normal(0.0, 1.0), &device);
+//! let (k, v) = (q.clone(), q.clone());
+//! let out = na2d(q, k, v, &NaOptions::new([3, 3]).with_dilation([2, 2]))?;
+//! assert_eq!(out.dims(), [1, 8, 8, 2, 16]);
+//! # Ok::<(), burn_natten::NattenError>(())
+//! ```
+//!
+//! # Backends
+//!
+//! Every function is generic over [`NattenBackend`], implemented for `NdArray`, the CubeCL
+//! backends (`Wgpu`, `Cuda`, `Rocm`, fused and unfused) and `Autodiff<B>`. Today all of them
+//! run the reference implementation ([`NaBackend::Reference`]).
+
+mod api;
+pub mod backend;
+mod options;
+
+pub use api::{
+    attention, attention_with_lse, merge_attentions, na1d, na1d_with_extra_kv, na1d_with_lse, na2d,
+    na2d_with_extra_kv, na2d_with_lse, na3d, na3d_with_extra_kv, na3d_with_lse,
+};
+pub use backend::NattenBackend;
+pub use natten_core::{AxisParams, NattenError};
+pub use options::{AttentionOptions, NaBackend, NaOptions};
+
+/// Re-export of the Burn version this crate is built against.
 pub use burn;
+/// Re-export of the backend-independent core: window math, validation, FLOP counts.
+pub use natten_core;

@@ -1,0 +1,172 @@
+//! `na1d`, `na2d`, `na3d` and their `_with_lse` / `_with_extra_kv` forms.
+
+use burn::tensor::{Shape, Tensor, TensorPrimitive};
+use natten_core::validate::validate_axes;
+use natten_core::{NattenError, shape};
+
+use super::checks::{resolve_scale, same_dtype_and_device};
+use crate::NaOptions;
+use crate::backend::{ExtraKv, NaProblem, NattenBackend};
+
+/// Validated, flattened inputs of one call.
+struct Prepared<B: NattenBackend> {
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    extra: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    problem: NaProblem,
+    /// `[batch, *spatial]` of the output and LSE.
+    layout: Vec<usize>,
+}
+
+fn prepare<B: NattenBackend, const R: usize, const D: usize>(
+    q: Tensor<B, D>,
+    k: Tensor<B, D>,
+    v: Tensor<B, D>,
+    extra: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    opts: &NaOptions<R>,
+) -> Result<Prepared<B>, NattenError> {
+    let s = shape::na_shape(R, &q.dims(), &k.dims(), &v.dims())?;
+    let mut others = vec![("k", k.dtype(), k.device()), ("v", v.dtype(), v.device())];
+    if let Some((ek, ev)) = &extra {
+        shape::extra_kv_tokens(&s, &ek.dims(), &ev.dims())?;
+        others.push(("extra_k", ek.dtype(), ek.device()));
+        others.push(("extra_v", ev.dtype(), ev.device()));
+    }
+    same_dtype_and_device(&q, &others)?;
+    let axes = opts.axes();
+    validate_axes(&s.spatial, &axes)?;
+    let problem = NaProblem {
+        spatial: s.spatial.clone(),
+        axes: axes.to_vec(),
+        scale: resolve_scale(opts.scale(), s.head_dim)?,
+        backend: opts.backend(),
+    };
+    let tokens = s.tokens();
+    let mut layout = vec![s.batch];
+    layout.extend(&s.spatial);
+    Ok(Prepared {
+        q: q.reshape([s.batch, tokens, s.heads, s.head_dim]),
+        k: k.reshape([s.batch, tokens, s.heads_kv, s.head_dim]),
+        v: v.reshape([s.batch, tokens, s.heads_kv, s.head_dim_v]),
+        extra,
+        problem,
+        layout,
+    })
+}
+
+/// Runs a validated call; returns out `[batch, *spatial, heads, head_dim_v]` and LSE
+/// `[batch, *spatial, heads]`.
+fn run<B: NattenBackend, const D: usize, const L: usize>(
+    p: Prepared<B>,
+) -> (Tensor<B, D>, Tensor<B, L>) {
+    let [_, _, heads, _] = p.q.dims();
+    let head_dim_v = p.v.dims()[3];
+    let extra = p.extra.map(|(k, v)| ExtraKv {
+        k: k.into_primitive().tensor(),
+        v: v.into_primitive().tensor(),
+    });
+    let result = B::na_forward(
+        p.q.into_primitive().tensor(),
+        p.k.into_primitive().tensor(),
+        p.v.into_primitive().tensor(),
+        extra,
+        &p.problem,
+    );
+    let mut out_shape = p.layout.clone();
+    out_shape.extend([heads, head_dim_v]);
+    let mut lse_shape = p.layout;
+    lse_shape.push(heads);
+    let out = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(result.out));
+    let lse = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(result.lse));
+    (
+        out.reshape::<D, _>(Shape::from(out_shape)),
+        lse.reshape::<L, _>(Shape::from(lse_shape)),
+    )
+}
+
+macro_rules! na_functions {
+    ($rank:literal, $dims:literal, $lse_dims:literal, $na:ident, $with_lse:ident, $with_extra:ident, $layout:literal) => {
+        #[doc = concat!("Neighborhood attention over ", $rank, " spatial axis/axes.")]
+        ///
+        #[doc = concat!("Q `", $layout, "heads, head_dim]`, K `", $layout, "heads_kv, head_dim]`,")]
+        #[doc = concat!("V `", $layout, "heads_kv, head_dim_v]` (heads-last, row-major); returns the output")]
+        #[doc = concat!("`", $layout, "heads, head_dim_v]` in Q's dtype. `heads_kv` must divide `heads` (GQA/MQA:")]
+        /// query head `h` uses KV head `h / (heads / heads_kv)`); `head_dim_v` may differ from
+        /// `head_dim`.
+        ///
+        /// # Errors
+        /// [`NattenError::InvalidArgument`] naming the argument when the tensors or the options
+        /// break one of NATTEN's rules (see [`NaOptions`]).
+        pub fn $na<B: NattenBackend>(
+            q: Tensor<B, $dims>,
+            k: Tensor<B, $dims>,
+            v: Tensor<B, $dims>,
+            opts: &NaOptions<$rank>,
+        ) -> Result<Tensor<B, $dims>, NattenError> {
+            $with_lse(q, k, v, opts).map(|(out, _)| out)
+        }
+
+        #[doc = concat!("[`", stringify!($na), "`], also returning the log-sum-exp of the scaled scores:")]
+        #[doc = concat!("`", $layout, "heads]`, f32, natural log. Its gradient is ignored, as in NATTEN.")]
+        ///
+        /// # Errors
+        #[doc = concat!("As [`", stringify!($na), "`].")]
+        pub fn $with_lse<B: NattenBackend>(
+            q: Tensor<B, $dims>,
+            k: Tensor<B, $dims>,
+            v: Tensor<B, $dims>,
+            opts: &NaOptions<$rank>,
+        ) -> Result<(Tensor<B, $dims>, Tensor<B, $lse_dims>), NattenError> {
+            prepare(q, k, v, None, opts).map(run)
+        }
+
+        #[doc = concat!("[`", stringify!($na), "`] with extra key/value tokens that every query attends to:")]
+        /// one softmax over the neighbourhood plus all extra tokens. Extra K
+        /// `[batch, extra, heads_kv, head_dim]`, extra V `[batch, extra, heads_kv, head_dim_v]`.
+        /// Returns the output and the LSE, as the `_with_lse` form does; gradients flow to the
+        /// extra tokens too.
+        ///
+        /// # Errors
+        #[doc = concat!("As [`", stringify!($na), "`], and naming `extra_k` / `extra_v` when their shapes, dtype")]
+        /// or device do not match K and V.
+        pub fn $with_extra<B: NattenBackend>(
+            q: Tensor<B, $dims>,
+            k: Tensor<B, $dims>,
+            v: Tensor<B, $dims>,
+            extra_k: Tensor<B, 4>,
+            extra_v: Tensor<B, 4>,
+            opts: &NaOptions<$rank>,
+        ) -> Result<(Tensor<B, $dims>, Tensor<B, $lse_dims>), NattenError> {
+            prepare(q, k, v, Some((extra_k, extra_v)), opts).map(run)
+        }
+    };
+}
+
+na_functions!(
+    1,
+    4,
+    3,
+    na1d,
+    na1d_with_lse,
+    na1d_with_extra_kv,
+    "[batch, length, "
+);
+na_functions!(
+    2,
+    5,
+    4,
+    na2d,
+    na2d_with_lse,
+    na2d_with_extra_kv,
+    "[batch, height, width, "
+);
+na_functions!(
+    3,
+    6,
+    5,
+    na3d,
+    na3d_with_lse,
+    na3d_with_extra_kv,
+    "[batch, depth, height, width, "
+);

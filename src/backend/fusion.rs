@@ -1,0 +1,224 @@
+//! `Fusion<B>` (the default `Wgpu`, `Cuda`, `Rocm` aliases): each call is one custom operation in
+//! the fusion stream, executed by the inner backend `B`'s implementation.
+//!
+//! Running the inner backend's (fused or reference) implementation keeps one code path per
+//! backend. It also keeps the reference's tensor ops out of burn-fusion's kernel fusion, which
+//! in Burn 0.21 computes a wrong dQ for some of these graphs on wgpu (seen on golden case
+//! A001; the unfused `CubeBackend` and NdArray compute it correctly).
+
+use burn::backend::ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Shape};
+use burn_fusion::stream::{Operation, OperationStreams};
+use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
+
+use super::{AttentionGradients, AttentionOutput, ExtraKv, FmhaProblem, NaProblem, NattenBackend};
+
+/// Which trait method a recorded operation runs.
+#[derive(Debug, Clone)]
+enum Kind {
+    NaForward(NaProblem),
+    NaBackward(NaProblem),
+    FmhaForward(FmhaProblem),
+    FmhaBackward(FmhaProblem),
+}
+
+/// The recorded operation: inputs are Q, K, V, [extra K, extra V], [out, LSE, dO].
+#[derive(Debug)]
+struct NattenOp<B> {
+    desc: CustomOpIr,
+    kind: Kind,
+    has_extra: bool,
+    _backend: core::marker::PhantomData<fn() -> B>,
+}
+
+impl<B: FusionBackend + NattenBackend> Operation<B::FusionRuntime> for NattenOp<B> {
+    fn execute(
+        &self,
+        handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
+    ) {
+        let mut inputs = self
+            .desc
+            .inputs
+            .iter()
+            .map(|t| handles.get_float_tensor::<B>(t));
+        let mut next = || inputs.next().expect("input count fixed at registration");
+        let (q, k, v) = (next(), next(), next());
+        let extra = self.has_extra.then(|| ExtraKv {
+            k: next(),
+            v: next(),
+        });
+        let outputs: Vec<FloatTensor<B>> = match &self.kind {
+            Kind::NaForward(p) => forward_outputs(B::na_forward(q, k, v, extra, p)),
+            Kind::FmhaForward(p) => forward_outputs(B::fmha_forward(q, k, v, p)),
+            Kind::NaBackward(p) => {
+                let (out, lse, d_out) = (next(), next(), next());
+                gradient_outputs(B::na_backward(q, k, v, extra, out, lse, d_out, p))
+            }
+            Kind::FmhaBackward(p) => {
+                let (out, lse, d_out) = (next(), next(), next());
+                gradient_outputs(B::fmha_backward(q, k, v, out, lse, d_out, p))
+            }
+        };
+        for (ir, tensor) in self.desc.outputs.iter().zip(outputs) {
+            handles.register_float_tensor::<B>(&ir.id, tensor);
+        }
+    }
+}
+
+fn forward_outputs<B: NattenBackend>(r: AttentionOutput<B>) -> Vec<FloatTensor<B>> {
+    vec![r.out, r.lse]
+}
+
+fn gradient_outputs<B: NattenBackend>(g: AttentionGradients<B>) -> Vec<FloatTensor<B>> {
+    let mut out = vec![g.dq, g.dk, g.dv];
+    out.extend(g.extra.into_iter().flat_map(|e| [e.k, e.v]));
+    out
+}
+
+/// Registers the operation; returns its outputs, shaped and typed as `outputs` says.
+fn register<B: FusionBackend + NattenBackend>(
+    inputs: Vec<FusionTensor<B::FusionRuntime>>,
+    outputs: Vec<(Shape, DType)>,
+    kind: Kind,
+    has_extra: bool,
+) -> Vec<FusionTensor<B::FusionRuntime>> {
+    let client = inputs[0].client.clone();
+    let streams = OperationStreams::with_inputs(&inputs);
+    let outputs: Vec<TensorIr> = outputs
+        .into_iter()
+        .map(|(shape, dtype)| TensorIr::uninit(client.create_empty_handle(), shape, dtype))
+        .collect();
+    let inputs: Vec<TensorIr> = inputs.into_iter().map(FusionTensor::into_ir).collect();
+    let desc = CustomOpIr::new("burn_natten", &inputs, &outputs);
+    let op = NattenOp::<B> {
+        desc: desc.clone(),
+        kind,
+        has_extra,
+        _backend: core::marker::PhantomData,
+    };
+    client.register(streams, OperationIr::Custom(desc), op)
+}
+
+/// Shapes of a forward's outputs: out `[b, n, h, d_v]` (Q's dtype) and LSE `[b, n, h]` (f32).
+fn forward_specs<R: FusionRuntime>(
+    q: &FusionTensor<R>,
+    v: &FusionTensor<R>,
+) -> Vec<(Shape, DType)> {
+    let [b, n, h, _] = q.shape.dims();
+    let d_v = v.shape.dims::<4>()[3];
+    vec![
+        (Shape::new([b, n, h, d_v]), q.dtype),
+        (Shape::new([b, n, h]), DType::F32),
+    ]
+}
+
+fn forward_result<R: FusionRuntime, B>(mut outs: Vec<FusionTensor<R>>) -> AttentionOutput<B>
+where
+    B: burn::tensor::backend::Backend<FloatTensorPrimitive = FusionTensor<R>>,
+{
+    let lse = outs.pop().expect("two outputs");
+    AttentionOutput {
+        out: outs.pop().expect("two outputs"),
+        lse,
+    }
+}
+
+fn gradient_result<R: FusionRuntime, B>(outs: Vec<FusionTensor<R>>) -> AttentionGradients<B>
+where
+    B: burn::tensor::backend::Backend<FloatTensorPrimitive = FusionTensor<R>>,
+{
+    let mut outs = outs.into_iter();
+    let (dq, dk, dv) = (
+        outs.next().unwrap(),
+        outs.next().unwrap(),
+        outs.next().unwrap(),
+    );
+    let extra = outs.next().map(|k| ExtraKv {
+        k,
+        v: outs.next().expect("extra V gradient"),
+    });
+    AttentionGradients { dq, dk, dv, extra }
+}
+
+fn spec<R: FusionRuntime>(t: &FusionTensor<R>) -> (Shape, DType) {
+    (t.shape.clone(), t.dtype)
+}
+
+impl<B: FusionBackend + NattenBackend> NattenBackend for Fusion<B> {
+    fn na_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        extra: Option<ExtraKv<Self>>,
+        problem: &NaProblem,
+    ) -> AttentionOutput<Self> {
+        let specs = forward_specs(&q, &v);
+        let has_extra = extra.is_some();
+        let mut inputs = vec![q, k, v];
+        inputs.extend(extra.into_iter().flat_map(|e| [e.k, e.v]));
+        forward_result(register::<B>(
+            inputs,
+            specs,
+            Kind::NaForward(problem.clone()),
+            has_extra,
+        ))
+    }
+
+    fn na_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        extra: Option<ExtraKv<Self>>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        problem: &NaProblem,
+    ) -> AttentionGradients<Self> {
+        let has_extra = extra.is_some();
+        let mut inputs = vec![q, k, v];
+        inputs.extend(extra.into_iter().flat_map(|e| [e.k, e.v]));
+        let specs = inputs.iter().map(spec).collect();
+        inputs.extend([out, lse, d_out]);
+        gradient_result(register::<B>(
+            inputs,
+            specs,
+            Kind::NaBackward(problem.clone()),
+            has_extra,
+        ))
+    }
+
+    fn fmha_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        problem: &FmhaProblem,
+    ) -> AttentionOutput<Self> {
+        let specs = forward_specs(&q, &v);
+        forward_result(register::<B>(
+            vec![q, k, v],
+            specs,
+            Kind::FmhaForward(problem.clone()),
+            false,
+        ))
+    }
+
+    fn fmha_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        problem: &FmhaProblem,
+    ) -> AttentionGradients<Self> {
+        let specs = [&q, &k, &v].into_iter().map(spec).collect();
+        let inputs = vec![q, k, v, out, lse, d_out];
+        gradient_result(register::<B>(
+            inputs,
+            specs,
+            Kind::FmhaBackward(problem.clone()),
+            false,
+        ))
+    }
+}

@@ -1,0 +1,139 @@
+//! The backend extension trait [`NattenBackend`] and its implementations.
+//!
+//! The trait's default bodies are the reference implementation (Burn tensor ops), so every
+//! backend works on day one; a backend with fused kernels overrides the methods and falls back
+//! to [`reference`] for what it cannot run. `Autodiff<B>` records one node whose backward calls
+//! `B`'s [`NattenBackend::na_backward`] / [`NattenBackend::fmha_backward`].
+
+#[cfg(feature = "autodiff")]
+mod autodiff;
+#[cfg(feature = "fusion")]
+mod fusion;
+mod impls;
+pub mod reference;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use natten_core::AxisParams;
+
+use crate::NaBackend;
+
+/// A validated neighborhood-attention problem, as the backends receive it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NaProblem {
+    /// Spatial shape of the token grid (one entry per axis).
+    pub spatial: Vec<usize>,
+    /// Window parameters per axis.
+    pub axes: Vec<AxisParams>,
+    /// Softmax scale (already resolved: never the "default" placeholder).
+    pub scale: f32,
+    /// The implementation the user asked for.
+    pub backend: NaBackend,
+}
+
+/// A validated attention (FMHA) problem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FmhaProblem {
+    /// Causal, top-left aligned: query `i` sees keys `0..=i`.
+    pub causal: bool,
+    /// Softmax scale (resolved).
+    pub scale: f32,
+    /// The implementation the user asked for.
+    pub backend: NaBackend,
+}
+
+/// Extra key/value tokens that every query attends to, beside its neighbourhood: K
+/// `[batch, extra, heads_kv, head_dim]`, V `[batch, extra, heads_kv, head_dim_v]`.
+/// In gradients, the same struct holds their gradients.
+#[derive(Debug, Clone)]
+pub struct ExtraKv<B: Backend> {
+    /// Keys (or their gradient).
+    pub k: FloatTensor<B>,
+    /// Values (or their gradient).
+    pub v: FloatTensor<B>,
+}
+
+/// What a forward pass returns: `out` `[batch, tokens, heads, head_dim_v]` in the input dtype,
+/// `lse` `[batch, tokens, heads]` in f32 (natural log of the summed exponentiated scores).
+#[derive(Debug, Clone)]
+pub struct AttentionOutput<B: Backend> {
+    /// Attention output.
+    pub out: FloatTensor<B>,
+    /// Log-sum-exp of the scaled scores, f32.
+    pub lse: FloatTensor<B>,
+}
+
+/// What a backward pass returns: gradients shaped like the inputs.
+#[derive(Debug, Clone)]
+pub struct AttentionGradients<B: Backend> {
+    /// Gradient of Q.
+    pub dq: FloatTensor<B>,
+    /// Gradient of K (summed over the query heads that share a KV head).
+    pub dk: FloatTensor<B>,
+    /// Gradient of V (summed over the query heads that share a KV head).
+    pub dv: FloatTensor<B>,
+    /// Gradients of the extra K/V tokens, when the forward had some.
+    pub extra: Option<ExtraKv<B>>,
+}
+
+/// The backend extension for neighborhood attention and attention.
+///
+/// All tensors have their spatial axes flattened (row-major) into one token axis:
+/// Q `[batch, tokens, heads, head_dim]`, K `[batch, tokens, heads_kv, head_dim]`,
+/// V `[batch, tokens, heads_kv, head_dim_v]`; the caller has validated shapes and parameters.
+///
+/// Forward: `S = scale * Q K^T` over each query's neighbours (and every extra token),
+/// `lse = log sum exp S`, `out = softmax(S) V`. Backward: `delta = rowsum(dO * O)`,
+/// `dS = P * (dP - delta)`, `dQ = scale dS K`, `dK = scale dS^T Q`, `dV = P^T dO`. The gradient
+/// through `lse` is ignored, as in NATTEN.
+pub trait NattenBackend: Backend {
+    /// Neighborhood-attention forward, with optional extra KV tokens.
+    fn na_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        extra: Option<ExtraKv<Self>>,
+        problem: &NaProblem,
+    ) -> AttentionOutput<Self> {
+        reference::na_forward::<Self>(q, k, v, extra, problem)
+    }
+
+    /// Neighborhood-attention backward: `out` and `lse` are the forward's, `d_out` the upstream
+    /// gradient of `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn na_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        extra: Option<ExtraKv<Self>>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        problem: &NaProblem,
+    ) -> AttentionGradients<Self> {
+        reference::na_backward::<Self>(q, k, v, extra, out, lse, d_out, problem)
+    }
+
+    /// Attention (FMHA) forward; Q `[batch, seq_q, heads, head_dim]`, K/V with `seq_kv` tokens.
+    fn fmha_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        problem: &FmhaProblem,
+    ) -> AttentionOutput<Self> {
+        reference::fmha_forward::<Self>(q, k, v, problem)
+    }
+
+    /// Attention (FMHA) backward.
+    fn fmha_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        problem: &FmhaProblem,
+    ) -> AttentionGradients<Self> {
+        reference::fmha_backward::<Self>(q, k, v, out, lse, d_out, problem)
+    }
+}

@@ -1,0 +1,188 @@
+//! Options of the public functions: builder structs with NATTEN's defaults.
+
+use natten_core::AxisParams;
+
+/// Which implementation runs a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum NaBackend {
+    /// The fastest path available for the backend, device and problem (today: the reference).
+    #[default]
+    Auto,
+    /// The reference implementation written in Burn tensor ops: runs on every Burn backend, and
+    /// is the CPU path on `NdArray`. Memory is `O(tokens x window)`; it never builds a
+    /// `tokens x tokens` mask for neighborhood attention.
+    Reference,
+}
+
+impl NaBackend {
+    /// The backend's name, as used in error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Reference => "reference",
+        }
+    }
+}
+
+/// Options of a neighborhood-attention call over `R` spatial axes (`na1d`: 1, `na2d`: 2,
+/// `na3d`: 3).
+///
+/// Per axis: kernel (window) size `k >= 2` (even sizes allowed), stride `1 <= s <= k` (default
+/// 1), dilation `d >= 1` with `k * d <= axis length` (default 1), and a causal flag (default
+/// false). The softmax scale defaults to `head_dim^-0.5`. The rules are NATTEN 0.21's; see the
+/// crate documentation for the window they define.
+///
+/// ```
+/// use burn_natten::NaOptions;
+/// let opts = NaOptions::new([7, 7]).with_dilation([2, 2]).with_causal([true, false]);
+/// assert_eq!(opts.kernel_size(), [7, 7]);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NaOptions<const R: usize> {
+    kernel_size: [usize; R],
+    stride: [usize; R],
+    dilation: [usize; R],
+    causal: [bool; R],
+    scale: Option<f32>,
+    backend: NaBackend,
+}
+
+impl<const R: usize> NaOptions<R> {
+    /// Neighborhood attention with window `kernel_size` per axis; stride 1, dilation 1, not
+    /// causal, default scale, [`NaBackend::Auto`].
+    pub fn new(kernel_size: [usize; R]) -> Self {
+        Self {
+            kernel_size,
+            stride: [1; R],
+            dilation: [1; R],
+            causal: [false; R],
+            scale: None,
+            backend: NaBackend::Auto,
+        }
+    }
+
+    /// Sets the stride per axis (`1 <= stride <= kernel_size`).
+    pub fn with_stride(mut self, stride: [usize; R]) -> Self {
+        self.stride = stride;
+        self
+    }
+
+    /// Sets the dilation per axis (`dilation >= 1`, `kernel_size * dilation <= axis length`).
+    pub fn with_dilation(mut self, dilation: [usize; R]) -> Self {
+        self.dilation = dilation;
+        self
+    }
+
+    /// Sets the causal flag per axis.
+    pub fn with_causal(mut self, causal: [bool; R]) -> Self {
+        self.causal = causal;
+        self
+    }
+
+    /// Sets the softmax scale (finite, non-zero); the default is `head_dim^-0.5`.
+    pub fn with_scale(mut self, scale: f32) -> Self {
+        self.scale = Some(scale);
+        self
+    }
+
+    /// Chooses the implementation.
+    pub fn with_backend(mut self, backend: NaBackend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Kernel size per axis.
+    pub fn kernel_size(&self) -> [usize; R] {
+        self.kernel_size
+    }
+
+    /// Stride per axis.
+    pub fn stride(&self) -> [usize; R] {
+        self.stride
+    }
+
+    /// Dilation per axis.
+    pub fn dilation(&self) -> [usize; R] {
+        self.dilation
+    }
+
+    /// Causal flag per axis.
+    pub fn causal(&self) -> [bool; R] {
+        self.causal
+    }
+
+    /// The explicit scale, if one was set.
+    pub fn scale(&self) -> Option<f32> {
+        self.scale
+    }
+
+    /// The chosen implementation.
+    pub fn backend(&self) -> NaBackend {
+        self.backend
+    }
+
+    /// The per-axis parameters, in the form `natten-core` works with.
+    pub fn axes(&self) -> [AxisParams; R] {
+        std::array::from_fn(|a| AxisParams {
+            kernel_size: self.kernel_size[a],
+            stride: self.stride[a],
+            dilation: self.dilation[a],
+            causal: self.causal[a],
+        })
+    }
+}
+
+/// Options of an attention (FMHA) call.
+///
+/// ```
+/// use burn_natten::AttentionOptions;
+/// let opts = AttentionOptions::new().with_causal(true).with_scale(0.125);
+/// assert!(opts.causal());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AttentionOptions {
+    causal: bool,
+    scale: Option<f32>,
+    backend: NaBackend,
+}
+
+impl AttentionOptions {
+    /// Full (non-causal) attention with the default scale `head_dim^-0.5`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Causal attention: query `i` sees keys `0..=i` (top-left aligned when the query and
+    /// key/value lengths differ).
+    pub fn with_causal(mut self, causal: bool) -> Self {
+        self.causal = causal;
+        self
+    }
+
+    /// Sets the softmax scale (finite, non-zero).
+    pub fn with_scale(mut self, scale: f32) -> Self {
+        self.scale = Some(scale);
+        self
+    }
+
+    /// Chooses the implementation.
+    pub fn with_backend(mut self, backend: NaBackend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Whether the attention is causal.
+    pub fn causal(&self) -> bool {
+        self.causal
+    }
+
+    /// The explicit scale, if one was set.
+    pub fn scale(&self) -> Option<f32> {
+        self.scale
+    }
+
+    /// The chosen implementation.
+    pub fn backend(&self) -> NaBackend {
+        self.backend
+    }
+}
