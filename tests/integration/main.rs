@@ -1,4 +1,10 @@
 //! Integration tests: one binary, one module per concern.
 
+mod attention;
 mod common;
 mod golden;
+mod half;
+mod oracle;
+mod sweeps;
+mod training;
+mod validation;
