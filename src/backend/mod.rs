@@ -2,7 +2,7 @@
 //!
 //! The trait's default bodies are the reference implementation (Burn tensor ops), so every
 //! backend works on day one; a backend with fused kernels overrides the methods and falls back
-//! to [`reference`] for what it cannot run. `Autodiff<B>` records one node whose backward calls
+//! to [`mod@reference`] for what it cannot run. `Autodiff<B>` records one node whose backward calls
 //! `B`'s [`NattenBackend::na_backward`] / [`NattenBackend::fmha_backward`].
 
 #[cfg(feature = "autodiff")]

@@ -53,7 +53,7 @@ fn check_rank(argument: &'static str, shape: &[usize], rank: usize) -> Result<()
 }
 
 fn check_heads(heads: usize, heads_kv: usize) -> Result<(), NattenError> {
-    if heads % heads_kv != 0 {
+    if !heads.is_multiple_of(heads_kv) {
         return Err(NattenError::invalid(
             "k",
             format!(

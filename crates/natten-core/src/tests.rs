@@ -242,7 +242,7 @@ proptest! {
         for x in 0..len {
             let w = axis_window(&a, len, x);
             prop_assert_eq!(w.keys().last(), Some(x));
-            prop_assert!(w.len() >= 1 && w.len() <= a.kernel_size);
+            prop_assert!(!w.is_empty() && w.len() <= a.kernel_size);
         }
     }
 
