@@ -30,7 +30,9 @@ fn run<B: NattenBackend>(device: &B::Device, opts: &NaOptions<2>) -> (Vec<f32>, 
     let _ = na2d(q.clone(), k.clone(), v.clone(), opts).expect("valid problem").into_data();
     B::sync(device).expect("device sync");
     let start = Instant::now();
+    // ANCHOR: main_call
     let out = na2d(q, k, v, opts).expect("valid problem");
+    // ANCHOR_END: main_call
     B::sync(device).expect("device sync");
     let elapsed = start.elapsed().as_secs_f64();
     println!("  input  q/k/v {SHAPE:?}\n  output {:?}", out.dims());
