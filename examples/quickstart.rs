@@ -16,7 +16,8 @@ const SHAPE: [usize; 5] = [1, 32, 32, 4, 32]; // [batch, height, width, heads, h
 fn input(seed: u32) -> Vec<f32> {
     (0..SHAPE.iter().product::<usize>() as u32)
         .map(|i| {
-            let h = (i.wrapping_mul(2654435761) ^ seed.wrapping_mul(40503)).wrapping_mul(2246822519);
+            let h =
+                (i.wrapping_mul(2654435761) ^ seed.wrapping_mul(40503)).wrapping_mul(2246822519);
             (h >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
         })
         .collect()
@@ -27,7 +28,9 @@ fn run<B: NattenBackend>(device: &B::Device, opts: &NaOptions<2>) -> (Vec<f32>, 
     let t = |seed| Tensor::<B, 5>::from_data(TensorData::new(input(seed), SHAPE), device);
     let (q, k, v) = (t(1), t(2), t(3));
     // Warm-up: the first call compiles kernels on GPU backends.
-    let _ = na2d(q.clone(), k.clone(), v.clone(), opts).expect("valid problem").into_data();
+    let _ = na2d(q.clone(), k.clone(), v.clone(), opts)
+        .expect("valid problem")
+        .into_data();
     B::sync(device).expect("device sync");
     let start = Instant::now();
     // ANCHOR: main_call
@@ -36,7 +39,10 @@ fn run<B: NattenBackend>(device: &B::Device, opts: &NaOptions<2>) -> (Vec<f32>, 
     B::sync(device).expect("device sync");
     let elapsed = start.elapsed().as_secs_f64();
     println!("  input  q/k/v {SHAPE:?}\n  output {:?}", out.dims());
-    (out.into_data().convert::<f32>().to_vec().expect("f32 data"), elapsed)
+    (
+        out.into_data().convert::<f32>().to_vec().expect("f32 data"),
+        elapsed,
+    )
 }
 
 /// Whether wgpu finds an adapter (a missing one makes Burn panic on first use).
@@ -52,7 +58,9 @@ fn wgpu_adapter_available() -> bool {
 }
 
 fn main() {
-    let opts = NaOptions::new([7, 7]).with_dilation([2, 2]).with_causal([false, true]);
+    let opts = NaOptions::new([7, 7])
+        .with_dilation([2, 2])
+        .with_causal([false, true]);
     println!("burn-natten quickstart: na2d, kernel 7x7, dilation 2x2, causal on the second axis");
 
     let (out, elapsed, device_name) = if wgpu_adapter_available() {
@@ -69,9 +77,19 @@ fn main() {
     println!("  time   {:.3} ms on {device_name}", elapsed * 1e3);
 
     println!("reference: NdArray, NaBackend::Reference");
-    let (want, _) = run::<NdArray>(&Default::default(), &opts.with_backend(NaBackend::Reference));
-    let max_err = out.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let (want, _) = run::<NdArray>(
+        &Default::default(),
+        &opts.with_backend(NaBackend::Reference),
+    );
+    let max_err = out
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     println!("max |out - reference| = {max_err:.3e}");
-    assert!(max_err < 1e-4, "the default device disagrees with the reference");
+    assert!(
+        max_err < 1e-4,
+        "the default device disagrees with the reference"
+    );
     println!("ok");
 }

@@ -29,3 +29,24 @@ where
     BT: burn_cubecl::BoolElement,
 {
 }
+
+/// Compile-time proof that Burn's backend aliases (fused and unfused, with and without autodiff)
+/// implement the trait under every enabled feature.
+#[allow(dead_code)]
+fn backend_aliases_implement_the_trait() {
+    fn implements<B: NattenBackend>() {}
+    #[cfg(feature = "ndarray")]
+    implements::<burn::backend::NdArray>();
+    #[cfg(feature = "wgpu")]
+    implements::<burn::backend::Wgpu>();
+    #[cfg(feature = "cuda")]
+    implements::<burn::backend::Cuda>();
+    #[cfg(feature = "rocm")]
+    implements::<burn::backend::Rocm>();
+    #[cfg(all(feature = "autodiff", feature = "wgpu"))]
+    implements::<burn::backend::Autodiff<burn::backend::Wgpu>>();
+    #[cfg(all(feature = "autodiff", feature = "cuda"))]
+    implements::<burn::backend::Autodiff<burn::backend::Cuda>>();
+    #[cfg(all(feature = "autodiff", feature = "rocm"))]
+    implements::<burn::backend::Autodiff<burn::backend::Rocm>>();
+}

@@ -9,56 +9,76 @@ use rand::Rng;
 use crate::common::*;
 use crate::oracle::{dense_attention, fmha_mask};
 
-/// out, lse, dq, dk, dv of a random FMHA problem, by the library or by the dense oracle.
-fn run_fmha<B: AutodiffBackend + NattenBackend>(
-    seed: u64,
+/// An FMHA problem with its inputs (host values): Q, K, V and the upstream gradient dO.
+pub struct FmhaCase {
+    pub what: String,
+    pub shapes: [[usize; 4]; 4],
+    pub values: [Vec<f32>; 4],
+    pub causal: bool,
+    pub scale: Option<f32>,
+}
+
+impl FmhaCase {
+    fn random(seed: u64) -> Self {
+        let mut r = rng(seed);
+        let (b, sq, skv) = (
+            r.random_range(1..=2),
+            r.random_range(1..=20),
+            r.random_range(1..=20),
+        );
+        let (hkv, g, d) = (r.random_range(1..=2), r.random_range(1..=3), 8);
+        let dv = [4, 8, 12][r.random_range(0..3)];
+        let causal = r.random_bool(0.5) && skv >= sq;
+        let shapes = [
+            [b, sq, hkv * g, d],
+            [b, skv, hkv, d],
+            [b, skv, hkv, dv],
+            [b, sq, hkv * g, dv],
+        ];
+        let values = shapes.map(|s| normal(s.iter().product(), &mut r));
+        let what =
+            format!("seed {seed}: b {b} sq {sq} skv {skv} hkv {hkv} g {g} dv {dv} causal {causal}");
+        Self {
+            what,
+            shapes,
+            values,
+            causal,
+            scale: None,
+        }
+    }
+}
+
+/// out, lse, dq, dk, dv of an FMHA case, by the library or by the dense oracle.
+pub fn run_fmha<B: AutodiffBackend + NattenBackend>(
+    c: &FmhaCase,
+    dtype: DType,
     device: &B::Device,
     oracle: bool,
-) -> (String, [Vec<f32>; 5]) {
-    let mut r = rng(seed);
-    let (b, sq, skv) = (
-        r.random_range(1..=2),
-        r.random_range(1..=20),
-        r.random_range(1..=20),
-    );
-    let (hkv, g, d, dv) = (
-        r.random_range(1..=2),
-        r.random_range(1..=3),
-        8,
-        [4, 8, 12][r.random_range(0..3)],
-    );
-    let causal = r.random_bool(0.5) && skv >= sq;
-    let what =
-        format!("seed {seed}: b {b} sq {sq} skv {skv} hkv {hkv} g {g} dv {dv} causal {causal}");
-    let mut t = |s: [usize; 4]| {
-        tensor::<B, 4>(normal(s.iter().product(), &mut r), s, DType::F32, device).require_grad()
-    };
-    let (q, k, v) = (
-        t([b, sq, hkv * g, d]),
-        t([b, skv, hkv, d]),
-        t([b, skv, hkv, dv]),
-    );
-    let d_out = t([b, sq, hkv * g, dv]).detach();
+) -> [Vec<f32>; 5] {
+    let [q, k, v, d_out] = std::array::from_fn(|i| {
+        tensor::<B, 4>(c.values[i].clone(), c.shapes[i], dtype, device).require_grad()
+    });
+    let [_, sq, _, d] = c.shapes[0];
+    let skv = c.shapes[1][1];
     let (out, lse) = if oracle {
+        let scale = c.scale.unwrap_or((d as f32).powf(-0.5));
         dense_attention(
             q.clone(),
             k.clone(),
             v.clone(),
-            &fmha_mask(sq, skv, causal),
-            (d as f32).powf(-0.5),
+            &fmha_mask(sq, skv, c.causal),
+            scale,
         )
     } else {
-        attention_with_lse(
-            q.clone(),
-            k.clone(),
-            v.clone(),
-            &AttentionOptions::new().with_causal(causal),
-        )
-        .unwrap()
+        let mut opts = AttentionOptions::new().with_causal(c.causal);
+        if let Some(scale) = c.scale {
+            opts = opts.with_scale(scale);
+        }
+        attention_with_lse(q.clone(), k.clone(), v.clone(), &opts).unwrap()
     };
-    let grads = (out.clone() * d_out).sum().backward();
+    let grads = (out.clone() * d_out.detach()).sum().backward();
     let g = |t: &Tensor<B, 4>| values(t.grad(&grads).unwrap());
-    (what, [values(out), values(lse), g(&q), g(&k), g(&v)])
+    [values(out), values(lse), g(&q), g(&k), g(&v)]
 }
 
 #[test]
@@ -66,8 +86,10 @@ fn fmha_sweep_ndarray_and_wgpu() {
     let cpu = Default::default();
     let gpu = wgpu_available().then(Default::default);
     for seed in 0..16 {
-        let (what, want) = run_fmha::<Autodiff<Cpu>>(seed, &cpu, true);
-        let (_, got) = run_fmha::<Autodiff<Cpu>>(seed, &cpu, false);
+        let case = FmhaCase::random(seed);
+        let what = &case.what;
+        let want = run_fmha::<Autodiff<Cpu>>(&case, DType::F32, &cpu, true);
+        let got = run_fmha::<Autodiff<Cpu>>(&case, DType::F32, &cpu, false);
         for (name, (a, b)) in ["out", "lse", "dq", "dk", "dv"]
             .iter()
             .zip(got.iter().zip(&want))
@@ -75,7 +97,7 @@ fn fmha_sweep_ndarray_and_wgpu() {
             assert_close(&format!("ndarray {name} {what}"), a, b, 1e-5, 1e-5);
         }
         if let (Some(gpu), true) = (&gpu, seed % 4 == 0) {
-            let (_, got) = run_fmha::<Autodiff<Gpu>>(seed, gpu, false);
+            let got = run_fmha::<Autodiff<Gpu>>(&case, DType::F32, gpu, false);
             for (name, (a, b)) in ["out", "lse", "dq", "dk", "dv"]
                 .iter()
                 .zip(got.iter().zip(&want))

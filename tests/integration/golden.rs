@@ -2,13 +2,16 @@
 //! LSE, and every gradient through `Autodiff<B>`, on NdArray and on Wgpu.
 
 use burn::backend::Autodiff;
+use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{DType, Tensor};
-use burn_natten::*;
+use burn_natten::NattenBackend;
+use burn_natten::natten_core::AxisParams;
 use safetensors::SafeTensors;
 use serde_json::Value;
 
+use crate::attention::{FmhaCase, run_fmha};
 use crate::common::*;
+use crate::sweeps::{Inputs, Problem, run};
 
 /// One golden case: its parameters and stored tensors.
 pub struct Case {
@@ -82,82 +85,56 @@ pub fn cases() -> Vec<Case> {
         .collect()
 }
 
-fn options<const R: usize>(case: &Case) -> NaOptions<R> {
-    let arr = |v: Vec<usize>| -> [usize; R] { v.try_into().unwrap() };
-    let causal: [bool; R] = case.bools("is_causal").try_into().unwrap();
-    let mut opts = NaOptions::new(arr(case.usizes("kernel_size")))
-        .with_stride(arr(case.usizes("stride")))
-        .with_dilation(arr(case.usizes("dilation")))
-        .with_causal(causal);
-    if let Some(scale) = case.params["scale_arg"].as_f64() {
-        opts = opts.with_scale(scale as f32);
-    }
-    opts
+/// The NA case as a sweep problem with its stored inputs.
+fn na_problem(case: &Case) -> (Problem, Inputs) {
+    let axes = (0..case.params["rank"].as_u64().unwrap() as usize)
+        .map(|a| AxisParams {
+            kernel_size: case.usizes("kernel_size")[a],
+            stride: case.usizes("stride")[a],
+            dilation: case.usizes("dilation")[a],
+            causal: case.bools("is_causal")[a],
+        })
+        .collect();
+    let p = &case.params;
+    let n = |key: &str| p[key].as_u64().unwrap() as usize;
+    let problem = Problem {
+        seed: 0,
+        batch: n("batch"),
+        spatial: case.usizes("input_size"),
+        axes,
+        heads_kv: n("heads_kv"),
+        group: n("heads") / n("heads_kv"),
+        head_dim: n("head_dim"),
+        head_dim_v: n("head_dim_v"),
+        extra: n("additional_kv"),
+        scale: p["scale_arg"].as_f64().map(|s| s as f32),
+    };
+    let get = |name: &str| case.get(name).map(|(v, _)| v).unwrap_or_default();
+    let inputs = Inputs {
+        q: get("q"),
+        k: get("k"),
+        v: get("v"),
+        d_out: get("d_out"),
+        ek: get("add_k"),
+        ev: get("add_v"),
+    };
+    (problem, inputs)
 }
 
-type Extra<B> = Option<(Tensor<B, 4>, Tensor<B, 4>)>;
-
-/// What a case's call returns: out and LSE.
-type Call<B, const D: usize, const L: usize> =
-    fn(&Case, Tensor<B, D>, Tensor<B, D>, Tensor<B, D>, Extra<B>) -> (Tensor<B, D>, Tensor<B, L>);
-
-fn call_na1d<B: NattenBackend>(
-    c: &Case,
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    e: Extra<B>,
-) -> (Tensor<B, 4>, Tensor<B, 3>) {
-    let o = options::<1>(c);
-    match e {
-        None => na1d_with_lse(q, k, v, &o),
-        Some((ek, ev)) => na1d_with_extra_kv(q, k, v, ek, ev, &o),
+/// The attention case with its stored inputs.
+fn fmha_case(case: &Case) -> FmhaCase {
+    let load = |name: &str| {
+        let (values, shape) = case.get(name).unwrap();
+        (values, <[usize; 4]>::try_from(shape).unwrap())
+    };
+    let [(q, sq), (k, sk), (v, sv), (d, sd)] = ["q", "k", "v", "d_out"].map(load);
+    FmhaCase {
+        what: case.name.clone(),
+        shapes: [sq, sk, sv, sd],
+        values: [q, k, v, d],
+        causal: case.bools("is_causal")[0],
+        scale: case.params["scale_arg"].as_f64().map(|s| s as f32),
     }
-    .expect("valid golden case")
-}
-
-fn call_na2d<B: NattenBackend>(
-    c: &Case,
-    q: Tensor<B, 5>,
-    k: Tensor<B, 5>,
-    v: Tensor<B, 5>,
-    e: Extra<B>,
-) -> (Tensor<B, 5>, Tensor<B, 4>) {
-    let o = options::<2>(c);
-    match e {
-        None => na2d_with_lse(q, k, v, &o),
-        Some((ek, ev)) => na2d_with_extra_kv(q, k, v, ek, ev, &o),
-    }
-    .expect("valid golden case")
-}
-
-fn call_na3d<B: NattenBackend>(
-    c: &Case,
-    q: Tensor<B, 6>,
-    k: Tensor<B, 6>,
-    v: Tensor<B, 6>,
-    e: Extra<B>,
-) -> (Tensor<B, 6>, Tensor<B, 5>) {
-    let o = options::<3>(c);
-    match e {
-        None => na3d_with_lse(q, k, v, &o),
-        Some((ek, ev)) => na3d_with_extra_kv(q, k, v, ek, ev, &o),
-    }
-    .expect("valid golden case")
-}
-
-fn call_attention<B: NattenBackend>(
-    c: &Case,
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    _: Extra<B>,
-) -> (Tensor<B, 4>, Tensor<B, 3>) {
-    let mut o = AttentionOptions::new().with_causal(c.bools("is_causal")[0]);
-    if let Some(scale) = c.params["scale_arg"].as_f64() {
-        o = o.with_scale(scale as f32);
-    }
-    attention_with_lse(q, k, v, &o).expect("valid golden case")
 }
 
 /// Tolerances of a run against the stored float64-derived values.
@@ -167,102 +144,33 @@ pub struct Tolerance {
     pub rtol: f32,
 }
 
-fn check<B, const D: usize, const L: usize>(
-    case: &Case,
-    device: &B::Device,
-    dtype: DType,
-    tol: Tolerance,
-    call: Call<B, D, L>,
-) where
-    B: AutodiffBackend + NattenBackend,
-{
-    let load = |name: &str| -> Tensor<B, D> {
-        let (values, shape) = case
-            .get(name)
-            .unwrap_or_else(|| panic!("{}: no `{name}`", case.name));
-        tensor(values, shape.try_into().unwrap(), dtype, device).require_grad()
-    };
-    let load4 = |name: &str| -> Option<Tensor<B, 4>> {
-        case.get(name).map(|(values, shape)| {
-            tensor(values, shape.try_into().unwrap(), dtype, device).require_grad()
-        })
-    };
-    let (q, k, v) = (load("q"), load("k"), load("v"));
-    let extra = load4("add_k").zip(load4("add_v"));
-    let (out, lse) = call(case, q.clone(), k.clone(), v.clone(), extra.clone());
-    let what = |t: &str| format!("{} {t} ({dtype:?})", case.name);
-    assert_close(
-        &what("out"),
-        &values(out.clone()),
-        &case.get("out").unwrap().0,
-        tol.atol,
-        tol.rtol,
-    );
-    assert_close(
-        &what("lse"),
-        &values(lse),
-        &case.get("lse").unwrap().0,
-        tol.atol,
-        tol.rtol,
-    );
-
-    let d_out = load("d_out").detach();
-    let grads = (out * d_out).sum().backward();
-    let grad = |t: &Tensor<B, D>| values(t.grad(&grads).expect("gradient registered"));
-    assert_close(
-        &what("dq"),
-        &grad(&q),
-        &case.get("dq").unwrap().0,
-        tol.atol,
-        tol.rtol,
-    );
-    assert_close(
-        &what("dk"),
-        &grad(&k),
-        &case.get("dk").unwrap().0,
-        tol.atol,
-        tol.rtol,
-    );
-    assert_close(
-        &what("dv"),
-        &grad(&v),
-        &case.get("dv").unwrap().0,
-        tol.atol,
-        tol.rtol,
-    );
-    if let Some((ek, ev)) = extra {
-        let grad4 = |t: &Tensor<B, 4>| values(t.grad(&grads).expect("extra gradient registered"));
-        assert_close(
-            &what("d_add_k"),
-            &grad4(&ek),
-            &case.get("d_add_k").unwrap().0,
-            tol.atol,
-            tol.rtol,
-        );
-        assert_close(
-            &what("d_add_v"),
-            &grad4(&ev),
-            &case.get("d_add_v").unwrap().0,
-            tol.atol,
-            tol.rtol,
-        );
-    }
-}
-
-/// Runs one case on backend `B` in `dtype`.
+/// Runs one case on backend `B` in `dtype`: forward output, LSE and every gradient through
+/// `Autodiff<B>` against the stored values.
 pub fn run_case<B: AutodiffBackend + NattenBackend>(
     case: &Case,
     device: &B::Device,
     dtype: DType,
     tol: Tolerance,
 ) {
-    let rank = case.params["rank"].as_u64().unwrap();
-    match (case.params["op"].as_str().unwrap(), rank) {
-        ("attention", _) => check::<B, 4, 3>(case, device, dtype, tol, call_attention::<B>),
-        ("na", 1) => check::<B, 4, 3>(case, device, dtype, tol, call_na1d::<B>),
-        ("na", 2) => check::<B, 5, 4>(case, device, dtype, tol, call_na2d::<B>),
-        ("na", 3) => check::<B, 6, 5>(case, device, dtype, tol, call_na3d::<B>),
-        other => panic!("{}: unknown case kind {other:?}", case.name),
+    let got: Vec<Vec<f32>> = match case.params["op"].as_str().unwrap() {
+        "na" => {
+            let (problem, inputs) = na_problem(case);
+            run::<B>(&problem, &inputs, dtype, device, false).to_vec()
+        }
+        "attention" => run_fmha::<B>(&fmha_case(case), dtype, device, false).to_vec(),
+        other => panic!("{}: unknown op {other}", case.name),
+    };
+    let names = ["out", "lse", "dq", "dk", "dv", "d_add_k", "d_add_v"];
+    for (name, got) in names.iter().zip(&got) {
+        if let Some((want, _)) = case.get(name) {
+            assert_close(
+                &format!("{} {name} ({dtype:?})", case.name),
+                got,
+                &want,
+                tol.atol,
+                tol.rtol,
+            );
+        }
     }
 }
 

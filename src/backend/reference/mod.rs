@@ -159,9 +159,11 @@ fn attend_backward<B: Backend>(
     (dq.expect("at least one KV set"), grads)
 }
 
-fn dtype_of<B: Backend>(x: &FloatTensor<B>) -> DType {
+/// Q in f32, grouped by KV head (`[b, n, heads_kv, group, d]`), and Q's dtype.
+fn grouped_queries<B: Backend>(q: FloatTensor<B>, k: &FloatTensor<B>) -> (Tensor<B, 5>, DType) {
     use burn::tensor::TensorMetadata;
-    x.dtype()
+    let (dtype, heads_kv) = (q.dtype(), k.shape()[2]);
+    (group_heads(to_f32::<B, 4>(q), heads_kv), dtype)
 }
 
 /// Reference neighborhood-attention forward (see [`super::NattenBackend::na_forward`]).
@@ -172,9 +174,7 @@ pub fn na_forward<B: Backend>(
     extra: Option<ExtraKv<B>>,
     problem: &NaProblem,
 ) -> AttentionOutput<B> {
-    let dtype = dtype_of::<B>(&q);
-    let heads_kv = burn::tensor::TensorMetadata::shape(&k)[2];
-    let q5 = group_heads(to_f32::<B, 4>(q), heads_kv);
+    let (q5, dtype) = grouped_queries::<B>(q, &k);
     let sets = na_sets(k, v, extra, problem);
     finish_forward(q5, &sets, problem.scale, dtype)
 }
@@ -205,9 +205,7 @@ pub fn na_backward<B: Backend>(
     d_out: FloatTensor<B>,
     problem: &NaProblem,
 ) -> AttentionGradients<B> {
-    let dtype = dtype_of::<B>(&q);
-    let heads_kv = burn::tensor::TensorMetadata::shape(&k)[2];
-    let q5 = group_heads(to_f32::<B, 4>(q), heads_kv);
+    let (q5, dtype) = grouped_queries::<B>(q, &k);
     let sets = na_sets(k, v, extra, problem);
     finish_backward(q5, &sets, out, lse, d_out, problem.scale, dtype)
 }
@@ -246,9 +244,7 @@ pub fn fmha_forward<B: Backend>(
     v: FloatTensor<B>,
     problem: &FmhaProblem,
 ) -> AttentionOutput<B> {
-    let dtype = dtype_of::<B>(&q);
-    let heads_kv = burn::tensor::TensorMetadata::shape(&k)[2];
-    let q5 = group_heads(to_f32::<B, 4>(q), heads_kv);
+    let (q5, dtype) = grouped_queries::<B>(q, &k);
     let set = fmha_set(q5.dims()[1], k, v, problem.causal);
     finish_forward(q5, &[set], problem.scale, dtype)
 }
@@ -263,9 +259,7 @@ pub fn fmha_backward<B: Backend>(
     d_out: FloatTensor<B>,
     problem: &FmhaProblem,
 ) -> AttentionGradients<B> {
-    let dtype = dtype_of::<B>(&q);
-    let heads_kv = burn::tensor::TensorMetadata::shape(&k)[2];
-    let q5 = group_heads(to_f32::<B, 4>(q), heads_kv);
+    let (q5, dtype) = grouped_queries::<B>(q, &k);
     let set = fmha_set(q5.dims()[1], k, v, problem.causal);
     finish_backward(q5, &[set], out, lse, d_out, problem.scale, dtype)
 }
