@@ -5,13 +5,20 @@ use natten_core::AxisParams;
 /// Which implementation runs a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum NaBackend {
-    /// The fastest path available for the backend, device and problem (today: the reference).
+    /// The fastest path available for the backend, device and problem: the fused CubeCL
+    /// kernels on CubeCL backends (wgpu, CUDA, ROCm) where they support the problem, else the
+    /// reference.
     #[default]
     Auto,
     /// The reference implementation written in Burn tensor ops: runs on every Burn backend, and
     /// is the CPU path on `NdArray`. Memory is `O(tokens x window)`; it never builds a
     /// `tokens x tokens` mask for neighborhood attention.
     Reference,
+    /// The fused CubeCL kernels (any CubeCL runtime: wgpu, CUDA, ROCm). Choosing it on another
+    /// backend, or for a problem they do not support (head dims above
+    /// [`MAX_FUSED_HEAD_DIM`](crate::backend::MAX_FUSED_HEAD_DIM)), is a
+    /// [`NattenError::Unsupported`](crate::NattenError::Unsupported).
+    CubeFna,
 }
 
 impl NaBackend {
@@ -20,6 +27,7 @@ impl NaBackend {
         match self {
             Self::Auto => "auto",
             Self::Reference => "reference",
+            Self::CubeFna => "cube-fna",
         }
     }
 }

@@ -40,6 +40,7 @@ pub fn attention_with_lse<B: NattenBackend>(
         &q,
         &[("k", k.dtype(), k.device()), ("v", v.dtype(), v.device())],
     )?;
+    B::check_backend(opts.backend(), s.head_dim, s.head_dim_v)?;
     let problem = FmhaProblem {
         causal: opts.causal(),
         scale: resolve_scale(opts.scale(), s.head_dim)?,

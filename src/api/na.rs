@@ -34,6 +34,7 @@ fn prepare<B: NattenBackend, const R: usize, const D: usize>(
         others.push(("extra_v", ev.dtype(), ev.device()));
     }
     same_dtype_and_device(&q, &others)?;
+    B::check_backend(opts.backend(), s.head_dim, s.head_dim_v)?;
     let axes = opts.axes();
     validate_axes(&s.spatial, &axes)?;
     let problem = NaProblem {

@@ -149,6 +149,14 @@ fn untracked<B: Backend, C: CheckpointStrategy>(
 }
 
 impl<B: NattenBackend, C: CheckpointStrategy> NattenBackend for Autodiff<B, C> {
+    fn check_backend(
+        choice: crate::NaBackend,
+        head_dim: usize,
+        head_dim_v: usize,
+    ) -> Result<(), natten_core::NattenError> {
+        B::check_backend(choice, head_dim, head_dim_v)
+    }
+
     fn na_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

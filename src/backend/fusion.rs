@@ -146,6 +146,14 @@ fn spec<R: FusionRuntime>(t: &FusionTensor<R>) -> (Shape, DType) {
 }
 
 impl<B: FusionBackend + NattenBackend> NattenBackend for Fusion<B> {
+    fn check_backend(
+        choice: crate::NaBackend,
+        head_dim: usize,
+        head_dim_v: usize,
+    ) -> Result<(), natten_core::NattenError> {
+        B::check_backend(choice, head_dim, head_dim_v)
+    }
+
     fn na_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

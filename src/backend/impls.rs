@@ -1,6 +1,10 @@
 //! The backends that run the trait's reference bodies as they are.
 
+use burn::tensor::ops::FloatTensor;
+
 use super::NattenBackend;
+#[cfg(feature = "cubecl-backend")]
+use super::{AttentionOutput, ExtraKv, FmhaProblem, NaProblem, cube, reference};
 
 #[cfg(feature = "ndarray")]
 mod ndarray {
@@ -17,7 +21,8 @@ mod ndarray {
     }
 }
 
-/// Every CubeCL runtime (wgpu, CUDA, ROCm), unfused.
+/// Every CubeCL runtime (wgpu, CUDA, ROCm), unfused: the fused CubeCL kernels (forward), the
+/// reference where they do not apply.
 #[cfg(feature = "cubecl-backend")]
 impl<R, F, I, BT> NattenBackend for burn_cubecl::CubeBackend<R, F, I, BT>
 where
@@ -28,6 +33,62 @@ where
     I: burn_cubecl::IntElement,
     BT: burn_cubecl::BoolElement,
 {
+    fn check_backend(
+        choice: crate::NaBackend,
+        head_dim: usize,
+        head_dim_v: usize,
+    ) -> Result<(), natten_core::NattenError> {
+        match choice {
+            crate::NaBackend::CubeFna if !cube::supports(head_dim, head_dim_v) => {
+                Err(natten_core::NattenError::Unsupported {
+                    backend: choice.name(),
+                    reason: format!(
+                        "head dims {head_dim} (Q/K) and {head_dim_v} (V) must both be at most {}",
+                        super::MAX_FUSED_HEAD_DIM
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn na_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        extra: Option<ExtraKv<Self>>,
+        problem: &NaProblem,
+    ) -> AttentionOutput<Self> {
+        if !cube::runs(problem.backend, &q, &v) {
+            return reference::na_forward::<Self>(q, k, v, extra, problem);
+        }
+        let dense = extra.map(|e| cube::Dense {
+            k: e.k,
+            v: e.v,
+            causal: false,
+        });
+        let geometry = cube::Geometry::of(problem);
+        let (out, lse) = cube::forward(q, k, v, dense, Some(geometry), problem.scale);
+        AttentionOutput { out, lse }
+    }
+
+    fn fmha_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        problem: &FmhaProblem,
+    ) -> AttentionOutput<Self> {
+        if !cube::runs(problem.backend, &q, &v) {
+            return reference::fmha_forward::<Self>(q, k, v, problem);
+        }
+        let dense = cube::Dense {
+            k: k.clone(),
+            v: v.clone(),
+            causal: problem.causal,
+        };
+        let (out, lse) = cube::forward(q, k, v, Some(dense), None, problem.scale);
+        AttentionOutput { out, lse }
+    }
 }
 
 /// Compile-time proof that Burn's backend aliases (fused and unfused, with and without autodiff)

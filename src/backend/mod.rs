@@ -7,6 +7,8 @@
 
 #[cfg(feature = "autodiff")]
 mod autodiff;
+#[cfg(feature = "cubecl-backend")]
+pub(crate) mod cube;
 #[cfg(feature = "fusion")]
 mod fusion;
 mod impls;
@@ -14,9 +16,12 @@ pub mod reference;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use natten_core::AxisParams;
+use natten_core::{AxisParams, NattenError};
 
 use crate::NaBackend;
+
+/// The largest head dim (of Q/K and of V) the fused CubeCL kernels take.
+pub const MAX_FUSED_HEAD_DIM: usize = 256;
 
 /// A validated neighborhood-attention problem, as the backends receive it.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +92,29 @@ pub struct AttentionGradients<B: Backend> {
 /// `dS = P * (dP - delta)`, `dQ = scale dS K`, `dK = scale dS^T Q`, `dV = P^T dO`. The gradient
 /// through `lse` is ignored, as in NATTEN.
 pub trait NattenBackend: Backend {
+    /// Whether `choice` can run a call with these head dims on this backend: `Ok` for
+    /// [`NaBackend::Auto`] and [`NaBackend::Reference`] everywhere.
+    ///
+    /// # Errors
+    /// [`NattenError::Unsupported`] when an explicitly chosen implementation cannot run here.
+    fn check_backend(
+        choice: NaBackend,
+        head_dim: usize,
+        head_dim_v: usize,
+    ) -> Result<(), NattenError> {
+        let _ = (head_dim, head_dim_v);
+        match choice {
+            NaBackend::Auto | NaBackend::Reference => Ok(()),
+            NaBackend::CubeFna => Err(NattenError::Unsupported {
+                backend: choice.name(),
+                reason: format!(
+                    "`{}` is not a CubeCL backend (wgpu, CUDA, ROCm)",
+                    Self::name(&Default::default())
+                ),
+            }),
+        }
+    }
+
     /// Neighborhood-attention forward, with optional extra KV tokens.
     fn na_forward(
         q: FloatTensor<Self>,

@@ -1,0 +1,29 @@
+//! Fused CubeCL kernels for every CubeCL runtime (wgpu, CUDA, ROCm).
+//!
+//! This first version is per-query: one unit per (batch, token, head) walks the query's
+//! neighbourhood with an online softmax in f32. The tiled block-sparse kernels with token
+//! permutation (design.md section 4) replace it role by role.
+
+mod forward;
+mod kernel_args;
+mod launch;
+mod window;
+
+pub use kernel_args::Geometry;
+pub use launch::{Dense, forward};
+
+use burn_cubecl::CubeRuntime;
+use burn_cubecl::tensor::CubeTensor;
+
+use crate::NaBackend;
+use crate::backend::MAX_FUSED_HEAD_DIM;
+
+/// Whether the fused kernels take these head dims.
+pub fn supports(head_dim: usize, head_dim_v: usize) -> bool {
+    head_dim <= MAX_FUSED_HEAD_DIM && head_dim_v <= MAX_FUSED_HEAD_DIM
+}
+
+/// Whether a call with this choice runs the fused kernels (else the reference).
+pub fn runs<R: CubeRuntime>(choice: NaBackend, q: &CubeTensor<R>, v: &CubeTensor<R>) -> bool {
+    choice != NaBackend::Reference && supports(q.meta.shape()[3], v.meta.shape()[3])
+}
