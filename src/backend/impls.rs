@@ -4,7 +4,9 @@ use burn::tensor::ops::FloatTensor;
 
 use super::NattenBackend;
 #[cfg(feature = "cubecl-backend")]
-use super::{AttentionOutput, ExtraKv, FmhaProblem, NaProblem, cube, reference};
+use super::{
+    AttentionGradients, AttentionOutput, ExtraKv, FmhaProblem, NaProblem, cube, reference,
+};
 
 #[cfg(feature = "ndarray")]
 mod ndarray {
@@ -88,6 +90,62 @@ where
         };
         let (out, lse) = cube::forward(q, k, v, Some(dense), None, problem.scale);
         AttentionOutput { out, lse }
+    }
+
+    fn na_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        extra: Option<ExtraKv<Self>>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        problem: &NaProblem,
+    ) -> AttentionGradients<Self> {
+        if !cube::runs(problem.backend, &q, &v) {
+            return reference::na_backward::<Self>(q, k, v, extra, out, lse, d_out, problem);
+        }
+        let dense = extra.map(|e| cube::Dense {
+            k: e.k,
+            v: e.v,
+            causal: false,
+        });
+        let geometry = Some(cube::Geometry::of(problem));
+        let g = cube::backward(q, k, v, dense, out, lse, d_out, geometry, problem.scale);
+        let (dk, dv) = g.neighborhood.expect("NA has a neighbourhood");
+        AttentionGradients {
+            dq: g.dq,
+            dk,
+            dv,
+            extra: g.dense.map(|(k, v)| ExtraKv { k, v }),
+        }
+    }
+
+    fn fmha_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        problem: &FmhaProblem,
+    ) -> AttentionGradients<Self> {
+        if !cube::runs(problem.backend, &q, &v) {
+            return reference::fmha_backward::<Self>(q, k, v, out, lse, d_out, problem);
+        }
+        let dense = cube::Dense {
+            k: k.clone(),
+            v: v.clone(),
+            causal: problem.causal,
+        };
+        let g = cube::backward(q, k, v, Some(dense), out, lse, d_out, None, problem.scale);
+        let (dk, dv) = g.dense.expect("FMHA keys are dense");
+        AttentionGradients {
+            dq: g.dq,
+            dk,
+            dv,
+            extra: None,
+        }
     }
 }
 

@@ -101,3 +101,191 @@ pub fn forward<R: CubeRuntime>(
     );
     (out, lse)
 }
+
+/// Units for a kernel with one unit per row of `rows` rows.
+fn grid_rows<R: CubeRuntime>(
+    client: &cubecl::client::ComputeClient<R>,
+    rows: usize,
+) -> (cubecl::CubeCount, CubeDim) {
+    let cube_dim = CubeDim::new(client, rows);
+    (
+        calculate_cube_count_elemwise(client, rows, cube_dim),
+        cube_dim,
+    )
+}
+
+fn empty_like<R: CubeRuntime>(t: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
+    empty_device_contiguous_dtype(t.client.clone(), t.device.clone(), shape, dtype)
+}
+
+/// Gradients of a fused backward: dQ, the neighbourhood's dK/dV (NA), the dense keys' dK/dV
+/// (extra tokens for NA, all keys for FMHA).
+pub struct Gradients<R: CubeRuntime> {
+    pub dq: CubeTensor<R>,
+    pub neighborhood: Option<(CubeTensor<R>, CubeTensor<R>)>,
+    pub dense: Option<(CubeTensor<R>, CubeTensor<R>)>,
+}
+
+/// Fused backward without atomics: delta, then a dQ pass over queries and dK/dV passes over
+/// keys. `geometry` is `None` for FMHA.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<R: CubeRuntime>(
+    q: CubeTensor<R>,
+    k: CubeTensor<R>,
+    v: CubeTensor<R>,
+    dense: Option<Dense<R>>,
+    out: CubeTensor<R>,
+    lse: CubeTensor<R>,
+    d_out: CubeTensor<R>,
+    geometry: Option<Geometry>,
+    scale: f32,
+) -> Gradients<R> {
+    use super::backward_dkdv::{dkdv_dense_kernel, dkdv_neighborhood_kernel};
+    use super::backward_dq::dq_kernel;
+    use super::backward_preprocess::delta_kernel;
+
+    let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
+    let (out, lse, d_out) = (
+        into_contiguous(out),
+        into_contiguous(lse),
+        into_contiguous(d_out),
+    );
+    let [b, n, h, d] = q.meta.shape().dims();
+    let [_, n_kv, h_kv, d_v] = v.meta.shape().dims();
+    let (client, dtype) = (q.client.clone(), q.dtype);
+
+    let delta = empty_like(&q, Shape::new([b, n, h]), DType::F32);
+    let (count, dim) = grid_rows(&client, b * n * h);
+    delta_kernel::launch::<R>(
+        &client,
+        count,
+        dim,
+        out.into_tensor_arg(),
+        d_out.clone().into_tensor_arg(),
+        delta.clone().into_tensor_arg(),
+        d_v,
+        dtype.into(),
+    );
+
+    let has_neighborhood = geometry.is_some();
+    let g = geometry.unwrap_or_else(Geometry::none);
+    let dense = dense.map(|x| Dense {
+        k: into_contiguous(x.k),
+        v: into_contiguous(x.v),
+        causal: x.causal,
+    });
+    let (dense_k, dense_v, dense_tokens, dense_causal) = match &dense {
+        Some(x) => (x.k.clone(), x.v.clone(), x.k.meta.shape()[1], x.causal),
+        None => (k.clone(), v.clone(), 0, false),
+    };
+
+    let dq = empty_like(&q, q.meta.shape().clone(), dtype);
+    let (count, dim) = grid_rows(&client, b * n * h);
+    dq_kernel::launch::<R>(
+        &client,
+        count,
+        dim,
+        q.clone().into_tensor_arg(),
+        k.clone().into_tensor_arg(),
+        v.clone().into_tensor_arg(),
+        dense_k.into_tensor_arg(),
+        dense_v.into_tensor_arg(),
+        d_out.clone().into_tensor_arg(),
+        lse.clone().into_tensor_arg(),
+        delta.clone().into_tensor_arg(),
+        dq.clone().into_tensor_arg(),
+        g.len[0],
+        g.len[1],
+        g.len[2],
+        g.kernel_size[0],
+        g.kernel_size[1],
+        g.kernel_size[2],
+        g.stride[0],
+        g.stride[1],
+        g.stride[2],
+        g.dilation[0],
+        g.dilation[1],
+        g.dilation[2],
+        h_kv as u32,
+        dense_tokens as u32,
+        scale,
+        g.causal[0],
+        g.causal[1],
+        g.causal[2],
+        has_neighborhood,
+        dense_causal,
+        d,
+        d_v,
+        dtype.into(),
+    );
+
+    let neighborhood = has_neighborhood.then(|| {
+        let dk = empty_like(&k, k.meta.shape().clone(), dtype);
+        let dv = empty_like(&v, v.meta.shape().clone(), dtype);
+        let (count, dim) = grid_rows(&client, b * n_kv * h_kv);
+        dkdv_neighborhood_kernel::launch::<R>(
+            &client,
+            count,
+            dim,
+            q.clone().into_tensor_arg(),
+            k.clone().into_tensor_arg(),
+            v.clone().into_tensor_arg(),
+            d_out.clone().into_tensor_arg(),
+            lse.clone().into_tensor_arg(),
+            delta.clone().into_tensor_arg(),
+            dk.clone().into_tensor_arg(),
+            dv.clone().into_tensor_arg(),
+            g.len[0],
+            g.len[1],
+            g.len[2],
+            g.kernel_size[0],
+            g.kernel_size[1],
+            g.kernel_size[2],
+            g.stride[0],
+            g.stride[1],
+            g.stride[2],
+            g.dilation[0],
+            g.dilation[1],
+            g.dilation[2],
+            scale,
+            g.causal[0],
+            g.causal[1],
+            g.causal[2],
+            d,
+            d_v,
+            dtype.into(),
+        );
+        (dk, dv)
+    });
+
+    let dense = dense.map(|x| {
+        let dk = empty_like(&x.k, x.k.meta.shape().clone(), dtype);
+        let dv = empty_like(&x.v, x.v.meta.shape().clone(), dtype);
+        let (count, dim) = grid_rows(&client, b * x.k.meta.shape()[1] * h_kv);
+        dkdv_dense_kernel::launch::<R>(
+            &client,
+            count,
+            dim,
+            q.clone().into_tensor_arg(),
+            x.k.into_tensor_arg(),
+            x.v.into_tensor_arg(),
+            d_out.clone().into_tensor_arg(),
+            lse.clone().into_tensor_arg(),
+            delta.clone().into_tensor_arg(),
+            dk.clone().into_tensor_arg(),
+            dv.clone().into_tensor_arg(),
+            scale,
+            x.causal,
+            d,
+            d_v,
+            dtype.into(),
+        );
+        (dk, dv)
+    });
+
+    Gradients {
+        dq,
+        neighborhood,
+        dense,
+    }
+}

@@ -4,13 +4,16 @@
 //! neighbourhood with an online softmax in f32. The tiled block-sparse kernels with token
 //! permutation (design.md section 4) replace it role by role.
 
+mod backward_dkdv;
+mod backward_dq;
+mod backward_preprocess;
 mod forward;
 mod kernel_args;
 mod launch;
 mod window;
 
 pub use kernel_args::Geometry;
-pub use launch::{Dense, forward};
+pub use launch::{Dense, backward, forward};
 
 use burn_cubecl::CubeRuntime;
 use burn_cubecl::tensor::CubeTensor;

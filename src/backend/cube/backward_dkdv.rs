@@ -1,0 +1,318 @@
+//! Backward, dK/dV pass, without atomics: one unit per (batch, key token, KV head) walks the
+//! queries that see its key (`dV = sum P dO`, `dK = scale * sum P (dP - delta) Q`), summing
+//! over the query heads that share the KV head (GQA).
+//!
+//! The queries that see a key form, per axis, an interval of group-local indices (window starts
+//! and ends are monotone in the query), found by scanning the `2k` candidates on each side.
+
+use cubecl::prelude::*;
+
+use super::window::{group_len, window_end, window_start};
+
+/// Queries that see the key at coordinate `y` on one axis: `[group, lo, hi)` (group-local).
+#[cube]
+pub fn inverse_window(
+    y: u32,
+    len: u32,
+    kernel_size: u32,
+    stride: u32,
+    dilation: u32,
+    #[comptime] causal: bool,
+) -> Array<u32> {
+    let group = y % dilation;
+    let j = y / dilation;
+    let glen = group_len(len, dilation, group);
+    let radius = 2 * kernel_size;
+    let mut first = 0u32;
+    if j > radius {
+        first = j - radius;
+    }
+    let last = if j + radius + 1 < glen {
+        j + radius + 1
+    } else {
+        glen
+    };
+    let mut lo = glen;
+    let mut hi = 0u32;
+    for i in first..last {
+        let start = window_start(i, glen, kernel_size, stride, causal);
+        let end = window_end(i, glen, kernel_size, start, causal);
+        if start <= j && j < end {
+            if i < lo {
+                lo = i;
+            }
+            hi = i + 1;
+        }
+    }
+    let mut w = Array::<u32>::new(3usize);
+    w[0] = group;
+    w[1] = lo;
+    w[2] = hi;
+    w
+}
+
+/// Adds the contribution of query row `qi` (a (batch, token, head) index) to the key's
+/// accumulators; `dk_acc` is unscaled.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn dkdv_step<F: Float>(
+    q: &Tensor<F>,
+    d_out: &Tensor<F>,
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    qi: usize,
+    k_row: &Array<f32>,
+    v_row: &Array<f32>,
+    scale: f32,
+    dk_acc: &mut Array<f32>,
+    dv_acc: &mut Array<f32>,
+    #[comptime] head_dim: usize,
+    #[comptime] head_dim_v: usize,
+) {
+    let mut dot = 0.0f32;
+    for c in 0..head_dim {
+        dot += f32::cast_from(q[qi * head_dim + c]) * k_row[c];
+    }
+    let p = (dot * scale - lse[qi]).exp();
+    let mut dp = 0.0f32;
+    for c in 0..head_dim_v {
+        let d_o = f32::cast_from(d_out[qi * head_dim_v + c]);
+        dp += d_o * v_row[c];
+        dv_acc[c] += p * d_o;
+    }
+    let ds = p * (dp - delta[qi]);
+    for c in 0..head_dim {
+        dk_acc[c] += ds * f32::cast_from(q[qi * head_dim + c]);
+    }
+}
+
+/// Loads a K and V row into local arrays and zeroes the accumulators.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_rows<F: Float>(
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    row: usize,
+    k_row: &mut Array<f32>,
+    v_row: &mut Array<f32>,
+    dk_acc: &mut Array<f32>,
+    dv_acc: &mut Array<f32>,
+    #[comptime] head_dim: usize,
+    #[comptime] head_dim_v: usize,
+) {
+    for c in 0..head_dim {
+        k_row[c] = f32::cast_from(k[row * head_dim + c]);
+        dk_acc[c] = 0.0;
+    }
+    for c in 0..head_dim_v {
+        v_row[c] = f32::cast_from(v[row * head_dim_v + c]);
+        dv_acc[c] = 0.0;
+    }
+}
+
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn store_rows<F: Float>(
+    dk: &mut Tensor<F>,
+    dv: &mut Tensor<F>,
+    row: usize,
+    dk_acc: &Array<f32>,
+    dv_acc: &Array<f32>,
+    scale: f32,
+    #[comptime] head_dim: usize,
+    #[comptime] head_dim_v: usize,
+) {
+    for c in 0..head_dim {
+        dk[row * head_dim + c] = F::cast_from(dk_acc[c] * scale);
+    }
+    for c in 0..head_dim_v {
+        dv[row * head_dim_v + c] = F::cast_from(dv_acc[c]);
+    }
+}
+
+/// dK/dV of the neighbourhood keys: K `[b, n, h_kv, d]`, one unit per (b, key, h_kv).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn dkdv_neighborhood_kernel<F: Float>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    d_out: &Tensor<F>,
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    dk: &mut Tensor<F>,
+    dv: &mut Tensor<F>,
+    len0: u32,
+    len1: u32,
+    len2: u32,
+    kernel0: u32,
+    kernel1: u32,
+    kernel2: u32,
+    stride0: u32,
+    stride1: u32,
+    stride2: u32,
+    dilation0: u32,
+    dilation1: u32,
+    dilation2: u32,
+    scale: f32,
+    #[comptime] causal0: bool,
+    #[comptime] causal1: bool,
+    #[comptime] causal2: bool,
+    #[comptime] head_dim: usize,
+    #[comptime] head_dim_v: usize,
+    #[define(F)] _dtype: StorageType,
+) {
+    let heads = q.shape(2);
+    let tokens = k.shape(1);
+    let heads_kv = k.shape(2);
+    if ABSOLUTE_POS >= k.shape(0) * tokens * heads_kv {
+        terminate!();
+    }
+    let group = heads / heads_kv;
+    let h_kv = ABSOLUTE_POS % heads_kv;
+    let bm = ABSOLUTE_POS / heads_kv;
+    let m = (bm % tokens) as u32;
+    let b = bm / tokens;
+
+    let mut k_row = Array::<f32>::new(head_dim);
+    let mut v_row = Array::<f32>::new(head_dim_v);
+    let mut dk_acc = Array::<f32>::new(head_dim);
+    let mut dv_acc = Array::<f32>::new(head_dim_v);
+    load_rows::<F>(
+        k,
+        v,
+        ABSOLUTE_POS,
+        &mut k_row,
+        &mut v_row,
+        &mut dk_acc,
+        &mut dv_acc,
+        head_dim,
+        head_dim_v,
+    );
+
+    let y2 = m % len2;
+    let y1 = (m / len2) % len1;
+    let y0 = m / (len2 * len1);
+    let w0 = inverse_window(y0, len0, kernel0, stride0, dilation0, causal0);
+    let w1 = inverse_window(y1, len1, kernel1, stride1, dilation1, causal1);
+    let w2 = inverse_window(y2, len2, kernel2, stride2, dilation2, causal2);
+    for i0 in w0[1]..w0[2] {
+        let x0 = i0 * dilation0 + w0[0];
+        for i1 in w1[1]..w1[2] {
+            let x01 = x0 * len1 + i1 * dilation1 + w1[0];
+            for i2 in w2[1]..w2[2] {
+                let n = (x01 * len2 + i2 * dilation2 + w2[0]) as usize;
+                for g in 0..group {
+                    let qi = (b * tokens + n) * heads + h_kv * group + g;
+                    dkdv_step::<F>(
+                        q,
+                        d_out,
+                        lse,
+                        delta,
+                        qi,
+                        &k_row,
+                        &v_row,
+                        scale,
+                        &mut dk_acc,
+                        &mut dv_acc,
+                        head_dim,
+                        head_dim_v,
+                    );
+                }
+            }
+        }
+    }
+    store_rows::<F>(
+        dk,
+        dv,
+        ABSOLUTE_POS,
+        &dk_acc,
+        &dv_acc,
+        scale,
+        head_dim,
+        head_dim_v,
+    );
+}
+
+/// dK/dV of dense keys (extra KV tokens, or all FMHA keys): K `[b, s, h_kv, d]`, one unit per
+/// (b, key, h_kv), over every query (or, when causal, the queries at or after the key).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn dkdv_dense_kernel<F: Float>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    d_out: &Tensor<F>,
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    dk: &mut Tensor<F>,
+    dv: &mut Tensor<F>,
+    scale: f32,
+    #[comptime] causal: bool,
+    #[comptime] head_dim: usize,
+    #[comptime] head_dim_v: usize,
+    #[define(F)] _dtype: StorageType,
+) {
+    let heads = q.shape(2);
+    let q_tokens = q.shape(1);
+    let kv_tokens = k.shape(1);
+    let heads_kv = k.shape(2);
+    if ABSOLUTE_POS >= k.shape(0) * kv_tokens * heads_kv {
+        terminate!();
+    }
+    let group = heads / heads_kv;
+    let h_kv = ABSOLUTE_POS % heads_kv;
+    let bm = ABSOLUTE_POS / heads_kv;
+    let m = bm % kv_tokens;
+    let b = bm / kv_tokens;
+
+    let mut k_row = Array::<f32>::new(head_dim);
+    let mut v_row = Array::<f32>::new(head_dim_v);
+    let mut dk_acc = Array::<f32>::new(head_dim);
+    let mut dv_acc = Array::<f32>::new(head_dim_v);
+    load_rows::<F>(
+        k,
+        v,
+        ABSOLUTE_POS,
+        &mut k_row,
+        &mut v_row,
+        &mut dk_acc,
+        &mut dv_acc,
+        head_dim,
+        head_dim_v,
+    );
+
+    let mut first = 0usize;
+    if causal {
+        first = m;
+    }
+    for n in first..q_tokens {
+        for g in 0..group {
+            let qi = (b * q_tokens + n) * heads + h_kv * group + g;
+            dkdv_step::<F>(
+                q,
+                d_out,
+                lse,
+                delta,
+                qi,
+                &k_row,
+                &v_row,
+                scale,
+                &mut dk_acc,
+                &mut dv_acc,
+                head_dim,
+                head_dim_v,
+            );
+        }
+    }
+    store_rows::<F>(
+        dk,
+        dv,
+        ABSOLUTE_POS,
+        &dk_acc,
+        &dv_acc,
+        scale,
+        head_dim,
+        head_dim_v,
+    );
+}
