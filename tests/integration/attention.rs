@@ -16,6 +16,7 @@ pub struct FmhaCase {
     pub values: [Vec<f32>; 4],
     pub causal: bool,
     pub scale: Option<f32>,
+    pub backend: NaBackend,
 }
 
 impl FmhaCase {
@@ -44,6 +45,7 @@ impl FmhaCase {
             values,
             causal,
             scale: None,
+            backend: NaBackend::Auto,
         }
     }
 }
@@ -70,7 +72,9 @@ pub fn run_fmha<B: AutodiffBackend + NattenBackend>(
             scale,
         )
     } else {
-        let mut opts = AttentionOptions::new().with_causal(c.causal);
+        let mut opts = AttentionOptions::new()
+            .with_causal(c.causal)
+            .with_backend(c.backend);
         if let Some(scale) = c.scale {
             opts = opts.with_scale(scale);
         }

@@ -4,8 +4,8 @@
 use burn::backend::Autodiff;
 use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
-use burn_natten::NattenBackend;
 use burn_natten::natten_core::AxisParams;
+use burn_natten::{NaBackend, NattenBackend};
 use safetensors::SafeTensors;
 use serde_json::Value;
 
@@ -86,7 +86,7 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// The NA case as a sweep problem with its stored inputs.
-fn na_problem(case: &Case) -> (Problem, Inputs) {
+fn na_problem(case: &Case, backend: NaBackend) -> (Problem, Inputs) {
     let axes = (0..case.params["rank"].as_u64().unwrap() as usize)
         .map(|a| AxisParams {
             kernel_size: case.usizes("kernel_size")[a],
@@ -108,6 +108,7 @@ fn na_problem(case: &Case) -> (Problem, Inputs) {
         head_dim_v: n("head_dim_v"),
         extra: n("additional_kv"),
         scale: p["scale_arg"].as_f64().map(|s| s as f32),
+        backend,
     };
     let get = |name: &str| case.get(name).map(|(v, _)| v).unwrap_or_default();
     let inputs = Inputs {
@@ -122,7 +123,7 @@ fn na_problem(case: &Case) -> (Problem, Inputs) {
 }
 
 /// The attention case with its stored inputs.
-fn fmha_case(case: &Case) -> FmhaCase {
+fn fmha_case(case: &Case, backend: NaBackend) -> FmhaCase {
     let load = |name: &str| {
         let (values, shape) = case.get(name).unwrap();
         (values, <[usize; 4]>::try_from(shape).unwrap())
@@ -134,6 +135,7 @@ fn fmha_case(case: &Case) -> FmhaCase {
         values: [q, k, v, d],
         causal: case.bools("is_causal")[0],
         scale: case.params["scale_arg"].as_f64().map(|s| s as f32),
+        backend,
     }
 }
 
@@ -151,13 +153,14 @@ pub fn run_case<B: AutodiffBackend + NattenBackend>(
     device: &B::Device,
     dtype: DType,
     tol: Tolerance,
+    backend: NaBackend,
 ) {
     let got: Vec<Vec<f32>> = match case.params["op"].as_str().unwrap() {
         "na" => {
-            let (problem, inputs) = na_problem(case);
+            let (problem, inputs) = na_problem(case, backend);
             run::<B>(&problem, &inputs, dtype, device, false).to_vec()
         }
-        "attention" => run_fmha::<B>(&fmha_case(case), dtype, device, false).to_vec(),
+        "attention" => run_fmha::<B>(&fmha_case(case, backend), dtype, device, false).to_vec(),
         other => panic!("{}: unknown op {other}", case.name),
     };
     let names = ["out", "lse", "dq", "dk", "dv", "d_add_k", "d_add_v"];
@@ -185,7 +188,7 @@ pub const F32: Tolerance = Tolerance {
 fn golden_ndarray_f32() {
     let device = Default::default();
     for case in cases() {
-        run_case::<Autodiff<Cpu>>(&case, &device, DType::F32, F32);
+        run_case::<Autodiff<Cpu>>(&case, &device, DType::F32, F32, NaBackend::Auto);
     }
 }
 
@@ -196,7 +199,7 @@ fn golden_wgpu_f32() {
     }
     let device = Default::default();
     for case in cases() {
-        run_case::<Autodiff<Gpu>>(&case, &device, DType::F32, F32);
+        run_case::<Autodiff<Gpu>>(&case, &device, DType::F32, F32, NaBackend::Auto);
     }
 }
 
@@ -223,6 +226,17 @@ fn golden_wgpu_unfused_f32() {
     }
     let device = Default::default();
     for case in cases() {
-        run_case::<Autodiff<GpuUnfused>>(&case, &device, DType::F32, F32);
+        run_case::<Autodiff<GpuUnfused>>(&case, &device, DType::F32, F32, NaBackend::Auto);
+    }
+}
+
+#[test]
+fn golden_wgpu_reference_f32() {
+    if !wgpu_available() {
+        return;
+    }
+    let device = Default::default();
+    for case in cases() {
+        run_case::<Autodiff<Gpu>>(&case, &device, DType::F32, F32, NaBackend::Reference);
     }
 }

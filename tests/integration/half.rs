@@ -2,6 +2,7 @@
 
 use burn::backend::Autodiff;
 use burn::tensor::{DType, f16};
+use burn_natten::NaBackend;
 
 use crate::common::*;
 use crate::golden;
@@ -53,6 +54,6 @@ fn f16_wgpu_golden() {
         rtol: 1e-2,
     };
     for case in golden::cases().iter().step_by(4) {
-        golden::run_case::<Autodiff<Gpu>>(case, &device, DType::F16, tol);
+        golden::run_case::<Autodiff<Gpu>>(case, &device, DType::F16, tol, NaBackend::Auto);
     }
 }

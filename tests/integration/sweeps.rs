@@ -25,6 +25,8 @@ pub struct Problem {
     pub head_dim_v: usize,
     pub extra: usize,
     pub scale: Option<f32>,
+    /// The implementation under test.
+    pub backend: NaBackend,
 }
 
 impl Problem {
@@ -58,6 +60,7 @@ impl Problem {
             head_dim_v: [4, 8, 12][r.random_range(0..3)],
             extra: [0, 0, 3][r.random_range(0..3)],
             scale: r.random_bool(0.3).then_some(0.3),
+            backend: NaBackend::Auto,
         }
     }
 
@@ -106,6 +109,7 @@ fn options<const R: usize>(p: &Problem) -> NaOptions<R> {
     let get =
         |f: fn(&AxisParams) -> usize| -> [usize; R] { std::array::from_fn(|a| f(&p.axes[a])) };
     let mut o = NaOptions::new(get(|a| a.kernel_size))
+        .with_backend(p.backend)
         .with_stride(get(|a| a.stride))
         .with_dilation(get(|a| a.dilation))
         .with_causal(std::array::from_fn(|a| p.axes[a].causal));
@@ -244,5 +248,27 @@ fn sweep_wgpu_f32() {
         let want = run::<Autodiff<Cpu>>(&p, &x, DType::F32, &cpu, true);
         let got = run::<Autodiff<Gpu>>(&p, &x, DType::F32, &gpu, false);
         compare(&p, &got, &want, F32_ATOL, F32_RTOL);
+    }
+}
+
+/// The fused CubeCL path (explicitly chosen) and the reference, both on Wgpu, against the oracle.
+#[test]
+fn sweep_wgpu_fused_and_reference() {
+    if !wgpu_available() {
+        return;
+    }
+    let (cpu, gpu) = (Default::default(), Default::default());
+    for seed in 200..206 {
+        let p = Problem::random(seed);
+        let x = Inputs::random(&p);
+        let want = run::<Autodiff<Cpu>>(&p, &x, DType::F32, &cpu, true);
+        for backend in [NaBackend::CubeFna, NaBackend::Reference] {
+            let p = Problem {
+                backend,
+                ..p.clone()
+            };
+            let got = run::<Autodiff<Gpu>>(&p, &x, DType::F32, &gpu, false);
+            compare(&p, &got, &want, F32_ATOL, F32_RTOL);
+        }
     }
 }

@@ -207,3 +207,37 @@ fn attention_and_merge_rules() {
         "[batch, seq, heads]",
     );
 }
+
+#[test]
+fn explicit_backend_that_cannot_run_is_an_error() {
+    let (q, k, v) = qkv2d();
+    let opts = NaOptions::new([3, 3]).with_backend(NaBackend::CubeFna);
+    let err = na2d(q, k, v, &opts).expect_err("NdArray has no CubeCL kernels");
+    assert!(
+        matches!(
+            err,
+            NattenError::Unsupported {
+                backend: "cube-fna",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not a CubeCL backend"), "{err}");
+}
+
+#[test]
+fn fused_head_dim_limit_is_an_error_when_explicit() {
+    if !crate::common::wgpu_available() {
+        return;
+    }
+    type G = crate::common::Gpu;
+    let device = Default::default();
+    let q = Tensor::<G, 4>::zeros([1, 8, 1, 264], &device);
+    let opts = NaOptions::new([3]).with_backend(NaBackend::CubeFna);
+    let err =
+        na1d(q.clone(), q.clone(), q.clone(), &opts).expect_err("head dim above the fused limit");
+    assert!(err.to_string().contains("at most 256"), "{err}");
+    // Auto falls back to the reference instead.
+    assert!(na1d(q.clone(), q.clone(), q, &NaOptions::new([3])).is_ok());
+}
