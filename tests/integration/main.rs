@@ -4,6 +4,7 @@ mod attention;
 mod common;
 mod golden;
 mod half;
+mod memory;
 mod oracle;
 mod sweeps;
 mod training;
