@@ -1,0 +1,114 @@
+//! Command-line arguments.
+
+use clap::{Parser, ValueEnum};
+
+/// Times burn-natten's neighborhood attention on one problem: forward and forward+backward,
+/// with warm-up and device sync; reports milliseconds and effective TFLOP/s.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "natten-profile", version)]
+pub struct Args {
+    /// Spatial shape of the token grid (1 to 3 values: NA-1D/2D/3D).
+    #[arg(short = 'i', long, num_args = 1..=3, required = true)]
+    pub input_size: Vec<usize>,
+    /// Window size per axis (one value is broadcast).
+    #[arg(short = 'w', long, num_args = 1..=3, required = true)]
+    pub window_size: Vec<usize>,
+    /// Stride per axis (one value is broadcast).
+    #[arg(short = 's', long, num_args = 1..=3, default_value = "1")]
+    pub stride: Vec<usize>,
+    /// Dilation per axis (one value is broadcast).
+    #[arg(short = 'd', long, num_args = 1..=3, default_value = "1")]
+    pub dilation: Vec<usize>,
+    /// Causal flag per axis (one value is broadcast).
+    #[arg(short = 'c', long, num_args = 1..=3, default_value = "false")]
+    pub causal: Vec<bool>,
+    /// Batch size.
+    #[arg(short = 'b', long, default_value_t = 1)]
+    pub batch: usize,
+    /// Query heads.
+    #[arg(long, default_value_t = 1)]
+    pub heads: usize,
+    /// Key/value heads (default: as many as query heads).
+    #[arg(long)]
+    pub heads_kv: Option<usize>,
+    /// Head dim of Q and K.
+    #[arg(long, default_value_t = 64)]
+    pub dim: usize,
+    /// Head dim of V (default: `--dim`).
+    #[arg(long)]
+    pub dim_value: Option<usize>,
+    /// Element type.
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
+    /// Also time forward + backward.
+    #[arg(long)]
+    pub backprop: bool,
+    /// Burn backend.
+    #[arg(long, value_enum, default_value_t = DeviceBackend::Wgpu)]
+    pub backend: DeviceBackend,
+    /// Implementation to time; `--compare-reference` also times the reference.
+    #[arg(long = "impl", value_enum, default_value_t = Implementation::Auto)]
+    pub implementation: Implementation,
+    /// Also time the reference implementation on the same device, and report the speedup.
+    #[arg(long)]
+    pub compare_reference: bool,
+    /// Untimed warm-up runs (kernel compilation, autotune).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed runs (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Element types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+/// Burn backends the profiler was built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceBackend {
+    /// NdArray (CPU).
+    Ndarray,
+    /// Wgpu (default fused alias).
+    Wgpu,
+    /// CUDA (default fused alias).
+    Cuda,
+    /// ROCm (default fused alias).
+    Rocm,
+}
+
+/// Implementations (`NaBackend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Implementation {
+    /// The fastest available.
+    Auto,
+    /// The reference in Burn tensor ops.
+    Reference,
+    /// The fused CubeCL kernels.
+    CubeFna,
+}
+
+impl Args {
+    /// A per-axis argument broadcast to the rank, or an error naming it.
+    pub fn per_axis<T: Copy>(&self, name: &str, values: &[T]) -> Result<Vec<T>, String> {
+        let rank = self.input_size.len();
+        match values.len() {
+            1 => Ok(vec![values[0]; rank]),
+            n if n == rank => Ok(values.to_vec()),
+            n => Err(format!("`--{name}` takes 1 or {rank} values (one per axis of --input-size), got {n}")),
+        }
+    }
+}
