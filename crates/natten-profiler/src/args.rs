@@ -108,7 +108,9 @@ impl Args {
         match values.len() {
             1 => Ok(vec![values[0]; rank]),
             n if n == rank => Ok(values.to_vec()),
-            n => Err(format!("`--{name}` takes 1 or {rank} values (one per axis of --input-size), got {n}")),
+            n => Err(format!(
+                "`--{name}` takes 1 or {rank} values (one per axis of --input-size), got {n}"
+            )),
         }
     }
 }

@@ -48,19 +48,33 @@ fn problem(args: Args) -> Result<Problem, String> {
     let dilation = args.per_axis("dilation", &args.dilation)?;
     let causal = args.per_axis("causal", &args.causal)?;
     let axes: Vec<AxisParams> = (0..kernel.len())
-        .map(|a| AxisParams { kernel_size: kernel[a], stride: stride[a], dilation: dilation[a], causal: causal[a] })
+        .map(|a| AxisParams {
+            kernel_size: kernel[a],
+            stride: stride[a],
+            dilation: dilation[a],
+            causal: causal[a],
+        })
         .collect();
     validate_axes(&args.input_size, &axes).map_err(|e| e.to_string())?;
     let heads_kv = args.heads_kv.unwrap_or(args.heads);
-    if heads_kv == 0 || args.heads % heads_kv != 0 {
-        return Err(format!("`--heads-kv` must divide `--heads`: {heads_kv} does not divide {}", args.heads));
+    if heads_kv == 0 || !args.heads.is_multiple_of(heads_kv) {
+        return Err(format!(
+            "`--heads-kv` must divide `--heads`: {heads_kv} does not divide {}",
+            args.heads
+        ));
     }
     let dtype = match args.dtype {
         Dtype::F32 => DType::F32,
         Dtype::F16 => DType::F16,
         Dtype::Bf16 => DType::BF16,
     };
-    Ok(Problem { dim_value: args.dim_value.unwrap_or(args.dim), heads_kv, axes, dtype, args })
+    Ok(Problem {
+        dim_value: args.dim_value.unwrap_or(args.dim),
+        heads_kv,
+        axes,
+        dtype,
+        args,
+    })
 }
 
 fn choice(i: Implementation) -> NaBackend {
@@ -78,7 +92,10 @@ where
     let device = B::Device::default();
     let a = &p.args;
     let timing = time::<B>(p, choice(a.implementation), &device)?;
-    let reference = a.compare_reference.then(|| time::<B>(p, NaBackend::Reference, &device)).transpose()?;
+    let reference = a
+        .compare_reference
+        .then(|| time::<B>(p, NaBackend::Reference, &device))
+        .transpose()?;
     let shape = burn_natten::natten_core::AttentionShape {
         batch: a.batch,
         spatial: a.input_size.clone(),
@@ -108,7 +125,9 @@ where
         forward_tflops_count: fwd_flops / 1e12,
         timing,
         forward_tflops: tflops(timing.forward_ms, fwd_flops),
-        forward_backward_tflops: timing.forward_backward_ms.map(|ms| tflops(ms, 3.5 * fwd_flops)),
+        forward_backward_tflops: timing
+            .forward_backward_ms
+            .map(|ms| tflops(ms, 3.5 * fwd_flops)),
         reference,
         forward_speedup_over_reference: reference.map(|r| r.forward_ms / timing.forward_ms),
     })
@@ -116,22 +135,49 @@ where
 
 fn print_table(r: &Report) {
     println!("device           {}", r.device);
-    println!("problem          input {:?} window {:?} stride {:?} dilation {:?} causal {:?}", r.input_size, r.window_size, r.stride, r.dilation, r.causal);
-    println!("                 batch {} heads {} (kv {}) dim {} (v {}) {:?}", r.batch, r.heads, r.heads_kv, r.dim, r.dim_value, r.dtype);
-    println!("{:<16} {:>12} {:>12} {:>14} {:>12}", "implementation", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "TFLOP/s");
+    println!(
+        "problem          input {:?} window {:?} stride {:?} dilation {:?} causal {:?}",
+        r.input_size, r.window_size, r.stride, r.dilation, r.causal
+    );
+    println!(
+        "                 batch {} heads {} (kv {}) dim {} (v {}) {:?}",
+        r.batch, r.heads, r.heads_kv, r.dim, r.dim_value, r.dtype
+    );
+    println!(
+        "{:<16} {:>12} {:>12} {:>14} {:>12}",
+        "implementation", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "TFLOP/s"
+    );
     let row = |name: String, t: &Timing, fwd: f64, bwd: Option<f64>| {
         let (bms, btf) = match (t.forward_backward_ms, bwd) {
             (Some(ms), Some(tf)) => (format!("{ms:.3}"), format!("{tf:.4}")),
             _ => ("-".into(), "-".into()),
         };
-        println!("{name:<16} {:>12.3} {:>12.4} {bms:>14} {btf:>12}", t.forward_ms, fwd);
+        println!(
+            "{name:<16} {:>12.3} {:>12.4} {bms:>14} {btf:>12}",
+            t.forward_ms, fwd
+        );
     };
-    row(format!("{:?}", r.implementation), &r.timing, r.forward_tflops, r.forward_backward_tflops);
+    row(
+        format!("{:?}", r.implementation),
+        &r.timing,
+        r.forward_tflops,
+        r.forward_backward_tflops,
+    );
     if let Some(reference) = &r.reference {
         let f = r.forward_tflops_count;
-        let fb = reference.forward_backward_ms.map(|ms| 3.5 * f / (ms * 1e-3));
-        row("Reference".into(), reference, f / (reference.forward_ms * 1e-3), fb);
-        println!("forward speedup over the reference: {:.2}x", r.forward_speedup_over_reference.unwrap());
+        let fb = reference
+            .forward_backward_ms
+            .map(|ms| 3.5 * f / (ms * 1e-3));
+        row(
+            "Reference".into(),
+            reference,
+            f / (reference.forward_ms * 1e-3),
+            fb,
+        );
+        println!(
+            "forward speedup over the reference: {:.2}x",
+            r.forward_speedup_over_reference.unwrap()
+        );
     }
 }
 
@@ -157,12 +203,17 @@ fn main() {
         DeviceBackend::Rocm => profile::<burn_natten::burn::backend::Rocm>(&p),
         #[allow(unreachable_patterns)]
         other => {
-            eprintln!("error: `--backend {other:?}` was not compiled in (enable its cargo feature)");
+            eprintln!(
+                "error: `--backend {other:?}` was not compiled in (enable its cargo feature)"
+            );
             std::process::exit(2);
         }
     };
     match report {
-        Ok(r) if json => println!("{}", serde_json::to_string_pretty(&r).expect("serialisable")),
+        Ok(r) if json => println!(
+            "{}",
+            serde_json::to_string_pretty(&r).expect("serialisable")
+        ),
         Ok(r) => print_table(&r),
         Err(e) => {
             eprintln!("error: {e}");

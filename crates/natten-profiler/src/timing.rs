@@ -32,7 +32,13 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 /// Runs `na{1,2,3}d` on `[b, n, h, d]` tensors reshaped to the problem's grid.
-fn call<B: NattenBackend>(p: &Problem, choice: NaBackend, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Result<Tensor<B, 4>, NattenError> {
+fn call<B: NattenBackend>(
+    p: &Problem,
+    choice: NaBackend,
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> Result<Tensor<B, 4>, NattenError> {
     let [b, n, h, _] = q.dims();
     let spatial = &p.args.input_size;
     let grid = |t: Tensor<B, 4>| {
@@ -43,14 +49,21 @@ fn call<B: NattenBackend>(p: &Problem, choice: NaBackend, q: Tensor<B, 4>, k: Te
     };
     macro_rules! go {
         ($r:literal, $f:ident) => {{
-            let get = |f: fn(&AxisParams) -> usize| -> [usize; $r] { std::array::from_fn(|a| f(&p.axes[a])) };
+            let get = |f: fn(&AxisParams) -> usize| -> [usize; $r] {
+                std::array::from_fn(|a| f(&p.axes[a]))
+            };
             let opts = NaOptions::new(get(|a| a.kernel_size))
                 .with_stride(get(|a| a.stride))
                 .with_dilation(get(|a| a.dilation))
                 .with_causal(std::array::from_fn(|a| p.axes[a].causal))
                 .with_backend(choice);
             let [(q, sq), (k, sk), (v, sv)] = [grid(q), grid(k), grid(v)];
-            let out = $f(q.reshape::<{ $r + 3 }, _>(sq), k.reshape::<{ $r + 3 }, _>(sk), v.reshape::<{ $r + 3 }, _>(sv), &opts)?;
+            let out = $f(
+                q.reshape::<{ $r + 3 }, _>(sq),
+                k.reshape::<{ $r + 3 }, _>(sk),
+                v.reshape::<{ $r + 3 }, _>(sv),
+                &opts,
+            )?;
             Ok(out.reshape([b, n, h, p.dim_value]))
         }};
     }
@@ -62,16 +75,28 @@ fn call<B: NattenBackend>(p: &Problem, choice: NaBackend, q: Tensor<B, 4>, k: Te
 }
 
 /// Times `choice` on backend `B`.
-pub fn time<B: NattenBackend>(p: &Problem, choice: NaBackend, device: &B::Device) -> Result<Timing, NattenError>
+pub fn time<B: NattenBackend>(
+    p: &Problem,
+    choice: NaBackend,
+    device: &B::Device,
+) -> Result<Timing, NattenError>
 where
     Autodiff<B>: NattenBackend,
 {
     let a = &p.args;
     let tokens: usize = a.input_size.iter().product();
     let random = |h: usize, d: usize| {
-        Tensor::<B, 4>::random([a.batch, tokens, h, d], Distribution::Normal(0.0, 1.0), (device, p.dtype))
+        Tensor::<B, 4>::random(
+            [a.batch, tokens, h, d],
+            Distribution::Normal(0.0, 1.0),
+            (device, p.dtype),
+        )
     };
-    let (q, k, v) = (random(a.heads, a.dim), random(p.heads_kv, a.dim), random(p.heads_kv, p.dim_value));
+    let (q, k, v) = (
+        random(a.heads, a.dim),
+        random(p.heads_kv, a.dim),
+        random(p.heads_kv, p.dim_value),
+    );
     let sync = || B::sync(device).map_err(|e| NattenError::Backend(format!("{e:?}")));
 
     let mut forward = vec![];
@@ -106,5 +131,8 @@ where
     } else {
         None
     };
-    Ok(Timing { forward_ms: median(forward), forward_backward_ms })
+    Ok(Timing {
+        forward_ms: median(forward),
+        forward_backward_ms,
+    })
 }
