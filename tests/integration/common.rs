@@ -8,10 +8,18 @@ use rand::{Rng, SeedableRng};
 /// The CPU path: NdArray, f32.
 pub type Cpu = burn::backend::NdArray<f32>;
 /// The default fused wgpu backend (WGSL; lavapipe in CI).
+#[cfg(not(feature = "test-cuda"))]
 pub type Gpu = burn::backend::Wgpu;
 /// The unfused CubeCL wgpu backend.
+#[cfg(not(feature = "test-cuda"))]
 pub type GpuUnfused =
     burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
+/// With `test-cuda`, the "wgpu" tests run on the default fused CUDA backend.
+#[cfg(feature = "test-cuda")]
+pub type Gpu = burn::backend::Cuda;
+/// With `test-cuda`, the unfused CubeCL CUDA backend.
+#[cfg(feature = "test-cuda")]
+pub type GpuUnfused = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
 
 /// Whether a wgpu adapter can run kernels here. Probed once; a missing adapter skips the wgpu
 /// tests with a printed reason, unless `BURN_NATTEN_REQUIRE_WGPU=1` (set by CI), where it fails.
