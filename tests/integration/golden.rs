@@ -240,6 +240,10 @@ fn golden_wgpu_reference_f32() {
     }
     let device = Default::default();
     for case in cases() {
-        run_case::<Autodiff<Gpu>>(&case, &device, DType::F32, F32, NaBackend::Reference);
+        let tol = Tolerance {
+            atol: F32.atol + GPU_MATMUL_TOL,
+            rtol: F32.rtol + GPU_MATMUL_TOL,
+        };
+        run_case::<Autodiff<Gpu>>(&case, &device, DType::F32, tol, NaBackend::Reference);
     }
 }
