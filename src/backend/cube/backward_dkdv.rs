@@ -7,6 +7,7 @@
 
 use cubecl::prelude::*;
 
+use super::kernel_args::NaGeometry;
 use super::window::{group_len, window_end, window_start};
 
 /// Queries that see the key at coordinate `y` on one axis: `[group, lo, hi)` (group-local).
@@ -48,6 +49,31 @@ pub fn inverse_window(
     w[0] = group;
     w[1] = lo;
     w[2] = hi;
+    w
+}
+
+/// The queries that see key token `m` on the 3 axes: `[group, lo, hi]` per axis, flattened.
+#[cube]
+pub fn key_inverse_windows(
+    geometry: &NaGeometry,
+    m: u32,
+    #[comptime] causal0: bool,
+    #[comptime] causal1: bool,
+    #[comptime] causal2: bool,
+) -> Array<u32> {
+    let g = geometry;
+    let y2 = m % g.len2;
+    let y1 = (m / g.len2) % g.len1;
+    let y0 = m / (g.len2 * g.len1);
+    let w0 = inverse_window(y0, g.len0, g.kernel0, g.stride0, g.dilation0, causal0);
+    let w1 = inverse_window(y1, g.len1, g.kernel1, g.stride1, g.dilation1, causal1);
+    let w2 = inverse_window(y2, g.len2, g.kernel2, g.stride2, g.dilation2, causal2);
+    let mut w = Array::<u32>::new(9usize);
+    for i in 0..3usize {
+        w[i] = w0[i];
+        w[3 + i] = w1[i];
+        w[6 + i] = w2[i];
+    }
     w
 }
 
@@ -142,18 +168,7 @@ pub fn dkdv_neighborhood_kernel<F: Float>(
     delta: &Tensor<f32>,
     dk: &mut Tensor<F>,
     dv: &mut Tensor<F>,
-    len0: u32,
-    len1: u32,
-    len2: u32,
-    kernel0: u32,
-    kernel1: u32,
-    kernel2: u32,
-    stride0: u32,
-    stride1: u32,
-    stride2: u32,
-    dilation0: u32,
-    dilation1: u32,
-    dilation2: u32,
+    geometry: NaGeometry,
     scale: f32,
     #[comptime] causal0: bool,
     #[comptime] causal1: bool,
@@ -190,18 +205,13 @@ pub fn dkdv_neighborhood_kernel<F: Float>(
         head_dim_v,
     );
 
-    let y2 = m % len2;
-    let y1 = (m / len2) % len1;
-    let y0 = m / (len2 * len1);
-    let w0 = inverse_window(y0, len0, kernel0, stride0, dilation0, causal0);
-    let w1 = inverse_window(y1, len1, kernel1, stride1, dilation1, causal1);
-    let w2 = inverse_window(y2, len2, kernel2, stride2, dilation2, causal2);
-    for i0 in w0[1]..w0[2] {
-        let x0 = i0 * dilation0 + w0[0];
-        for i1 in w1[1]..w1[2] {
-            let x01 = x0 * len1 + i1 * dilation1 + w1[0];
-            for i2 in w2[1]..w2[2] {
-                let n = (x01 * len2 + i2 * dilation2 + w2[0]) as usize;
+    let w = key_inverse_windows(&geometry, m, causal0, causal1, causal2);
+    for i0 in w[1]..w[2] {
+        let x0 = i0 * geometry.dilation0 + w[0];
+        for i1 in w[4]..w[5] {
+            let x01 = x0 * geometry.len1 + i1 * geometry.dilation1 + w[3];
+            for i2 in w[7]..w[8] {
+                let n = (x01 * geometry.len2 + i2 * geometry.dilation2 + w[6]) as usize;
                 for g in 0..group {
                     let qi = (b * tokens + n) * heads + h_kv * group + g;
                     dkdv_step::<F>(

@@ -7,6 +7,7 @@
 
 use cubecl::prelude::*;
 
+use super::kernel_args::NaGeometry;
 use super::window::{group_len, window_end, window_start};
 
 /// Scores below this are "no key yet" (WGSL has no -inf literal).
@@ -64,6 +65,31 @@ pub fn axis_window(
     w
 }
 
+/// The windows of query token `n` on the 3 axes: `[group, start, end]` per axis, flattened.
+#[cube]
+pub fn query_windows(
+    geometry: &NaGeometry,
+    n: u32,
+    #[comptime] causal0: bool,
+    #[comptime] causal1: bool,
+    #[comptime] causal2: bool,
+) -> Array<u32> {
+    let g = geometry;
+    let x2 = n % g.len2;
+    let x1 = (n / g.len2) % g.len1;
+    let x0 = n / (g.len2 * g.len1);
+    let w0 = axis_window(x0, g.len0, g.kernel0, g.stride0, g.dilation0, causal0);
+    let w1 = axis_window(x1, g.len1, g.kernel1, g.stride1, g.dilation1, causal1);
+    let w2 = axis_window(x2, g.len2, g.kernel2, g.stride2, g.dilation2, causal2);
+    let mut w = Array::<u32>::new(9usize);
+    for i in 0..3usize {
+        w[i] = w0[i];
+        w[3 + i] = w1[i];
+        w[6 + i] = w2[i];
+    }
+    w
+}
+
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn na_forward_kernel<F: Float>(
@@ -74,18 +100,7 @@ pub fn na_forward_kernel<F: Float>(
     dense_v: &Tensor<F>,
     out: &mut Tensor<F>,
     lse: &mut Tensor<f32>,
-    len0: u32,
-    len1: u32,
-    len2: u32,
-    kernel0: u32,
-    kernel1: u32,
-    kernel2: u32,
-    stride0: u32,
-    stride1: u32,
-    stride2: u32,
-    dilation0: u32,
-    dilation1: u32,
-    dilation2: u32,
+    geometry: NaGeometry,
     heads_kv: u32,
     dense_tokens: u32,
     scale: f32,
@@ -125,18 +140,13 @@ pub fn na_forward_kernel<F: Float>(
 
     if has_neighborhood {
         let n32 = n as u32;
-        let x2 = n32 % len2;
-        let x1 = (n32 / len2) % len1;
-        let x0 = n32 / (len2 * len1);
-        let w0 = axis_window(x0, len0, kernel0, stride0, dilation0, causal0);
-        let w1 = axis_window(x1, len1, kernel1, stride1, dilation1, causal1);
-        let w2 = axis_window(x2, len2, kernel2, stride2, dilation2, causal2);
-        for j0 in w0[1]..w0[2] {
-            let y0 = j0 * dilation0 + w0[0];
-            for j1 in w1[1]..w1[2] {
-                let y01 = y0 * len1 + j1 * dilation1 + w1[0];
-                for j2 in w2[1]..w2[2] {
-                    let key = (y01 * len2 + j2 * dilation2 + w2[0]) as usize;
+        let w = query_windows(&geometry, n32, causal0, causal1, causal2);
+        for j0 in w[1]..w[2] {
+            let y0 = j0 * geometry.dilation0 + w[0];
+            for j1 in w[4]..w[5] {
+                let y01 = y0 * geometry.len1 + j1 * geometry.dilation1 + w[3];
+                for j2 in w[7]..w[8] {
+                    let key = (y01 * geometry.len2 + j2 * geometry.dilation2 + w[6]) as usize;
                     let kv_row = (b * tokens + key) * heads_kv + h_kv;
                     online_softmax_step::<F>(
                         &q_row,
