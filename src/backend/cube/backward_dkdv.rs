@@ -2,80 +2,13 @@
 //! queries that see its key (`dV = sum P dO`, `dK = scale * sum P (dP - delta) Q`), summing
 //! over the query heads that share the KV head (GQA).
 //!
-//! The queries that see a key form, per axis, an interval of group-local indices (window starts
-//! and ends are monotone in the query), found by scanning the `2k` candidates on each side.
+//! The queries that see a key form, per axis, an interval of group-local indices (see
+//! [`super::window::inverse_window`]).
 
 use cubecl::prelude::*;
 
 use super::kernel_args::NaGeometry;
-use super::window::{group_len, window_end, window_start};
-
-/// Queries that see the key at coordinate `y` on one axis: `[group, lo, hi)` (group-local).
-#[cube]
-pub fn inverse_window(
-    y: u32,
-    len: u32,
-    kernel_size: u32,
-    stride: u32,
-    dilation: u32,
-    #[comptime] causal: bool,
-) -> Array<u32> {
-    let group = y % dilation;
-    let j = y / dilation;
-    let glen = group_len(len, dilation, group);
-    let radius = 2 * kernel_size;
-    let mut first = 0u32;
-    if j > radius {
-        first = j - radius;
-    }
-    let last = if j + radius + 1 < glen {
-        j + radius + 1
-    } else {
-        glen
-    };
-    let mut lo = glen;
-    let mut hi = 0u32;
-    for i in first..last {
-        let start = window_start(i, glen, kernel_size, stride, causal);
-        let end = window_end(i, glen, kernel_size, start, causal);
-        if start <= j && j < end {
-            if i < lo {
-                lo = i;
-            }
-            hi = i + 1;
-        }
-    }
-    let mut w = Array::<u32>::new(3usize);
-    w[0] = group;
-    w[1] = lo;
-    w[2] = hi;
-    w
-}
-
-/// The queries that see key token `m` on the 3 axes: `[group, lo, hi]` per axis, flattened.
-#[cube]
-pub fn key_inverse_windows(
-    geometry: &NaGeometry,
-    m: u32,
-    #[comptime] causal0: bool,
-    #[comptime] causal1: bool,
-    #[comptime] causal2: bool,
-) -> Array<u32> {
-    let g = geometry;
-    let y2 = m % g.len2;
-    let y1 = (m / g.len2) % g.len1;
-    let y0 = m / (g.len2 * g.len1);
-    let w0 = inverse_window(y0, g.len0, g.kernel0, g.stride0, g.dilation0, causal0);
-    let w1 = inverse_window(y1, g.len1, g.kernel1, g.stride1, g.dilation1, causal1);
-    let w2 = inverse_window(y2, g.len2, g.kernel2, g.stride2, g.dilation2, causal2);
-    let mut w = Array::<u32>::new(9usize);
-    for i in 0..3usize {
-        w[i] = w0[i];
-        w[3 + i] = w1[i];
-        w[6 + i] = w2[i];
-    }
-    w
-}
+use super::window::token_windows;
 
 /// Adds the contribution of query row `qi` (a (batch, token, head) index) to the key's
 /// accumulators; `dk_acc` is unscaled.
@@ -205,7 +138,7 @@ pub fn dkdv_neighborhood_kernel<F: Float>(
         head_dim_v,
     );
 
-    let w = key_inverse_windows(&geometry, m, causal0, causal1, causal2);
+    let w = token_windows(&geometry, m, true, causal0, causal1, causal2);
     for i0 in w[1]..w[2] {
         let x0 = i0 * geometry.dilation0 + w[0];
         for i1 in w[4]..w[5] {

@@ -3,8 +3,8 @@
 
 use cubecl::prelude::*;
 
-use super::forward::query_windows;
 use super::kernel_args::NaGeometry;
+use super::window::token_windows;
 
 /// Adds one key's contribution to `dq_acc` (unscaled).
 #[cube]
@@ -90,7 +90,7 @@ pub fn dq_kernel<F: Float>(
 
     if has_neighborhood {
         let n32 = n as u32;
-        let w = query_windows(&geometry, n32, causal0, causal1, causal2);
+        let w = token_windows(&geometry, n32, false, causal0, causal1, causal2);
         for j0 in w[1]..w[2] {
             let y0 = j0 * geometry.dilation0 + w[0];
             for j1 in w[4]..w[5] {

@@ -8,7 +8,7 @@
 use cubecl::prelude::*;
 
 use super::kernel_args::NaGeometry;
-use super::window::{group_len, window_end, window_start};
+use super::window::token_windows;
 
 /// Scores below this are "no key yet" (WGSL has no -inf literal).
 pub const NO_SCORE: f32 = -1.0e30;
@@ -41,53 +41,6 @@ pub fn online_softmax_step<F: Float>(
     for c in 0..head_dim_v {
         acc[c] = acc[c] * correction + weight * f32::cast_from(v[v_offset + c]);
     }
-}
-
-/// The window of the query at coordinate `x` on one axis: `[group, start, end]` (group-local
-/// start/end; key coordinate = `j * dilation + group`).
-#[cube]
-pub fn axis_window(
-    x: u32,
-    len: u32,
-    kernel_size: u32,
-    stride: u32,
-    dilation: u32,
-    #[comptime] causal: bool,
-) -> Array<u32> {
-    let mut w = Array::<u32>::new(3usize);
-    let group = x % dilation;
-    let i = x / dilation;
-    let glen = group_len(len, dilation, group);
-    let start = window_start(i, glen, kernel_size, stride, causal);
-    w[0] = group;
-    w[1] = start;
-    w[2] = window_end(i, glen, kernel_size, start, causal);
-    w
-}
-
-/// The windows of query token `n` on the 3 axes: `[group, start, end]` per axis, flattened.
-#[cube]
-pub fn query_windows(
-    geometry: &NaGeometry,
-    n: u32,
-    #[comptime] causal0: bool,
-    #[comptime] causal1: bool,
-    #[comptime] causal2: bool,
-) -> Array<u32> {
-    let g = geometry;
-    let x2 = n % g.len2;
-    let x1 = (n / g.len2) % g.len1;
-    let x0 = n / (g.len2 * g.len1);
-    let w0 = axis_window(x0, g.len0, g.kernel0, g.stride0, g.dilation0, causal0);
-    let w1 = axis_window(x1, g.len1, g.kernel1, g.stride1, g.dilation1, causal1);
-    let w2 = axis_window(x2, g.len2, g.kernel2, g.stride2, g.dilation2, causal2);
-    let mut w = Array::<u32>::new(9usize);
-    for i in 0..3usize {
-        w[i] = w0[i];
-        w[3 + i] = w1[i];
-        w[6 + i] = w2[i];
-    }
-    w
 }
 
 #[cube(launch)]
@@ -140,7 +93,7 @@ pub fn na_forward_kernel<F: Float>(
 
     if has_neighborhood {
         let n32 = n as u32;
-        let w = query_windows(&geometry, n32, causal0, causal1, causal2);
+        let w = token_windows(&geometry, n32, false, causal0, causal1, causal2);
         for j0 in w[1]..w[2] {
             let y0 = j0 * geometry.dilation0 + w[0];
             for j1 in w[4]..w[5] {

@@ -17,17 +17,6 @@ pub struct Dense<R: CubeRuntime> {
     pub causal: bool,
 }
 
-/// Launch grid with one unit per (batch, token, head).
-fn grid<R: CubeRuntime>(q: &CubeTensor<R>) -> (cubecl::CubeCount, CubeDim, usize) {
-    let units = q.meta.num_elements() / q.meta.shape()[3];
-    let cube_dim = CubeDim::new(&q.client, units);
-    (
-        calculate_cube_count_elemwise(&q.client, units, cube_dim),
-        cube_dim,
-        units,
-    )
-}
-
 /// Fused forward; `geometry` is `None` for FMHA (no neighbourhood). Returns (out, LSE f32).
 pub fn forward<R: CubeRuntime>(
     q: CubeTensor<R>,
@@ -63,7 +52,7 @@ pub fn forward<R: CubeRuntime>(
         }
         None => (k.clone(), v.clone(), 0, false),
     };
-    let (count, cube_dim, _) = grid(&q);
+    let (count, cube_dim) = grid_rows(&client, b * n * h);
     na_forward_kernel::launch::<R>(
         &client,
         count,
@@ -91,7 +80,7 @@ pub fn forward<R: CubeRuntime>(
     (out, lse)
 }
 
-/// Units for a kernel with one unit per row of `rows` rows.
+/// Launch grid with one unit per row (a (batch, token, head) or (batch, key, KV head) index).
 fn grid_rows<R: CubeRuntime>(
     client: &cubecl::client::ComputeClient<R>,
     rows: usize,

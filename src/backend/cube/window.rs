@@ -4,6 +4,8 @@
 
 use cubecl::prelude::*;
 
+use super::kernel_args::NaGeometry;
+
 /// Length of dilation group `group`: `ceil((len - group) / dilation)`.
 #[cube]
 #[allow(clippy::manual_div_ceil)] // `div_ceil` is not a CubeCL operation
@@ -66,4 +68,106 @@ pub fn window_end(
         end = if i + 1 < group_len { i + 1 } else { group_len };
     }
     end
+}
+
+/// The window of the query at coordinate `x` on one axis: `[group, start, end]` (group-local
+/// start/end; key coordinate = `j * dilation + group`).
+#[cube]
+pub fn axis_window(
+    x: u32,
+    len: u32,
+    kernel_size: u32,
+    stride: u32,
+    dilation: u32,
+    #[comptime] causal: bool,
+) -> Array<u32> {
+    let mut w = Array::<u32>::new(3usize);
+    let group = x % dilation;
+    let i = x / dilation;
+    let glen = group_len(len, dilation, group);
+    let start = window_start(i, glen, kernel_size, stride, causal);
+    w[0] = group;
+    w[1] = start;
+    w[2] = window_end(i, glen, kernel_size, start, causal);
+    w
+}
+
+/// Queries that see the key at coordinate `y` on one axis: `[group, lo, hi)` (group-local).
+#[cube]
+pub fn inverse_window(
+    y: u32,
+    len: u32,
+    kernel_size: u32,
+    stride: u32,
+    dilation: u32,
+    #[comptime] causal: bool,
+) -> Array<u32> {
+    let group = y % dilation;
+    let j = y / dilation;
+    let glen = group_len(len, dilation, group);
+    let radius = 2 * kernel_size;
+    let mut first = 0u32;
+    if j > radius {
+        first = j - radius;
+    }
+    let last = if j + radius + 1 < glen {
+        j + radius + 1
+    } else {
+        glen
+    };
+    let mut lo = glen;
+    let mut hi = 0u32;
+    for i in first..last {
+        let start = window_start(i, glen, kernel_size, stride, causal);
+        let end = window_end(i, glen, kernel_size, start, causal);
+        if start <= j && j < end {
+            if i < lo {
+                lo = i;
+            }
+            hi = i + 1;
+        }
+    }
+    let mut w = Array::<u32>::new(3usize);
+    w[0] = group;
+    w[1] = lo;
+    w[2] = hi;
+    w
+}
+
+/// Per-axis windows of a token (flat row-major index over the padded 3-axis grid), flattened
+/// as `[group, from, to]` per axis: the keys a query sees (`inverse = false`, [`axis_window`]),
+/// or the queries that see a key (`inverse = true`, [`inverse_window`]), group-local.
+#[cube]
+pub fn token_windows(
+    geometry: &NaGeometry,
+    token: u32,
+    #[comptime] inverse: bool,
+    #[comptime] causal0: bool,
+    #[comptime] causal1: bool,
+    #[comptime] causal2: bool,
+) -> Array<u32> {
+    let g = geometry;
+    let x2 = token % g.len2;
+    let x1 = (token / g.len2) % g.len1;
+    let x0 = token / (g.len2 * g.len1);
+    let (w0, w1, w2) = if inverse {
+        (
+            inverse_window(x0, g.len0, g.kernel0, g.stride0, g.dilation0, causal0),
+            inverse_window(x1, g.len1, g.kernel1, g.stride1, g.dilation1, causal1),
+            inverse_window(x2, g.len2, g.kernel2, g.stride2, g.dilation2, causal2),
+        )
+    } else {
+        (
+            axis_window(x0, g.len0, g.kernel0, g.stride0, g.dilation0, causal0),
+            axis_window(x1, g.len1, g.kernel1, g.stride1, g.dilation1, causal1),
+            axis_window(x2, g.len2, g.kernel2, g.stride2, g.dilation2, causal2),
+        )
+    };
+    let mut w = Array::<u32>::new(9usize);
+    for i in 0..3usize {
+        w[i] = w0[i];
+        w[3 + i] = w1[i];
+        w[6 + i] = w2[i];
+    }
+    w
 }
