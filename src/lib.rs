@@ -39,6 +39,7 @@
 
 mod api;
 pub mod backend;
+mod modules;
 mod options;
 
 pub use api::{
@@ -46,6 +47,10 @@ pub use api::{
     na2d_with_extra_kv, na2d_with_lse, na3d, na3d_with_extra_kv, na3d_with_lse,
 };
 pub use backend::NattenBackend;
+pub use modules::{
+    NeighborhoodAttention1d, NeighborhoodAttention1dConfig, NeighborhoodAttention2d,
+    NeighborhoodAttention2dConfig, NeighborhoodAttention3d, NeighborhoodAttention3dConfig,
+};
 pub use natten_core::{AxisParams, NattenError};
 pub use options::{AttentionOptions, NaBackend, NaOptions};
 

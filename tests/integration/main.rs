@@ -5,6 +5,7 @@ mod common;
 mod golden;
 mod half;
 mod memory;
+mod modules;
 mod oracle;
 mod sweeps;
 mod training;

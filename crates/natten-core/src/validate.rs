@@ -2,7 +2,8 @@
 
 use crate::{AxisParams, NattenError};
 
-/// Checks the per-axis parameters against the spatial shape with NATTEN's rules.
+/// Checks the per-axis parameters against the spatial shape with NATTEN's rules: those of
+/// [`validate_axis_params`], then kernel size x dilation against each axis length.
 ///
 /// # Errors
 /// [`NattenError::InvalidArgument`] naming the argument (`kernel_size`, `stride`, `dilation`)
@@ -20,7 +21,30 @@ pub fn validate_axes(spatial: &[usize], axes: &[AxisParams]) -> Result<(), Natte
             ),
         ));
     }
+    validate_axis_params(axes)?;
     for (axis, (p, &len)) in axes.iter().zip(spatial).enumerate() {
+        if p.kernel_size.saturating_mul(p.dilation) > len {
+            return Err(NattenError::invalid(
+                "dilation",
+                format!(
+                    "kernel size x dilation cannot be larger than the input size: {} x {} > {len} on axis {axis}",
+                    p.kernel_size, p.dilation
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the per-axis parameters with the rules that do not depend on the input's shape (used
+/// where the shape is not known yet, e.g. by a module's configuration).
+///
+/// # Errors
+/// [`NattenError::InvalidArgument`] naming the argument (`kernel_size`, `stride`, `dilation`)
+/// when a kernel size is < 2, a stride or dilation is 0, or a stride is larger than its kernel
+/// size.
+pub fn validate_axis_params(axes: &[AxisParams]) -> Result<(), NattenError> {
+    for (axis, p) in axes.iter().enumerate() {
         if p.kernel_size < 2 {
             return Err(NattenError::invalid(
                 "kernel_size",
@@ -48,15 +72,6 @@ pub fn validate_axes(spatial: &[usize], axes: &[AxisParams]) -> Result<(), Natte
                 format!(
                     "cannot be larger than kernel size: stride {} > kernel size {} on axis {axis}",
                     p.stride, p.kernel_size
-                ),
-            ));
-        }
-        if p.kernel_size.saturating_mul(p.dilation) > len {
-            return Err(NattenError::invalid(
-                "dilation",
-                format!(
-                    "kernel size x dilation cannot be larger than the input size: {} x {} > {len} on axis {axis}",
-                    p.kernel_size, p.dilation
                 ),
             ));
         }
