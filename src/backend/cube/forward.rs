@@ -1,6 +1,11 @@
-//! Fused forward: one unit per (batch, query token, head); it walks the query's neighbourhood
-//! (the product of its per-axis windows) and then the dense keys (extra KV tokens, or all keys
-//! for FMHA), with an online softmax in f32, and writes the output and the LSE.
+//! Fused tiled forward (flash attention over block-sparse KV tiles).
+//!
+//! One cube per (Q tile, head, batch) = (`CUBE_POS_X`, `CUBE_POS_Y`, `CUBE_POS_Z`). The Q tile is
+//! staged in shared memory once; the cube then walks the KV tiles of the tile's neighbourhood box
+//! ([`super::tile`]) and then the dense keys (extra KV tokens, or all keys for FMHA) in tiles of
+//! `block_kv` keys. Per KV tile: stage K and V, `S = Q K^T` (tensor cores through `cmma` when the
+//! launch enables it, else scalar), masked online softmax in f32 (masking skipped on full tiles),
+//! `O = O * correction + P V`. The output accumulator lives in shared memory in f32.
 //!
 //! Layouts (contiguous, heads-last): Q `[b, n, h, d]`, K `[b, n, h_kv, d]`,
 //! V `[b, n, h_kv, d_v]`, dense K/V `[b, s, h_kv, _]`, out `[b, n, h, d_v]`, LSE `[b, n, h]`.
@@ -8,39 +13,53 @@
 use cubecl::prelude::*;
 
 use super::kernel_args::NaGeometry;
-use super::window::token_windows;
+use super::tile::{
+    KeyTile, QueryRows, TileShape, dense_key_tile, kv_box, load_rows, neighborhood_key_tile,
+    q_tile_box, q_tile_is_empty, query_rows, row_sees_key, tile_count, unflatten3,
+};
 
-/// Scores below this are "no key yet" (WGSL has no -inf literal).
+/// Scores below this are "no key" (WGSL has no -inf literal).
 pub const NO_SCORE: f32 = -1.0e30;
 
-/// Adds one key to the running softmax: `state = [max, sum]`, `acc` the weighted value sum.
-#[cube]
-pub fn online_softmax_step<F: Float>(
-    q_row: &Array<f32>,
-    k: &Tensor<F>,
-    v: &Tensor<F>,
-    k_offset: usize,
-    v_offset: usize,
-    scale: f32,
-    state: &mut Array<f32>,
-    acc: &mut Array<f32>,
-    #[comptime] head_dim: usize,
-    #[comptime] head_dim_v: usize,
-) {
-    let mut dot = 0.0f32;
-    for c in 0..head_dim {
-        dot += q_row[c] * f32::cast_from(k[k_offset + c]);
-    }
-    let score = dot * scale;
-    let max_old = state[0];
-    let max_new = if score > max_old { score } else { max_old };
-    let correction = (max_old - max_new).exp();
-    let weight = (score - max_new).exp();
-    state[0] = max_new;
-    state[1] = state[1] * correction + weight;
-    for c in 0..head_dim_v {
-        acc[c] = acc[c] * correction + weight * f32::cast_from(v[v_offset + c]);
-    }
+/// Which per-element mask a KV tile needs when it is not full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TileMask {
+    /// Neighbourhood keys: the key must lie in the query's window on every axis.
+    Neighborhood,
+    /// Dense keys (extra KV tokens, non-causal FMHA): only padding keys are masked.
+    Dense,
+    /// Causal FMHA: key index <= query index.
+    DenseCausal,
+}
+
+/// Comptime shape of a forward launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ForwardBlocks {
+    pub head_dim: usize,
+    pub head_dim_v: usize,
+    pub block_q: usize,
+    pub block_kv: usize,
+    /// Units per cube.
+    pub units: usize,
+    /// `S` and `P V` on tensor cores (16x16x16 `cmma`, one plane of 32 per 16 query rows).
+    pub cmma: bool,
+}
+
+/// Shared-memory buffers of one cube.
+#[derive(CubeType)]
+pub struct Stage<F: Float> {
+    pub q: SharedMemory<F>,
+    pub k: SharedMemory<F>,
+    pub v: SharedMemory<F>,
+    /// Scores, then probabilities (scalar path), `[block_q, block_kv]` f32.
+    pub s: SharedMemory<f32>,
+    /// Probabilities in `F` for the `cmma` path (length 1 otherwise).
+    pub p: SharedMemory<F>,
+    /// Output accumulator `[block_q, d_v]` f32.
+    pub o: SharedMemory<f32>,
+    pub row_max: SharedMemory<f32>,
+    pub row_sum: SharedMemory<f32>,
+    pub row_corr: SharedMemory<f32>,
 }
 
 #[cube(launch)]
@@ -54,6 +73,7 @@ pub fn na_forward_kernel<F: Float>(
     out: &mut Tensor<F>,
     lse: &mut Tensor<f32>,
     geometry: NaGeometry,
+    tiles: TileShape,
     heads_kv: u32,
     dense_tokens: u32,
     scale: f32,
@@ -62,87 +82,376 @@ pub fn na_forward_kernel<F: Float>(
     #[comptime] causal2: bool,
     #[comptime] has_neighborhood: bool,
     #[comptime] dense_causal: bool,
-    #[comptime] head_dim: usize,
-    #[comptime] head_dim_v: usize,
+    #[comptime] blocks: ForwardBlocks,
     #[define(F)] _dtype: StorageType,
 ) {
-    let heads = q.shape(2);
-    let tokens = q.shape(1);
-    let heads_kv = heads_kv as usize;
-    if ABSOLUTE_POS >= q.shape(0) * tokens * heads {
+    let qbox = q_tile_box(&geometry, &tiles, CUBE_POS_X);
+    if q_tile_is_empty(&qbox) {
         terminate!();
     }
-    let h = ABSOLUTE_POS % heads;
-    let bn = ABSOLUTE_POS / heads;
-    let n = bn % tokens;
-    let b = bn / tokens;
-    let h_kv = h / (heads / heads_kv);
+    let b = CUBE_POS_Z as usize;
+    let head = CUBE_POS_Y as usize;
+    let heads = q.shape(2);
+    let tokens = q.shape(1);
+    let head_kv = head / (heads / heads_kv as usize);
+    let bq = blocks.block_q;
+    let bk = blocks.block_kv;
+    let d = blocks.head_dim;
+    let dv = blocks.head_dim_v;
 
-    let mut q_row = Array::<f32>::new(head_dim);
-    let q_offset = ABSOLUTE_POS * head_dim;
-    for c in 0..head_dim {
-        q_row[c] = f32::cast_from(q[q_offset + c]);
+    let mut stage = Stage::<F> {
+        q: SharedMemory::<F>::new(bq * d),
+        k: SharedMemory::<F>::new(bk * d),
+        v: SharedMemory::<F>::new(bk * dv),
+        s: SharedMemory::<f32>::new(bq * bk),
+        p: SharedMemory::<F>::new(comptime!(if blocks.cmma { bq * bk } else { 1 })),
+        o: SharedMemory::<f32>::new(bq * dv),
+        row_max: SharedMemory::<f32>::new(bq),
+        row_sum: SharedMemory::<f32>::new(bq),
+        row_corr: SharedMemory::<f32>::new(bq),
+    };
+    let mut rows = QueryRows {
+        ok: SharedMemory::<u32>::new(bq),
+        token: SharedMemory::<u32>::new(bq),
+        window: SharedMemory::<u32>::new(bq * 6),
+    };
+    let mut keys = KeyTile {
+        ok: SharedMemory::<u32>::new(bk),
+        row: SharedMemory::<u32>::new(bk),
+        pos: SharedMemory::<u32>::new(bk * 3),
+    };
+
+    query_rows(
+        &geometry,
+        &tiles,
+        &qbox,
+        &mut rows,
+        has_neighborhood,
+        causal0,
+        causal1,
+        causal2,
+        bq,
+        blocks.units,
+    );
+    for it in 0..comptime!(bq.div_ceil(blocks.units)) {
+        let r = it * blocks.units + UNIT_POS as usize;
+        if r < bq {
+            stage.row_max[r] = NO_SCORE;
+            stage.row_sum[r] = 0.0;
+        }
     }
-    let mut state = Array::<f32>::new(2usize);
-    state[0] = NO_SCORE;
-    state[1] = 0.0;
-    let mut acc = Array::<f32>::new(head_dim_v);
-    for c in 0..head_dim_v {
-        acc[c] = 0.0;
+    for it in 0..comptime!((bq * dv).div_ceil(blocks.units)) {
+        let e = it * blocks.units + UNIT_POS as usize;
+        if e < bq * dv {
+            stage.o[e] = 0.0;
+        }
     }
+    sync_cube();
+    let q_row_base = b * tokens;
+    load_rows::<F>(
+        q,
+        &mut stage.q,
+        &rows.ok,
+        &rows.token,
+        q_row_base,
+        heads,
+        head,
+        bq,
+        d,
+        blocks.units,
+    );
 
     if has_neighborhood {
-        let n32 = n as u32;
-        let w = token_windows(&geometry, n32, false, causal0, causal1, causal2);
-        for j0 in w[1]..w[2] {
-            let y0 = j0 * geometry.dilation0 + w[0];
-            for j1 in w[4]..w[5] {
-                let y01 = y0 * geometry.len1 + j1 * geometry.dilation1 + w[3];
-                for j2 in w[7]..w[8] {
-                    let key = (y01 * geometry.len2 + j2 * geometry.dilation2 + w[6]) as usize;
-                    let kv_row = (b * tokens + key) * heads_kv + h_kv;
-                    online_softmax_step::<F>(
-                        &q_row,
-                        k,
-                        v,
-                        kv_row * head_dim,
-                        kv_row * head_dim_v,
-                        scale,
-                        &mut state,
-                        &mut acc,
-                        head_dim,
-                        head_dim_v,
-                    );
-                }
-            }
+        let kb = kv_box(&geometry, &qbox, causal0, causal1, causal2);
+        let n1 = tile_count(kb[4], kb[5], tiles.kv1);
+        let n2 = tile_count(kb[8], kb[9], tiles.kv2);
+        let count = tile_count(kb[0], kb[1], tiles.kv0) * n1 * n2;
+        for kt in 0..count {
+            let kc = unflatten3(kt, n1, n2);
+            let full = neighborhood_key_tile(
+                &geometry,
+                &tiles,
+                &qbox,
+                &kb,
+                &kc,
+                &mut keys,
+                b * tokens,
+                heads_kv as usize,
+                head_kv,
+                bk,
+                blocks.units,
+            );
+            sync_cube();
+            attend_tile::<F>(
+                k,
+                v,
+                &mut stage,
+                &rows,
+                &keys,
+                scale,
+                full,
+                TileMask::Neighborhood,
+                blocks,
+            );
         }
     }
 
     let dense = dense_tokens as usize;
     let mut dense_end = dense;
     if dense_causal {
-        dense_end = if n + 1 < dense { n + 1 } else { dense };
+        // FMHA tiles are 1-D over axis 2: the tile's queries end at token `qbox[11]`.
+        let q_end = qbox[11] as usize;
+        dense_end = if q_end < dense { q_end } else { dense };
     }
-    for key in 0..dense_end {
-        let kv_row = (b * dense + key) * heads_kv + h_kv;
-        online_softmax_step::<F>(
-            &q_row,
-            dense_k,
-            dense_v,
-            kv_row * head_dim,
-            kv_row * head_dim_v,
-            scale,
-            &mut state,
-            &mut acc,
-            head_dim,
-            head_dim_v,
+    let dense_tiles = dense_end.div_ceil(bk);
+    for kt in 0..dense_tiles {
+        let full = dense_key_tile(
+            &mut keys,
+            kt,
+            dense_end,
+            b * dense,
+            heads_kv as usize,
+            head_kv,
+            bk,
+            blocks.units,
         );
+        sync_cube();
+        if dense_causal {
+            attend_tile::<F>(
+                dense_k,
+                dense_v,
+                &mut stage,
+                &rows,
+                &keys,
+                scale,
+                false,
+                TileMask::DenseCausal,
+                blocks,
+            );
+        } else {
+            attend_tile::<F>(
+                dense_k,
+                dense_v,
+                &mut stage,
+                &rows,
+                &keys,
+                scale,
+                full,
+                TileMask::Dense,
+                blocks,
+            );
+        }
     }
 
-    let inv = 1.0f32 / state[1];
-    let o_offset = ABSOLUTE_POS * head_dim_v;
-    for c in 0..head_dim_v {
-        out[o_offset + c] = F::cast_from(acc[c] * inv);
+    for it in 0..comptime!((bq * dv).div_ceil(blocks.units)) {
+        let e = it * blocks.units + UNIT_POS as usize;
+        if e < bq * dv {
+            let r = e / dv;
+            if rows.ok[r] == 1 {
+                let row = (q_row_base + rows.token[r] as usize) * heads + head;
+                out[row * dv + e % dv] = F::cast_from(stage.o[e] / stage.row_sum[r]);
+            }
+        }
     }
-    lse[ABSOLUTE_POS] = state[0] + state[1].ln();
+    for it in 0..comptime!(bq.div_ceil(blocks.units)) {
+        let r = it * blocks.units + UNIT_POS as usize;
+        if r < bq && rows.ok[r] == 1 {
+            let row = (q_row_base + rows.token[r] as usize) * heads + head;
+            lse[row] = stage.row_max[r] + stage.row_sum[r].ln();
+        }
+    }
+}
+
+/// One KV tile: stage K/V rows, scores, masked online-softmax update, `O = O * corr + P V`.
+/// Starts after a `sync_cube` that published `keys`; ends with one.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn attend_tile<F: Float>(
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    stage: &mut Stage<F>,
+    rows: &QueryRows,
+    keys: &KeyTile,
+    scale: f32,
+    full: bool,
+    #[comptime] mask: TileMask,
+    #[comptime] blocks: ForwardBlocks,
+) {
+    let bq = blocks.block_q;
+    let bk = blocks.block_kv;
+    let d = blocks.head_dim;
+    let dv = blocks.head_dim_v;
+    let units = blocks.units;
+    load_rows::<F>(k, &mut stage.k, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, d, units);
+    load_rows::<F>(v, &mut stage.v, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, dv, units);
+    sync_cube();
+
+    if blocks.cmma {
+        let row0 = UNIT_POS_Y as usize * 16usize;
+        for j in 0..comptime!(bk / 16) {
+            let acc = cmma::Matrix::<f32>::from_value(
+                cmma::MatrixIdent::Accumulator,
+                16usize,
+                16usize,
+                16usize,
+                cmma::MatrixLayout::Undefined,
+                0.0,
+            );
+            for kk in 0..comptime!(d / 16) {
+                let a = cmma::Matrix::<F>::from_slice(
+                    cmma::MatrixIdent::A,
+                    16usize,
+                    16usize,
+                    16usize,
+                    cmma::MatrixLayout::RowMajor,
+                    &stage.q.slice(row0 * d + kk * 16usize, bq * d),
+                    d as u32,
+                );
+                let bm = cmma::Matrix::<F>::from_slice(
+                    cmma::MatrixIdent::B,
+                    16usize,
+                    16usize,
+                    16usize,
+                    cmma::MatrixLayout::ColMajor,
+                    &stage.k.slice(j * 16usize * d + kk * 16usize, bk * d),
+                    d as u32,
+                );
+                cmma::execute::<F, F, f32, f32>(&a, &bm, &acc, &acc);
+            }
+            cmma::store(
+                &mut stage.s.slice_mut(row0 * bk + j * 16usize, bq * bk),
+                &acc,
+                bk as u32,
+                cmma::MatrixLayout::RowMajor,
+            );
+        }
+    } else {
+        for it in 0..comptime!((bq * bk).div_ceil(units)) {
+            let e = it * units + UNIT_POS as usize;
+            if e < bq * bk {
+                let r = e / bk;
+                let c = e % bk;
+                let mut dot = 0.0f32;
+                for i in 0..d {
+                    dot += f32::cast_from(stage.q[r * d + i]) * f32::cast_from(stage.k[c * d + i]);
+                }
+                stage.s[e] = dot;
+            }
+        }
+    }
+    sync_cube();
+
+    for it in 0..comptime!(bq.div_ceil(units)) {
+        let r = it * units + UNIT_POS as usize;
+        if r < bq {
+            let max_old = stage.row_max[r];
+            let mut max_new = max_old;
+            for c in 0..bk {
+                let mut score = stage.s[r * bk + c] * scale;
+                if !full {
+                    let seen = match mask {
+                        TileMask::Neighborhood => {
+                            keys.ok[c] == 1 && row_sees_key(&rows.window, &keys.pos, r, c)
+                        }
+                        TileMask::Dense => keys.ok[c] == 1,
+                        TileMask::DenseCausal => keys.ok[c] == 1 && keys.pos[c * 3] <= rows.token[r],
+                    };
+                    if !seen {
+                        score = NO_SCORE;
+                    }
+                }
+                stage.s[r * bk + c] = score;
+                if score > max_new {
+                    max_new = score;
+                }
+            }
+            let corr = (max_old - max_new).exp();
+            let mut sum = 0.0f32;
+            for c in 0..bk {
+                let score = stage.s[r * bk + c];
+                let mut p = 0.0f32;
+                if score != NO_SCORE {
+                    p = (score - max_new).exp();
+                }
+                sum += p;
+                if blocks.cmma {
+                    stage.p[r * bk + c] = F::cast_from(p);
+                } else {
+                    stage.s[r * bk + c] = p;
+                }
+            }
+            stage.row_sum[r] = stage.row_sum[r] * corr + sum;
+            stage.row_max[r] = max_new;
+            stage.row_corr[r] = corr;
+        }
+    }
+    sync_cube();
+
+    if blocks.cmma {
+        for it in 0..comptime!((bq * dv).div_ceil(units)) {
+            let e = it * units + UNIT_POS as usize;
+            if e < bq * dv {
+                stage.o[e] *= stage.row_corr[e / dv];
+            }
+        }
+        sync_cube();
+        let row0 = UNIT_POS_Y as usize * 16usize;
+        for j in 0..comptime!(dv / 16) {
+            let acc = cmma::Matrix::<f32>::from_value(
+                cmma::MatrixIdent::Accumulator,
+                16usize,
+                16usize,
+                16usize,
+                cmma::MatrixLayout::Undefined,
+                0.0,
+            );
+            cmma::load_with_layout(
+                &acc,
+                &stage.o.slice(row0 * dv + j * 16usize, bq * dv),
+                dv as u32,
+                cmma::MatrixLayout::RowMajor,
+            );
+            for kk in 0..comptime!(bk / 16) {
+                let a = cmma::Matrix::<F>::from_slice(
+                    cmma::MatrixIdent::A,
+                    16usize,
+                    16usize,
+                    16usize,
+                    cmma::MatrixLayout::RowMajor,
+                    &stage.p.slice(row0 * bk + kk * 16usize, bq * bk),
+                    bk as u32,
+                );
+                let bm = cmma::Matrix::<F>::from_slice(
+                    cmma::MatrixIdent::B,
+                    16usize,
+                    16usize,
+                    16usize,
+                    cmma::MatrixLayout::RowMajor,
+                    &stage.v.slice(kk * 16usize * dv + j * 16usize, bk * dv),
+                    dv as u32,
+                );
+                cmma::execute::<F, F, f32, f32>(&a, &bm, &acc, &acc);
+            }
+            cmma::store(
+                &mut stage.o.slice_mut(row0 * dv + j * 16usize, bq * dv),
+                &acc,
+                dv as u32,
+                cmma::MatrixLayout::RowMajor,
+            );
+        }
+    } else {
+        for it in 0..comptime!((bq * dv).div_ceil(units)) {
+            let e = it * units + UNIT_POS as usize;
+            if e < bq * dv {
+                let r = e / dv;
+                let col = e % dv;
+                let mut acc = stage.o[e] * stage.row_corr[r];
+                for c in 0..bk {
+                    acc += stage.s[r * bk + c] * f32::cast_from(stage.v[c * dv + col]);
+                }
+                stage.o[e] = acc;
+            }
+        }
+    }
+    sync_cube();
 }

@@ -59,6 +59,14 @@ impl Geometry {
         }
     }
 
+    /// A 1-D sequence of `tokens` queries with no neighbourhood (FMHA's Q tiling in the tiled
+    /// forward).
+    pub fn sequence(tokens: u32) -> Self {
+        let mut g = Self::none();
+        g.len[2] = tokens;
+        g
+    }
+
     /// The launch argument.
     pub fn arg<R: Runtime>(&self) -> NaGeometryLaunch<R> {
         let [l0, l1, l2] = self.len;

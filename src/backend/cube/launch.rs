@@ -8,6 +8,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
 use super::forward::na_forward_kernel;
+use super::config::{TilePlan, forward_blocks};
 use super::kernel_args::Geometry;
 
 /// Dense keys of a call: extra KV tokens (NA) or all keys, causal or not (FMHA).
@@ -39,7 +40,7 @@ pub fn forward<R: CubeRuntime>(
     let lse =
         empty_device_contiguous_dtype(client.clone(), device, Shape::new([b, n, h]), DType::F32);
     let has_neighborhood = geometry.is_some();
-    let g = geometry.unwrap_or_else(Geometry::none);
+    let g = geometry.unwrap_or_else(|| Geometry::sequence(n as u32));
     let (dense_k, dense_v, dense_tokens, dense_causal) = match dense {
         Some(dense) => {
             let tokens = dense.k.meta.shape()[1];
@@ -52,11 +53,12 @@ pub fn forward<R: CubeRuntime>(
         }
         None => (k.clone(), v.clone(), 0, false),
     };
-    let (count, cube_dim) = grid_rows(&client, b * n * h);
+    let blocks = forward_blocks(&client, d, d_v, dtype);
+    let plan = TilePlan::new(&g, &blocks);
     na_forward_kernel::launch::<R>(
         &client,
-        count,
-        cube_dim,
+        plan.cube_count(&g, h, b),
+        TilePlan::cube_dim(&blocks),
         q.into_tensor_arg(),
         k.into_tensor_arg(),
         v.into_tensor_arg(),
@@ -65,6 +67,7 @@ pub fn forward<R: CubeRuntime>(
         out.clone().into_tensor_arg(),
         lse.clone().into_tensor_arg(),
         g.arg(),
+        plan.arg(),
         h_kv as u32,
         dense_tokens as u32,
         scale,
@@ -73,8 +76,7 @@ pub fn forward<R: CubeRuntime>(
         g.causal[2],
         has_neighborhood,
         dense_causal,
-        d,
-        d_v,
+        blocks,
         dtype.into(),
     );
     (out, lse)

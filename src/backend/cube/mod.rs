@@ -7,9 +7,11 @@
 mod backward_dkdv;
 mod backward_dq;
 mod backward_preprocess;
+mod config;
 mod forward;
 mod kernel_args;
 mod launch;
+mod tile;
 mod window;
 
 pub use kernel_args::Geometry;

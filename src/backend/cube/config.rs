@@ -1,0 +1,185 @@
+//! Host side of the tiled kernels: which block sizes a launch uses (tensor cores or scalar,
+//! within the device's shared memory), and the per-axis tile shapes.
+
+use burn::tensor::DType;
+use burn_cubecl::CubeRuntime;
+use cubecl::client::ComputeClient;
+use cubecl::ir::StorageType;
+use cubecl::prelude::*;
+use cubecl::{CubeCount, CubeDim};
+
+use super::forward::ForwardBlocks;
+use super::kernel_args::Geometry;
+use super::tile::TileShapeLaunch;
+
+/// Units per cube of the tiled kernels (4 planes of 32 on NVIDIA).
+const UNITS: usize = 128;
+/// Query rows per plane in the `cmma` path (the 16x16x16 fragment height).
+const CMMA_ROWS: usize = 16;
+
+/// Block sizes `(block_q, block_kv)` tried in order, largest first.
+const SCALAR_BLOCKS: [(usize, usize); 7] = [
+    (64, 64),
+    (64, 32),
+    (32, 32),
+    (32, 16),
+    (16, 16),
+    (16, 8),
+    (8, 8),
+];
+
+/// Shared memory (bytes) of a forward launch with these blocks.
+pub fn forward_shared_bytes(blocks: &ForwardBlocks, elem_bytes: usize) -> usize {
+    let (bq, bk, d, dv) = (
+        blocks.block_q,
+        blocks.block_kv,
+        blocks.head_dim,
+        blocks.head_dim_v,
+    );
+    let staged = (bq * d + bk * d + bk * dv) * elem_bytes;
+    let p = if blocks.cmma { bq * bk * elem_bytes } else { 0 };
+    let f32s = (bq * bk + bq * dv + 3 * bq) * 4;
+    let rows = (2 * bq + 6 * bq + 2 * bk + 3 * bk) * 4;
+    staged + p + f32s + rows
+}
+
+/// Whether the runtime has 16x16x16 `cmma` for `dtype` inputs with f32 accumulation, on
+/// planes of 32 (the fragment-to-plane mapping the kernels assume).
+fn has_cmma<R: Runtime>(client: &ComputeClient<R>, dtype: DType) -> bool {
+    if !matches!(dtype, DType::F16 | DType::BF16) {
+        return false;
+    }
+    let props = client.properties();
+    if props.hardware.plane_size_min != 32 || props.hardware.plane_size_max != 32 {
+        return false;
+    }
+    let input: StorageType = dtype.into();
+    let acc: StorageType = DType::F32.into();
+    props.features.matmul.cmma.iter().any(|c| {
+        c.a_type == input && c.b_type == input && c.cd_type == acc && (c.m, c.n, c.k) == (16, 16, 16)
+    })
+}
+
+/// The forward's block sizes for these head dims and dtype on this device.
+pub fn forward_blocks<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    head_dim: usize,
+    head_dim_v: usize,
+    dtype: DType,
+) -> ForwardBlocks {
+    let max_shared = client.properties().hardware.max_shared_memory_size;
+    let elem_bytes = dtype.size();
+    let cmma = has_cmma(client, dtype) && head_dim % 16 == 0 && head_dim_v % 16 == 0;
+    let block_q = UNITS / 32 * CMMA_ROWS;
+    if cmma {
+        for block_kv in [64, 32, 16] {
+            let blocks = ForwardBlocks {
+                head_dim,
+                head_dim_v,
+                block_q,
+                block_kv,
+                units: UNITS,
+                cmma: true,
+            };
+            if forward_shared_bytes(&blocks, elem_bytes) <= max_shared {
+                return blocks;
+            }
+        }
+    }
+    let mut chosen = None;
+    for (block_q, block_kv) in SCALAR_BLOCKS {
+        let blocks = ForwardBlocks {
+            head_dim,
+            head_dim_v,
+            block_q,
+            block_kv,
+            units: UNITS,
+            cmma: false,
+        };
+        chosen = Some(blocks);
+        if forward_shared_bytes(&blocks, elem_bytes) <= max_shared {
+            break;
+        }
+    }
+    chosen.expect("SCALAR_BLOCKS is not empty")
+}
+
+/// Splits `block` (a power of two) over 3 axes: doubles, one at a time, the axis whose
+/// `extent / tile` is largest (axes of extent 1 stay 1).
+pub fn split_block(block: usize, extent: [u32; 3]) -> [u32; 3] {
+    let mut tile = [1u32; 3];
+    while ((tile[0] * tile[1] * tile[2]) as usize) < block {
+        let axis = (0..3)
+            .max_by(|&a, &b| {
+                let ra = extent[a] as f64 / tile[a] as f64;
+                let rb = extent[b] as f64 / tile[b] as f64;
+                ra.partial_cmp(&rb).unwrap().then(a.cmp(&b))
+            })
+            .unwrap();
+        tile[axis] *= 2;
+    }
+    tile
+}
+
+/// Per-axis Q and KV tile shapes for `blocks` on `geometry`, and the launch grid.
+pub struct TilePlan {
+    pub q_tile: [u32; 3],
+    pub kv_tile: [u32; 3],
+    pub tiles: [u32; 3],
+}
+
+impl TilePlan {
+    /// Q tiles follow the longest dilation group's extent; KV tiles the KV box of a Q tile.
+    pub fn new(geometry: &Geometry, blocks: &ForwardBlocks) -> Self {
+        let group_extent = |a: usize| geometry.len[a].div_ceil(geometry.dilation[a]);
+        let q_tile = split_block(blocks.block_q, [0, 1, 2].map(group_extent));
+        let kv_extent = [0, 1, 2].map(|a| {
+            if geometry.len[a] == 1 {
+                1
+            } else {
+                (geometry.kernel_size[a] + q_tile[a] - 1).min(group_extent(a))
+            }
+        });
+        let kv_tile = split_block(blocks.block_kv, kv_extent);
+        let tiles = [0, 1, 2].map(|a| group_extent(a).div_ceil(q_tile[a]));
+        Self {
+            q_tile,
+            kv_tile,
+            tiles,
+        }
+    }
+
+    /// The launch argument.
+    pub fn arg<R: Runtime>(&self) -> TileShapeLaunch<R> {
+        let [q0, q1, q2] = self.q_tile;
+        let [k0, k1, k2] = self.kv_tile;
+        let [t0, t1, t2] = self.tiles;
+        TileShapeLaunch::new(q0, q1, q2, k0, k1, k2, t0, t1, t2)
+    }
+
+    /// One cube per (Q tile, head, batch).
+    pub fn cube_count(&self, geometry: &Geometry, heads: usize, batch: usize) -> CubeCount {
+        let groups: u32 = geometry.dilation.iter().product();
+        let tiles: u32 = self.tiles.iter().product();
+        CubeCount::Static(groups * tiles, heads as u32, batch as u32)
+    }
+
+    /// The cube shape for `blocks` (planes of 32 along y).
+    pub fn cube_dim(blocks: &ForwardBlocks) -> CubeDim {
+        CubeDim::new_2d(32, (blocks.units / 32) as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_block_follows_extents() {
+        assert_eq!(split_block(64, [1, 1, 4096]), [1, 1, 64]);
+        assert_eq!(split_block(64, [1, 128, 128]), [1, 8, 8]);
+        assert_eq!(split_block(64, [16, 44, 80]), [2, 4, 8]);
+        assert_eq!(split_block(16, [1, 3, 100]), [1, 1, 16]);
+        assert_eq!(split_block(16, [1, 1, 1]), [16, 1, 1]);
+    }
+}
