@@ -31,6 +31,26 @@
 //! # Ok::<(), burn_natten::NattenError>(())
 //! ```
 //!
+//! # Modules
+//!
+//! [`NeighborhoodAttention1d`], [`NeighborhoodAttention2d`] and [`NeighborhoodAttention3d`] are
+//! Burn modules, as NATTEN's `NeighborhoodAttention1D/2D/3D`: a QKV projection, `na*`, an output
+//! projection, on `[batch, *spatial, embed_dim]`. Build them from their `Config`:
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use burn::tensor::{Distribution, Tensor};
+//! use burn_natten::NeighborhoodAttention2dConfig;
+//!
+//! let device = Default::default();
+//! let layer = NeighborhoodAttention2dConfig::new(32, 4, [5, 5]) // embed_dim, heads, window
+//!     .with_num_kv_heads(Some(2))
+//!     .init::<NdArray>(&device)?;
+//! let x = Tensor::<NdArray, 4>::random([1, 8, 8, 32], Distribution::Normal(0.0, 1.0), &device);
+//! assert_eq!(layer.forward(x)?.dims(), [1, 8, 8, 32]);
+//! # Ok::<(), burn_natten::NattenError>(())
+//! ```
+//!
 //! # Backends
 //!
 //! Every function is generic over [`NattenBackend`], implemented for `NdArray`, the CubeCL

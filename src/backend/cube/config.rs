@@ -105,17 +105,15 @@ pub fn forward_blocks<R: CubeRuntime>(
 }
 
 /// Splits `block` (a power of two) over 3 axes: doubles, one at a time, the axis whose
-/// `extent / tile` is largest (axes of extent 1 stay 1).
+/// `extent / tile` is largest (ties: the later axis); once every axis is covered, the last.
 pub fn split_block(block: usize, extent: [u32; 3]) -> [u32; 3] {
     let mut tile = [1u32; 3];
     while ((tile[0] * tile[1] * tile[2]) as usize) < block {
+        let ratio = |a: usize| extent[a] as f64 / tile[a] as f64;
         let axis = (0..3)
-            .max_by(|&a, &b| {
-                let ra = extent[a] as f64 / tile[a] as f64;
-                let rb = extent[b] as f64 / tile[b] as f64;
-                ra.partial_cmp(&rb).unwrap().then(a.cmp(&b))
-            })
-            .unwrap();
+            .filter(|&a| ratio(a) > 1.0)
+            .max_by(|&a, &b| ratio(a).total_cmp(&ratio(b)).then(a.cmp(&b)))
+            .unwrap_or(2);
         tile[axis] *= 2;
     }
     tile
@@ -180,6 +178,7 @@ mod tests {
         assert_eq!(split_block(64, [1, 128, 128]), [1, 8, 8]);
         assert_eq!(split_block(64, [16, 44, 80]), [2, 4, 8]);
         assert_eq!(split_block(16, [1, 3, 100]), [1, 1, 16]);
-        assert_eq!(split_block(16, [1, 1, 1]), [16, 1, 1]);
+        assert_eq!(split_block(16, [1, 1, 1]), [1, 1, 16]);
+        assert_eq!(split_block(16, [1, 2, 2]), [1, 2, 8]);
     }
 }
