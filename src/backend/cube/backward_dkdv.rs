@@ -1,95 +1,67 @@
-//! Backward, dK/dV pass, without atomics: one unit per (batch, key token, KV head) walks the
-//! queries that see its key (`dV = sum P dO`, `dK = scale * sum P (dP - delta) Q`), summing
-//! over the query heads that share the KV head (GQA).
+//! Backward, dK/dV pass without atomics, tiled: one cube per (KV tile, KV head, batch) walks the
+//! Q tiles that can see its keys, for every query head of the KV head's group (GQA summed in
+//! the cube), and accumulates `dV = P^T dO`, `dK = scale * dS^T Q` in shared memory.
 //!
-//! The queries that see a key form, per axis, an interval of group-local indices (see
-//! [`super::window::inverse_window`]).
+//! Neighbourhood keys: the KV tile is a box of group-local keys (the launch's `TileShape` holds
+//! the KV tile shape in its `q*` fields and the Q tile shape in its `kv*` fields); its queries
+//! are the box `[first query that sees the first key, last query that sees the last key]` per
+//! axis. Dense keys (extra KV tokens, FMHA): a run of `block_kv` keys against every query (from
+//! the first key on, when causal) in 1-D tiles of `block_q` tokens.
 
 use cubecl::prelude::*;
 
+use super::forward::ForwardBlocks;
 use super::kernel_args::NaGeometry;
-use super::window::token_windows;
+use super::tile::{
+    KeyTile, QueryRows, TileMask, TileShape, dense_key_tile, load_rows, neighborhood_key_tile,
+    q_tile_box, q_tile_is_empty, query_rows, sees, tile_count, unflatten3,
+};
+use super::tile_matmul::{TileProduct, tile_product};
+use super::window::{inverse_window, window_end, window_start};
 
-/// Adds the contribution of query row `qi` (a (batch, token, head) index) to the key's
-/// accumulators; `dk_acc` is unscaled.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-pub fn dkdv_step<F: Float>(
-    q: &Tensor<F>,
-    d_out: &Tensor<F>,
-    lse: &Tensor<f32>,
-    delta: &Tensor<f32>,
-    qi: usize,
-    k_row: &Array<f32>,
-    v_row: &Array<f32>,
-    scale: f32,
-    dk_acc: &mut Array<f32>,
-    dv_acc: &mut Array<f32>,
-    #[comptime] head_dim: usize,
-    #[comptime] head_dim_v: usize,
-) {
-    let mut dot = 0.0f32;
-    for c in 0..head_dim {
-        dot += f32::cast_from(q[qi * head_dim + c]) * k_row[c];
-    }
-    let p = (dot * scale - lse[qi]).exp();
-    let mut dp = 0.0f32;
-    for c in 0..head_dim_v {
-        let d_o = f32::cast_from(d_out[qi * head_dim_v + c]);
-        dp += d_o * v_row[c];
-        dv_acc[c] += p * d_o;
-    }
-    let ds = p * (dp - delta[qi]);
-    for c in 0..head_dim {
-        dk_acc[c] += ds * f32::cast_from(q[qi * head_dim + c]);
-    }
-}
-
-/// Loads a K and V row into local arrays and zeroes the accumulators.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-fn load_rows<F: Float>(
-    k: &Tensor<F>,
-    v: &Tensor<F>,
-    row: usize,
-    k_row: &mut Array<f32>,
-    v_row: &mut Array<f32>,
-    dk_acc: &mut Array<f32>,
-    dv_acc: &mut Array<f32>,
-    #[comptime] head_dim: usize,
-    #[comptime] head_dim_v: usize,
-) {
-    for c in 0..head_dim {
-        k_row[c] = f32::cast_from(k[row * head_dim + c]);
-        dk_acc[c] = 0.0;
-    }
-    for c in 0..head_dim_v {
-        v_row[c] = f32::cast_from(v[row * head_dim_v + c]);
-        dv_acc[c] = 0.0;
-    }
+/// Shared-memory buffers of one dK/dV cube.
+#[derive(CubeType)]
+pub struct DkdvStage<F: Float> {
+    pub k: SharedMemory<F>,
+    pub v: SharedMemory<F>,
+    pub q: SharedMemory<F>,
+    pub d_out: SharedMemory<F>,
+    /// Scores `[block_q, block_kv]`.
+    pub s: SharedMemory<f32>,
+    /// `dO V^T`, `[block_q, block_kv]`.
+    pub dp: SharedMemory<f32>,
+    /// `P` and `dS` in `F`, `[block_q, block_kv]`.
+    pub p: SharedMemory<F>,
+    pub ds: SharedMemory<F>,
+    /// Accumulators `[block_kv, d]` and `[block_kv, d_v]`.
+    pub dk: SharedMemory<f32>,
+    pub dv: SharedMemory<f32>,
+    pub row_lse: SharedMemory<f32>,
+    pub row_delta: SharedMemory<f32>,
 }
 
 #[cube]
-#[allow(clippy::too_many_arguments)]
-fn store_rows<F: Float>(
-    dk: &mut Tensor<F>,
-    dv: &mut Tensor<F>,
-    row: usize,
-    dk_acc: &Array<f32>,
-    dv_acc: &Array<f32>,
-    scale: f32,
-    #[comptime] head_dim: usize,
-    #[comptime] head_dim_v: usize,
-) {
-    for c in 0..head_dim {
-        dk[row * head_dim + c] = F::cast_from(dk_acc[c] * scale);
-    }
-    for c in 0..head_dim_v {
-        dv[row * head_dim_v + c] = F::cast_from(dv_acc[c]);
+fn new_stage<F: Float>(#[comptime] blocks: ForwardBlocks) -> DkdvStage<F> {
+    let bq = blocks.block_q;
+    let bk = blocks.block_kv;
+    let d = blocks.head_dim;
+    let dv = blocks.head_dim_v;
+    DkdvStage::<F> {
+        k: SharedMemory::<F>::new(bk * d),
+        v: SharedMemory::<F>::new(bk * dv),
+        q: SharedMemory::<F>::new(bq * d),
+        d_out: SharedMemory::<F>::new(bq * dv),
+        s: SharedMemory::<f32>::new(bq * bk),
+        dp: SharedMemory::<f32>::new(bq * bk),
+        p: SharedMemory::<F>::new(bq * bk),
+        ds: SharedMemory::<F>::new(bq * bk),
+        dk: SharedMemory::<f32>::new(bk * d),
+        dv: SharedMemory::<f32>::new(bk * dv),
+        row_lse: SharedMemory::<f32>::new(bq),
+        row_delta: SharedMemory::<f32>::new(bq),
     }
 }
 
-/// dK/dV of the neighbourhood keys: K `[b, n, h_kv, d]`, one unit per (b, key, h_kv).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn dkdv_neighborhood_kernel<F: Float>(
@@ -102,83 +74,116 @@ pub fn dkdv_neighborhood_kernel<F: Float>(
     dk: &mut Tensor<F>,
     dv: &mut Tensor<F>,
     geometry: NaGeometry,
+    tiles: TileShape,
     scale: f32,
     #[comptime] causal0: bool,
     #[comptime] causal1: bool,
     #[comptime] causal2: bool,
-    #[comptime] head_dim: usize,
-    #[comptime] head_dim_v: usize,
+    #[comptime] blocks: ForwardBlocks,
     #[define(F)] _dtype: StorageType,
 ) {
-    let heads = q.shape(2);
-    let tokens = k.shape(1);
-    let heads_kv = k.shape(2);
-    if ABSOLUTE_POS >= k.shape(0) * tokens * heads_kv {
+    let kbox = q_tile_box(&geometry, &tiles, CUBE_POS_X);
+    if q_tile_is_empty(&kbox) {
         terminate!();
     }
-    let group = heads / heads_kv;
-    let h_kv = ABSOLUTE_POS % heads_kv;
-    let bm = ABSOLUTE_POS / heads_kv;
-    let m = (bm % tokens) as u32;
-    let b = bm / tokens;
+    let b = CUBE_POS_Z as usize;
+    let head_kv = CUBE_POS_Y as usize;
+    let tokens = q.shape(1);
+    let heads = q.shape(2);
+    let heads_kv = k.shape(2);
+    let units = blocks.units;
+    // Roles swapped: keys are the outer tile, queries the inner one.
+    let swapped = TileShape {
+        q0: tiles.kv0,
+        q1: tiles.kv1,
+        q2: tiles.kv2,
+        kv0: tiles.q0,
+        kv1: tiles.q1,
+        kv2: tiles.q2,
+        tiles0: tiles.tiles0,
+        tiles1: tiles.tiles1,
+        tiles2: tiles.tiles2,
+    };
+    let mut stage = new_stage::<F>(blocks);
+    let mut rows = QueryRows {
+        ok: SharedMemory::<u32>::new(blocks.block_q),
+        token: SharedMemory::<u32>::new(blocks.block_q),
+        window: SharedMemory::<u32>::new(blocks.block_q * 6),
+    };
+    let mut keys = KeyTile {
+        ok: SharedMemory::<u32>::new(blocks.block_kv),
+        row: SharedMemory::<u32>::new(blocks.block_kv),
+        pos: SharedMemory::<u32>::new(blocks.block_kv * 3),
+    };
 
-    let mut k_row = Array::<f32>::new(head_dim);
-    let mut v_row = Array::<f32>::new(head_dim_v);
-    let mut dk_acc = Array::<f32>::new(head_dim);
-    let mut dv_acc = Array::<f32>::new(head_dim_v);
-    load_rows::<F>(
-        k,
-        v,
-        ABSOLUTE_POS,
-        &mut k_row,
-        &mut v_row,
-        &mut dk_acc,
-        &mut dv_acc,
-        head_dim,
-        head_dim_v,
+    // The key box as a "KV box" with one tile: `[first, end)` per axis.
+    let mut kb = Array::<u32>::new(12usize);
+    let mut zero = Array::<u32>::new(3usize);
+    #[unroll]
+    for a in 0..3usize {
+        kb[4 * a] = kbox[4 * a + 2];
+        kb[4 * a + 1] = kbox[4 * a + 3];
+        kb[4 * a + 2] = 0;
+        kb[4 * a + 3] = 0;
+        zero[a] = 0;
+    }
+    neighborhood_key_tile(
+        &geometry,
+        &swapped,
+        &kbox,
+        &kb,
+        &zero,
+        &mut keys,
+        b * tokens,
+        heads_kv,
+        head_kv,
+        blocks.block_kv,
+        units,
     );
+    zero_accumulators::<F>(&mut stage, blocks);
+    sync_cube();
+    load_keys::<F>(k, v, &mut stage, &keys, blocks);
 
-    let w = token_windows(&geometry, m, true, causal0, causal1, causal2);
-    for i0 in w[1]..w[2] {
-        let x0 = i0 * geometry.dilation0 + w[0];
-        for i1 in w[4]..w[5] {
-            let x01 = x0 * geometry.len1 + i1 * geometry.dilation1 + w[3];
-            for i2 in w[7]..w[8] {
-                let n = (x01 * geometry.len2 + i2 * geometry.dilation2 + w[6]) as usize;
-                for g in 0..group {
-                    let qi = (b * tokens + n) * heads + h_kv * group + g;
-                    dkdv_step::<F>(
-                        q,
-                        d_out,
-                        lse,
-                        delta,
-                        qi,
-                        &k_row,
-                        &v_row,
-                        scale,
-                        &mut dk_acc,
-                        &mut dv_acc,
-                        head_dim,
-                        head_dim_v,
-                    );
-                }
-            }
+    let qb = query_box(&geometry, &kbox, causal0, causal1, causal2);
+    let n1 = tile_count(qb[2], qb[3], swapped.q1);
+    let n2 = tile_count(qb[4], qb[5], swapped.q2);
+    let count = tile_count(qb[0], qb[1], swapped.q0) * n1 * n2;
+    for qt in 0..count {
+        let tc = unflatten3(qt, n1, n2);
+        let mut qbox = Array::<u32>::new(12usize);
+        inner_axis(&mut qbox, 0usize, &kbox, &qb, tc[0], swapped.q0);
+        inner_axis(&mut qbox, 1usize, &kbox, &qb, tc[1], swapped.q1);
+        inner_axis(&mut qbox, 2usize, &kbox, &qb, tc[2], swapped.q2);
+        let full = sees_whole_box(&geometry, &qbox, &kb, causal0, causal1, causal2);
+        for head in 0..heads / heads_kv {
+            sync_cube();
+            query_rows(
+                &geometry, &swapped, &qbox, &mut rows, true, causal0, causal1, causal2,
+                blocks.block_q, units,
+            );
+            sync_cube();
+            query_tile::<F>(
+                q,
+                d_out,
+                lse,
+                delta,
+                &mut stage,
+                &rows,
+                &keys,
+                b * tokens,
+                heads,
+                head_kv * (heads / heads_kv) + head,
+                scale,
+                full,
+                TileMask::Neighborhood,
+                blocks,
+            );
         }
     }
-    store_rows::<F>(
-        dk,
-        dv,
-        ABSOLUTE_POS,
-        &dk_acc,
-        &dv_acc,
-        scale,
-        head_dim,
-        head_dim_v,
-    );
+    sync_cube();
+    store_gradients::<F>(dk, dv, &stage, &keys, scale, blocks);
 }
 
-/// dK/dV of dense keys (extra KV tokens, or all FMHA keys): K `[b, s, h_kv, d]`, one unit per
-/// (b, key, h_kv), over every query (or, when causal, the queries at or after the key).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn dkdv_dense_kernel<F: Float>(
@@ -192,70 +197,421 @@ pub fn dkdv_dense_kernel<F: Float>(
     dv: &mut Tensor<F>,
     scale: f32,
     #[comptime] causal: bool,
-    #[comptime] head_dim: usize,
-    #[comptime] head_dim_v: usize,
+    #[comptime] blocks: ForwardBlocks,
     #[define(F)] _dtype: StorageType,
 ) {
+    let b = CUBE_POS_Z as usize;
+    let head_kv = CUBE_POS_Y as usize;
+    let kt = CUBE_POS_X as usize;
+    let tokens = q.shape(1);
     let heads = q.shape(2);
-    let q_tokens = q.shape(1);
-    let kv_tokens = k.shape(1);
+    let dense = k.shape(1);
     let heads_kv = k.shape(2);
-    if ABSOLUTE_POS >= k.shape(0) * kv_tokens * heads_kv {
-        terminate!();
-    }
-    let group = heads / heads_kv;
-    let h_kv = ABSOLUTE_POS % heads_kv;
-    let bm = ABSOLUTE_POS / heads_kv;
-    let m = bm % kv_tokens;
-    let b = bm / kv_tokens;
-
-    let mut k_row = Array::<f32>::new(head_dim);
-    let mut v_row = Array::<f32>::new(head_dim_v);
-    let mut dk_acc = Array::<f32>::new(head_dim);
-    let mut dv_acc = Array::<f32>::new(head_dim_v);
-    load_rows::<F>(
-        k,
-        v,
-        ABSOLUTE_POS,
-        &mut k_row,
-        &mut v_row,
-        &mut dk_acc,
-        &mut dv_acc,
-        head_dim,
-        head_dim_v,
+    let bq = blocks.block_q;
+    let units = blocks.units;
+    let mut stage = new_stage::<F>(blocks);
+    let mut rows = QueryRows {
+        ok: SharedMemory::<u32>::new(bq),
+        token: SharedMemory::<u32>::new(bq),
+        window: SharedMemory::<u32>::new(1usize),
+    };
+    let mut keys = KeyTile {
+        ok: SharedMemory::<u32>::new(blocks.block_kv),
+        row: SharedMemory::<u32>::new(blocks.block_kv),
+        pos: SharedMemory::<u32>::new(blocks.block_kv * 3),
+    };
+    let full_keys = dense_key_tile(
+        &mut keys,
+        kt,
+        dense,
+        b * dense,
+        heads_kv,
+        head_kv,
+        blocks.block_kv,
+        units,
     );
-
-    let mut first = 0usize;
+    zero_accumulators::<F>(&mut stage, blocks);
+    sync_cube();
+    load_keys::<F>(k, v, &mut stage, &keys, blocks);
+    let mut first_tile = 0usize;
     if causal {
-        first = m;
+        first_tile = kt * blocks.block_kv / bq;
     }
-    for n in first..q_tokens {
-        for g in 0..group {
-            let qi = (b * q_tokens + n) * heads + h_kv * group + g;
-            dkdv_step::<F>(
-                q,
-                d_out,
-                lse,
-                delta,
-                qi,
-                &k_row,
-                &v_row,
-                scale,
-                &mut dk_acc,
-                &mut dv_acc,
-                head_dim,
-                head_dim_v,
-            );
+    for qt in first_tile..tokens.div_ceil(bq) {
+        for head in 0..heads / heads_kv {
+            sync_cube();
+            for it in 0..comptime!(bq.div_ceil(units)) {
+                let r = it * units + UNIT_POS as usize;
+                if r < bq {
+                    let token = qt * bq + r;
+                    let mut ok = 0u32;
+                    if token < tokens {
+                        ok = 1;
+                    }
+                    rows.ok[r] = ok;
+                    rows.token[r] = token as u32;
+                }
+            }
+            sync_cube();
+            if causal {
+                query_tile::<F>(
+                    q,
+                    d_out,
+                    lse,
+                    delta,
+                    &mut stage,
+                    &rows,
+                    &keys,
+                    b * tokens,
+                    heads,
+                    head_kv * (heads / heads_kv) + head,
+                    scale,
+                    false,
+                    TileMask::DenseCausal,
+                    blocks,
+                );
+            } else {
+                query_tile::<F>(
+                    q,
+                    d_out,
+                    lse,
+                    delta,
+                    &mut stage,
+                    &rows,
+                    &keys,
+                    b * tokens,
+                    heads,
+                    head_kv * (heads / heads_kv) + head,
+                    scale,
+                    full_keys,
+                    TileMask::Dense,
+                    blocks,
+                );
+            }
         }
     }
-    store_rows::<F>(
-        dk,
-        dv,
-        ABSOLUTE_POS,
-        &dk_acc,
-        &dv_acc,
-        scale,
-        head_dim,
-        head_dim_v,
+    sync_cube();
+    store_gradients::<F>(dk, dv, &stage, &keys, scale, blocks);
+}
+
+/// Axis `axis` of the `tile`-th Q tile (of extent `tile`) inside the query box `qb`, in the
+/// key box's group.
+#[cube]
+fn inner_axis(
+    qbox: &mut Array<u32>,
+    #[comptime] axis: usize,
+    kbox: &Array<u32>,
+    qb: &Array<u32>,
+    index: u32,
+    tile: u32,
+) {
+    let base = comptime!(4 * axis);
+    let at = comptime!(2 * axis);
+    let first = qb[at] + index * tile;
+    let mut end = first + tile;
+    if end > qb[at + 1] {
+        end = qb[at + 1];
+    }
+    qbox[base] = kbox[base];
+    qbox[base + 1] = kbox[base + 1];
+    qbox[base + 2] = first;
+    qbox[base + 3] = end;
+}
+
+/// Per axis `[lo, hi)` (flattened `2 * axis + field`): the queries of the key box's group that
+/// see at least one key of it (windows are monotone, so the first key's first viewer to the
+/// last key's last viewer).
+#[cube]
+fn query_box(
+    geometry: &NaGeometry,
+    kbox: &Array<u32>,
+    #[comptime] causal0: bool,
+    #[comptime] causal1: bool,
+    #[comptime] causal2: bool,
+) -> Array<u32> {
+    let g = geometry;
+    let mut out = Array::<u32>::new(6usize);
+    query_axis(&mut out, 0usize, kbox, g.len0, g.kernel0, g.stride0, g.dilation0, causal0);
+    query_axis(&mut out, 1usize, kbox, g.len1, g.kernel1, g.stride1, g.dilation1, causal1);
+    query_axis(&mut out, 2usize, kbox, g.len2, g.kernel2, g.stride2, g.dilation2, causal2);
+    out
+}
+
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn query_axis(
+    out: &mut Array<u32>,
+    #[comptime] axis: usize,
+    kbox: &Array<u32>,
+    len: u32,
+    kernel: u32,
+    stride: u32,
+    dilation: u32,
+    #[comptime] causal: bool,
+) {
+    let base = comptime!(4 * axis);
+    let group = kbox[base];
+    let first = kbox[base + 2] * dilation + group;
+    let last = (kbox[base + 3] - 1) * dilation + group;
+    let lo_first = inverse_window(first, len, kernel, stride, dilation, causal);
+    let lo_last = inverse_window(last, len, kernel, stride, dilation, causal);
+    let mut lo = lo_first[1];
+    if lo_last[1] < lo {
+        lo = lo_last[1];
+    }
+    let mut hi = lo_first[2];
+    if lo_last[2] > hi {
+        hi = lo_last[2];
+    }
+    if hi < lo {
+        hi = lo;
+    }
+    let at = comptime!(2 * axis);
+    out[at] = lo;
+    out[at + 1] = hi;
+}
+
+/// Whether every query of `qbox` sees every key of the key box `kb` (`[first, end)` at
+/// `4 * axis`): the keys lie in `[start(last query), end(first query))` on every axis.
+#[cube]
+fn sees_whole_box(
+    geometry: &NaGeometry,
+    qbox: &Array<u32>,
+    kb: &Array<u32>,
+    #[comptime] causal0: bool,
+    #[comptime] causal1: bool,
+    #[comptime] causal2: bool,
+) -> bool {
+    let g = geometry;
+    inside(qbox, kb, 0usize, g.kernel0, g.stride0, causal0)
+        && inside(qbox, kb, 1usize, g.kernel1, g.stride1, causal1)
+        && inside(qbox, kb, 2usize, g.kernel2, g.stride2, causal2)
+}
+
+#[cube]
+fn inside(
+    qbox: &Array<u32>,
+    kb: &Array<u32>,
+    #[comptime] axis: usize,
+    kernel: u32,
+    stride: u32,
+    #[comptime] causal: bool,
+) -> bool {
+    let base = comptime!(4 * axis);
+    let glen = qbox[base + 1];
+    let first = qbox[base + 2];
+    let last = qbox[base + 3] - 1;
+    let first_start = window_start(first, glen, kernel, stride, causal);
+    let first_end = window_end(first, glen, kernel, first_start, causal);
+    let last_start = window_start(last, glen, kernel, stride, causal);
+    kb[base] >= last_start && kb[base + 1] <= first_end
+}
+
+#[cube]
+fn zero_accumulators<F: Float>(stage: &mut DkdvStage<F>, #[comptime] blocks: ForwardBlocks) {
+    let units = blocks.units;
+    let bk = blocks.block_kv;
+    for it in 0..comptime!((bk * blocks.head_dim).div_ceil(units)) {
+        let e = it * units + UNIT_POS as usize;
+        if e < bk * blocks.head_dim {
+            stage.dk[e] = 0.0;
+        }
+    }
+    for it in 0..comptime!((bk * blocks.head_dim_v).div_ceil(units)) {
+        let e = it * units + UNIT_POS as usize;
+        if e < bk * blocks.head_dim_v {
+            stage.dv[e] = 0.0;
+        }
+    }
+}
+
+/// Stages the cube's K/V rows. Starts after a sync that published `keys`.
+#[cube]
+fn load_keys<F: Float>(
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    stage: &mut DkdvStage<F>,
+    keys: &KeyTile,
+    #[comptime] blocks: ForwardBlocks,
+) {
+    let (bk, units) = (blocks.block_kv, blocks.units);
+    load_rows::<F>(
+        k,
+        &mut stage.k,
+        &keys.ok,
+        &keys.row,
+        0usize,
+        1usize,
+        0usize,
+        bk,
+        blocks.head_dim,
+        units,
     );
+    load_rows::<F>(
+        v,
+        &mut stage.v,
+        &keys.ok,
+        &keys.row,
+        0usize,
+        1usize,
+        0usize,
+        bk,
+        blocks.head_dim_v,
+        units,
+    );
+}
+
+/// One Q tile (one query head) against the cube's keys. Starts after a sync that published
+/// `rows`; ends with one.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn query_tile<F: Float>(
+    q: &Tensor<F>,
+    d_out: &Tensor<F>,
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    stage: &mut DkdvStage<F>,
+    rows: &QueryRows,
+    keys: &KeyTile,
+    q_row_base: usize,
+    heads: usize,
+    head: usize,
+    scale: f32,
+    full: bool,
+    #[comptime] mask: TileMask,
+    #[comptime] blocks: ForwardBlocks,
+) {
+    let bq = blocks.block_q;
+    let bk = blocks.block_kv;
+    let d = blocks.head_dim;
+    let dv = blocks.head_dim_v;
+    let units = blocks.units;
+    for it in 0..comptime!(bq.div_ceil(units)) {
+        let r = it * units + UNIT_POS as usize;
+        if r < bq {
+            let mut row_lse = 1.0e30f32;
+            let mut row_delta = 0.0f32;
+            if rows.ok[r] == 1 {
+                let row = (q_row_base + rows.token[r] as usize) * heads + head;
+                row_lse = lse[row];
+                row_delta = delta[row];
+            }
+            stage.row_lse[r] = row_lse;
+            stage.row_delta[r] = row_delta;
+        }
+    }
+    load_rows::<F>(
+        q, &mut stage.q, &rows.ok, &rows.token, q_row_base, heads, head, bq, d, units,
+    );
+    load_rows::<F>(
+        d_out,
+        &mut stage.d_out,
+        &rows.ok,
+        &rows.token,
+        q_row_base,
+        heads,
+        head,
+        bq,
+        dv,
+        units,
+    );
+    sync_cube();
+    let scores = comptime!(TileProduct {
+        m: bq,
+        n: bk,
+        k: d,
+        a_t: false,
+        b_t: true,
+        accumulate: false,
+        cmma: blocks.cmma,
+        units,
+    });
+    tile_product::<F>(&stage.q, &stage.k, &mut stage.s, scores);
+    let d_probs = comptime!(TileProduct {
+        m: bq,
+        n: bk,
+        k: dv,
+        a_t: false,
+        b_t: true,
+        accumulate: false,
+        cmma: blocks.cmma,
+        units,
+    });
+    tile_product::<F>(&stage.d_out, &stage.v, &mut stage.dp, d_probs);
+    sync_cube();
+    for it in 0..comptime!((bq * bk).div_ceil(units)) {
+        let e = it * units + UNIT_POS as usize;
+        if e < bq * bk {
+            let r = e / bk;
+            let c = e % bk;
+            let mut p = 0.0f32;
+            if full || sees(rows, keys, r, c, mask) {
+                p = (stage.s[e] * scale - stage.row_lse[r]).exp();
+            }
+            stage.p[e] = F::cast_from(p);
+            stage.ds[e] = F::cast_from(p * (stage.dp[e] - stage.row_delta[r]));
+        }
+    }
+    sync_cube();
+    let d_values = comptime!(TileProduct {
+        m: bk,
+        n: dv,
+        k: bq,
+        a_t: true,
+        b_t: false,
+        accumulate: true,
+        cmma: blocks.cmma,
+        units,
+    });
+    tile_product::<F>(&stage.p, &stage.d_out, &mut stage.dv, d_values);
+    let d_keys = comptime!(TileProduct {
+        m: bk,
+        n: d,
+        k: bq,
+        a_t: true,
+        b_t: false,
+        accumulate: true,
+        cmma: blocks.cmma,
+        units,
+    });
+    tile_product::<F>(&stage.ds, &stage.q, &mut stage.dk, d_keys);
+    sync_cube();
+}
+
+/// Writes `dK = scale * acc` and `dV` for the cube's keys. Starts after a sync.
+#[cube]
+fn store_gradients<F: Float>(
+    dk: &mut Tensor<F>,
+    dv: &mut Tensor<F>,
+    stage: &DkdvStage<F>,
+    keys: &KeyTile,
+    scale: f32,
+    #[comptime] blocks: ForwardBlocks,
+) {
+    let (bk, d, d_v, units) = (
+        blocks.block_kv,
+        blocks.head_dim,
+        blocks.head_dim_v,
+        blocks.units,
+    );
+    for it in 0..comptime!((bk * d).div_ceil(units)) {
+        let e = it * units + UNIT_POS as usize;
+        if e < bk * d {
+            let c = e / d;
+            if keys.ok[c] == 1 {
+                let at = keys.row[c] as usize * d + e % d;
+                dk[at] = F::cast_from(stage.dk[e] * scale);
+            }
+        }
+    }
+    for it in 0..comptime!((bk * d_v).div_ceil(units)) {
+        let e = it * units + UNIT_POS as usize;
+        if e < bk * d_v {
+            let c = e / d_v;
+            if keys.ok[c] == 1 {
+                let at = keys.row[c] as usize * d_v + e % d_v;
+                dv[at] = F::cast_from(stage.dv[e]);
+            }
+        }
+    }
 }

@@ -1,41 +1,34 @@
-//! Backward, dQ pass: one unit per (batch, query token, head), over the same keys as the
-//! forward: `dQ = scale * sum_k P (dP - delta) K`, with `P = exp(S - lse)`, `dP = dO . V`.
+//! Backward, dQ pass, tiled like the forward: one cube per (Q tile, head, batch) walks the same
+//! KV tiles (neighbourhood box, then dense keys) and accumulates
+//! `dQ = scale * dS K` with `P = exp(scale * Q K^T - lse)`, `dS = P * (dO V^T - delta)`.
 
 use cubecl::prelude::*;
 
+use super::forward::ForwardBlocks;
 use super::kernel_args::NaGeometry;
-use super::window::token_windows;
+use super::tile::{
+    KeyTile, QueryRows, TileMask, TileShape, dense_key_tile, kv_box, load_rows,
+    neighborhood_key_tile, q_tile_box, q_tile_is_empty, query_rows, sees, tile_count, unflatten3,
+};
+use super::tile_matmul::{TileProduct, tile_product};
 
-/// Adds one key's contribution to `dq_acc` (unscaled).
-#[cube]
-#[allow(clippy::too_many_arguments)]
-pub fn dq_step<F: Float>(
-    q_row: &Array<f32>,
-    do_row: &Array<f32>,
-    k: &Tensor<F>,
-    v: &Tensor<F>,
-    k_offset: usize,
-    v_offset: usize,
-    scale: f32,
-    lse: f32,
-    delta: f32,
-    dq_acc: &mut Array<f32>,
-    #[comptime] head_dim: usize,
-    #[comptime] head_dim_v: usize,
-) {
-    let mut dot = 0.0f32;
-    for c in 0..head_dim {
-        dot += q_row[c] * f32::cast_from(k[k_offset + c]);
-    }
-    let p = (dot * scale - lse).exp();
-    let mut dp = 0.0f32;
-    for c in 0..head_dim_v {
-        dp += do_row[c] * f32::cast_from(v[v_offset + c]);
-    }
-    let ds = p * (dp - delta);
-    for c in 0..head_dim {
-        dq_acc[c] += ds * f32::cast_from(k[k_offset + c]);
-    }
+/// Shared-memory buffers of one dQ cube.
+#[derive(CubeType)]
+pub struct DqStage<F: Float> {
+    pub q: SharedMemory<F>,
+    pub d_out: SharedMemory<F>,
+    pub k: SharedMemory<F>,
+    pub v: SharedMemory<F>,
+    /// Scores `[block_q, block_kv]`.
+    pub s: SharedMemory<f32>,
+    /// `dO V^T`, `[block_q, block_kv]`.
+    pub dp: SharedMemory<f32>,
+    /// `dS` in `F` (the `dS K` operand).
+    pub ds: SharedMemory<F>,
+    /// `[block_q, d]` accumulator.
+    pub dq: SharedMemory<f32>,
+    pub row_lse: SharedMemory<f32>,
+    pub row_delta: SharedMemory<f32>,
 }
 
 #[cube(launch)]
@@ -51,6 +44,7 @@ pub fn dq_kernel<F: Float>(
     delta: &Tensor<f32>,
     dq: &mut Tensor<F>,
     geometry: NaGeometry,
+    tiles: TileShape,
     heads_kv: u32,
     dense_tokens: u32,
     scale: f32,
@@ -59,88 +53,259 @@ pub fn dq_kernel<F: Float>(
     #[comptime] causal2: bool,
     #[comptime] has_neighborhood: bool,
     #[comptime] dense_causal: bool,
-    #[comptime] head_dim: usize,
-    #[comptime] head_dim_v: usize,
+    #[comptime] blocks: ForwardBlocks,
     #[define(F)] _dtype: StorageType,
 ) {
-    let heads = q.shape(2);
-    let tokens = q.shape(1);
-    if ABSOLUTE_POS >= q.shape(0) * tokens * heads {
+    let qbox = q_tile_box(&geometry, &tiles, CUBE_POS_X);
+    if q_tile_is_empty(&qbox) {
         terminate!();
     }
-    let heads_kv = heads_kv as usize;
-    let h = ABSOLUTE_POS % heads;
-    let bn = ABSOLUTE_POS / heads;
-    let n = bn % tokens;
-    let b = bn / tokens;
-    let h_kv = h / (heads / heads_kv);
+    let b = CUBE_POS_Z as usize;
+    let head = CUBE_POS_Y as usize;
+    let heads = q.shape(2);
+    let tokens = q.shape(1);
+    let head_kv = head / (heads / heads_kv as usize);
+    let bq = blocks.block_q;
+    let bk = blocks.block_kv;
+    let d = blocks.head_dim;
+    let dv = blocks.head_dim_v;
+    let units = blocks.units;
 
-    let mut q_row = Array::<f32>::new(head_dim);
-    let mut dq_acc = Array::<f32>::new(head_dim);
-    for c in 0..head_dim {
-        q_row[c] = f32::cast_from(q[ABSOLUTE_POS * head_dim + c]);
-        dq_acc[c] = 0.0;
+    let mut stage = DqStage::<F> {
+        q: SharedMemory::<F>::new(bq * d),
+        d_out: SharedMemory::<F>::new(bq * dv),
+        k: SharedMemory::<F>::new(bk * d),
+        v: SharedMemory::<F>::new(bk * dv),
+        s: SharedMemory::<f32>::new(bq * bk),
+        dp: SharedMemory::<f32>::new(bq * bk),
+        ds: SharedMemory::<F>::new(bq * bk),
+        dq: SharedMemory::<f32>::new(bq * d),
+        row_lse: SharedMemory::<f32>::new(bq),
+        row_delta: SharedMemory::<f32>::new(bq),
+    };
+    let mut rows = QueryRows {
+        ok: SharedMemory::<u32>::new(bq),
+        token: SharedMemory::<u32>::new(bq),
+        window: SharedMemory::<u32>::new(bq * 6),
+    };
+    let mut keys = KeyTile {
+        ok: SharedMemory::<u32>::new(bk),
+        row: SharedMemory::<u32>::new(bk),
+        pos: SharedMemory::<u32>::new(bk * 3),
+    };
+
+    query_rows(
+        &geometry,
+        &tiles,
+        &qbox,
+        &mut rows,
+        has_neighborhood,
+        causal0,
+        causal1,
+        causal2,
+        bq,
+        units,
+    );
+    for it in 0..comptime!((bq * d).div_ceil(units)) {
+        let e = it * units + UNIT_POS as usize;
+        if e < bq * d {
+            stage.dq[e] = 0.0;
+        }
     }
-    let mut do_row = Array::<f32>::new(head_dim_v);
-    for c in 0..head_dim_v {
-        do_row[c] = f32::cast_from(d_out[ABSOLUTE_POS * head_dim_v + c]);
+    sync_cube();
+    let q_row_base = b * tokens;
+    for it in 0..comptime!(bq.div_ceil(units)) {
+        let r = it * units + UNIT_POS as usize;
+        if r < bq {
+            // Padding rows: P = exp(-huge) = 0, so they add nothing.
+            let mut row_lse = 1.0e30f32;
+            let mut row_delta = 0.0f32;
+            if rows.ok[r] == 1 {
+                let row = (q_row_base + rows.token[r] as usize) * heads + head;
+                row_lse = lse[row];
+                row_delta = delta[row];
+            }
+            stage.row_lse[r] = row_lse;
+            stage.row_delta[r] = row_delta;
+        }
     }
-    let row_lse = lse[ABSOLUTE_POS];
-    let row_delta = delta[ABSOLUTE_POS];
+    load_rows::<F>(
+        q, &mut stage.q, &rows.ok, &rows.token, q_row_base, heads, head, bq, d, units,
+    );
+    load_rows::<F>(
+        d_out,
+        &mut stage.d_out,
+        &rows.ok,
+        &rows.token,
+        q_row_base,
+        heads,
+        head,
+        bq,
+        dv,
+        units,
+    );
 
     if has_neighborhood {
-        let n32 = n as u32;
-        let w = token_windows(&geometry, n32, false, causal0, causal1, causal2);
-        for j0 in w[1]..w[2] {
-            let y0 = j0 * geometry.dilation0 + w[0];
-            for j1 in w[4]..w[5] {
-                let y01 = y0 * geometry.len1 + j1 * geometry.dilation1 + w[3];
-                for j2 in w[7]..w[8] {
-                    let key = (y01 * geometry.len2 + j2 * geometry.dilation2 + w[6]) as usize;
-                    let kv_row = (b * tokens + key) * heads_kv + h_kv;
-                    dq_step::<F>(
-                        &q_row,
-                        &do_row,
-                        k,
-                        v,
-                        kv_row * head_dim,
-                        kv_row * head_dim_v,
-                        scale,
-                        row_lse,
-                        row_delta,
-                        &mut dq_acc,
-                        head_dim,
-                        head_dim_v,
-                    );
-                }
-            }
+        let kb = kv_box(&geometry, &qbox, causal0, causal1, causal2);
+        let n1 = tile_count(kb[4], kb[5], tiles.kv1);
+        let n2 = tile_count(kb[8], kb[9], tiles.kv2);
+        let count = tile_count(kb[0], kb[1], tiles.kv0) * n1 * n2;
+        for kt in 0..count {
+            let kc = unflatten3(kt, n1, n2);
+            let full = neighborhood_key_tile(
+                &geometry,
+                &tiles,
+                &qbox,
+                &kb,
+                &kc,
+                &mut keys,
+                q_row_base,
+                heads_kv as usize,
+                head_kv,
+                bk,
+                units,
+            );
+            sync_cube();
+            dq_tile::<F>(
+                k,
+                v,
+                &mut stage,
+                &rows,
+                &keys,
+                scale,
+                full,
+                TileMask::Neighborhood,
+                blocks,
+            );
         }
     }
 
     let dense = dense_tokens as usize;
     let mut dense_end = dense;
     if dense_causal {
-        dense_end = if n + 1 < dense { n + 1 } else { dense };
+        let q_end = qbox[11] as usize;
+        dense_end = if q_end < dense { q_end } else { dense };
     }
-    for key in 0..dense_end {
-        let kv_row = (b * dense + key) * heads_kv + h_kv;
-        dq_step::<F>(
-            &q_row,
-            &do_row,
-            dense_k,
-            dense_v,
-            kv_row * head_dim,
-            kv_row * head_dim_v,
-            scale,
-            row_lse,
-            row_delta,
-            &mut dq_acc,
-            head_dim,
-            head_dim_v,
+    for kt in 0..dense_end.div_ceil(bk) {
+        let full = dense_key_tile(
+            &mut keys,
+            kt,
+            dense_end,
+            b * dense,
+            heads_kv as usize,
+            head_kv,
+            bk,
+            units,
         );
+        sync_cube();
+        if dense_causal {
+            dq_tile::<F>(
+                dense_k,
+                dense_v,
+                &mut stage,
+                &rows,
+                &keys,
+                scale,
+                false,
+                TileMask::DenseCausal,
+                blocks,
+            );
+        } else {
+            dq_tile::<F>(
+                dense_k,
+                dense_v,
+                &mut stage,
+                &rows,
+                &keys,
+                scale,
+                full,
+                TileMask::Dense,
+                blocks,
+            );
+        }
     }
 
-    for c in 0..head_dim {
-        dq[ABSOLUTE_POS * head_dim + c] = F::cast_from(dq_acc[c] * scale);
+    for it in 0..comptime!((bq * d).div_ceil(units)) {
+        let e = it * units + UNIT_POS as usize;
+        if e < bq * d {
+            let r = e / d;
+            if rows.ok[r] == 1 {
+                let row = (q_row_base + rows.token[r] as usize) * heads + head;
+                dq[row * d + e % d] = F::cast_from(stage.dq[e] * scale);
+            }
+        }
     }
+}
+
+/// One KV tile of the dQ pass. Starts after a `sync_cube` that published `keys`; ends with one.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn dq_tile<F: Float>(
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    stage: &mut DqStage<F>,
+    rows: &QueryRows,
+    keys: &KeyTile,
+    scale: f32,
+    full: bool,
+    #[comptime] mask: TileMask,
+    #[comptime] blocks: ForwardBlocks,
+) {
+    let bq = blocks.block_q;
+    let bk = blocks.block_kv;
+    let d = blocks.head_dim;
+    let dv = blocks.head_dim_v;
+    let units = blocks.units;
+    load_rows::<F>(k, &mut stage.k, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, d, units);
+    load_rows::<F>(v, &mut stage.v, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, dv, units);
+    sync_cube();
+    let scores = comptime!(TileProduct {
+        m: bq,
+        n: bk,
+        k: d,
+        a_t: false,
+        b_t: true,
+        accumulate: false,
+        cmma: blocks.cmma,
+        units,
+    });
+    tile_product::<F>(&stage.q, &stage.k, &mut stage.s, scores);
+    let d_probs = comptime!(TileProduct {
+        m: bq,
+        n: bk,
+        k: dv,
+        a_t: false,
+        b_t: true,
+        accumulate: false,
+        cmma: blocks.cmma,
+        units,
+    });
+    tile_product::<F>(&stage.d_out, &stage.v, &mut stage.dp, d_probs);
+    sync_cube();
+    for it in 0..comptime!((bq * bk).div_ceil(units)) {
+        let e = it * units + UNIT_POS as usize;
+        if e < bq * bk {
+            let r = e / bk;
+            let c = e % bk;
+            let mut ds = 0.0f32;
+            if full || sees(rows, keys, r, c, mask) {
+                let p = (stage.s[e] * scale - stage.row_lse[r]).exp();
+                ds = p * (stage.dp[e] - stage.row_delta[r]);
+            }
+            stage.ds[e] = F::cast_from(ds);
+        }
+    }
+    sync_cube();
+    let dq_product = comptime!(TileProduct {
+        m: bq,
+        n: d,
+        k: bk,
+        a_t: false,
+        b_t: false,
+        accumulate: true,
+        cmma: blocks.cmma,
+        units,
+    });
+    tile_product::<F>(&stage.ds, &stage.k, &mut stage.dq, dq_product);
+    sync_cube();
 }

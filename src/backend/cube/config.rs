@@ -37,7 +37,7 @@ pub fn forward_shared_bytes(blocks: &ForwardBlocks, elem_bytes: usize) -> usize 
         blocks.head_dim_v,
     );
     let staged = (bq * d + bk * d + bk * dv) * elem_bytes;
-    let p = if blocks.cmma { bq * bk * elem_bytes } else { 0 };
+    let p = bq * bk * elem_bytes;
     let f32s = (bq * bk + bq * dv + 3 * bq) * 4;
     let rows = (2 * bq + 6 * bq + 2 * bk + 3 * bk) * 4;
     staged + p + f32s + rows
@@ -60,16 +60,60 @@ fn has_cmma<R: Runtime>(client: &ComputeClient<R>, dtype: DType) -> bool {
     })
 }
 
-/// The forward's block sizes for these head dims and dtype on this device.
-pub fn forward_blocks<R: CubeRuntime>(
+/// Shared memory (bytes) of a dQ launch with these blocks.
+pub fn dq_shared_bytes(blocks: &ForwardBlocks, elem_bytes: usize) -> usize {
+    let (bq, bk, d, dv) = (
+        blocks.block_q,
+        blocks.block_kv,
+        blocks.head_dim,
+        blocks.head_dim_v,
+    );
+    let staged = (bq * d + bq * dv + bk * d + bk * dv + bq * bk) * elem_bytes;
+    let f32s = (2 * bq * bk + bq * d + 2 * bq) * 4;
+    let rows = (2 * bq + 6 * bq + 2 * bk + 3 * bk) * 4;
+    staged + f32s + rows
+}
+
+/// Shared memory (bytes) of a dK/dV launch with these blocks.
+pub fn dkdv_shared_bytes(blocks: &ForwardBlocks, elem_bytes: usize) -> usize {
+    let (bq, bk, d, dv) = (
+        blocks.block_q,
+        blocks.block_kv,
+        blocks.head_dim,
+        blocks.head_dim_v,
+    );
+    let staged = (bk * d + bk * dv + bq * d + bq * dv + 2 * bq * bk) * elem_bytes;
+    let f32s = (2 * bq * bk + bk * d + bk * dv + 2 * bq) * 4;
+    let rows = (8 * bq + 5 * bk) * 4;
+    staged + f32s + rows
+}
+
+/// Which pass a launch is for (their shared-memory footprints differ).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    Forward,
+    Dq,
+    Dkdv,
+}
+
+/// The block sizes of `pass` for these head dims and dtype on this device: tensor cores where
+/// the runtime has them and the head dims are multiples of 16, the largest blocks that fit the
+/// device's shared memory.
+pub fn blocks_for<R: CubeRuntime>(
     client: &ComputeClient<R>,
+    pass: Pass,
     head_dim: usize,
     head_dim_v: usize,
     dtype: DType,
 ) -> ForwardBlocks {
+    let shared_bytes = match pass {
+        Pass::Forward => forward_shared_bytes,
+        Pass::Dq => dq_shared_bytes,
+        Pass::Dkdv => dkdv_shared_bytes,
+    };
     let max_shared = client.properties().hardware.max_shared_memory_size;
     let elem_bytes = dtype.size();
-    let cmma = has_cmma(client, dtype) && head_dim % 16 == 0 && head_dim_v % 16 == 0;
+    let cmma = has_cmma(client, dtype) && head_dim.is_multiple_of(16) && head_dim_v.is_multiple_of(16);
     let block_q = UNITS / 32 * CMMA_ROWS;
     if cmma {
         for block_kv in [64, 32, 16] {
@@ -81,7 +125,7 @@ pub fn forward_blocks<R: CubeRuntime>(
                 units: UNITS,
                 cmma: true,
             };
-            if forward_shared_bytes(&blocks, elem_bytes) <= max_shared {
+            if shared_bytes(&blocks, elem_bytes) <= max_shared {
                 return blocks;
             }
         }
@@ -97,7 +141,7 @@ pub fn forward_blocks<R: CubeRuntime>(
             cmma: false,
         };
         chosen = Some(blocks);
-        if forward_shared_bytes(&blocks, elem_bytes) <= max_shared {
+        if shared_bytes(&blocks, elem_bytes) <= max_shared {
             break;
         }
     }
@@ -143,6 +187,27 @@ impl TilePlan {
         Self {
             q_tile,
             kv_tile,
+            tiles,
+        }
+    }
+
+    /// For the dK/dV pass: KV tiles (of `block_kv` keys) are the outer tiles, in `q_tile` and
+    /// `tiles`; Q tiles (of `block_q` queries) the inner ones, in `kv_tile`.
+    pub fn for_keys(geometry: &Geometry, blocks: &ForwardBlocks) -> Self {
+        let group_extent = |a: usize| geometry.len[a].div_ceil(geometry.dilation[a]);
+        let key_tile = split_block(blocks.block_kv, [0, 1, 2].map(group_extent));
+        let q_extent = [0, 1, 2].map(|a| {
+            if geometry.len[a] == 1 {
+                1
+            } else {
+                (geometry.kernel_size[a] + key_tile[a] - 1).min(group_extent(a))
+            }
+        });
+        let q_tile = split_block(blocks.block_q, q_extent);
+        let tiles = [0, 1, 2].map(|a| group_extent(a).div_ceil(key_tile[a]));
+        Self {
+            q_tile: key_tile,
+            kv_tile: q_tile,
             tiles,
         }
     }

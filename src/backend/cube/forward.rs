@@ -13,24 +13,14 @@
 use cubecl::prelude::*;
 
 use super::kernel_args::NaGeometry;
+use super::tile_matmul::{TileProduct, tile_product};
 use super::tile::{
-    KeyTile, QueryRows, TileShape, dense_key_tile, kv_box, load_rows, neighborhood_key_tile,
-    q_tile_box, q_tile_is_empty, query_rows, row_sees_key, tile_count, unflatten3,
+    KeyTile, QueryRows, TileMask, TileShape, dense_key_tile, kv_box, load_rows, neighborhood_key_tile,
+    q_tile_box, q_tile_is_empty, query_rows, sees, tile_count, unflatten3,
 };
 
 /// Scores below this are "no key" (WGSL has no -inf literal).
 pub const NO_SCORE: f32 = -1.0e30;
-
-/// Which per-element mask a KV tile needs when it is not full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TileMask {
-    /// Neighbourhood keys: the key must lie in the query's window on every axis.
-    Neighborhood,
-    /// Dense keys (extra KV tokens, non-causal FMHA): only padding keys are masked.
-    Dense,
-    /// Causal FMHA: key index <= query index.
-    DenseCausal,
-}
 
 /// Comptime shape of a forward launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -51,9 +41,9 @@ pub struct Stage<F: Float> {
     pub q: SharedMemory<F>,
     pub k: SharedMemory<F>,
     pub v: SharedMemory<F>,
-    /// Scores, then probabilities (scalar path), `[block_q, block_kv]` f32.
+    /// Scores `[block_q, block_kv]` f32.
     pub s: SharedMemory<f32>,
-    /// Probabilities in `F` for the `cmma` path (length 1 otherwise).
+    /// Probabilities `[block_q, block_kv]` in `F` (the `P V` operand, as in FlashAttention).
     pub p: SharedMemory<F>,
     /// Output accumulator `[block_q, d_v]` f32.
     pub o: SharedMemory<f32>,
@@ -104,7 +94,7 @@ pub fn na_forward_kernel<F: Float>(
         k: SharedMemory::<F>::new(bk * d),
         v: SharedMemory::<F>::new(bk * dv),
         s: SharedMemory::<f32>::new(bq * bk),
-        p: SharedMemory::<F>::new(comptime!(if blocks.cmma { bq * bk } else { 1 })),
+        p: SharedMemory::<F>::new(bq * bk),
         o: SharedMemory::<f32>::new(bq * dv),
         row_max: SharedMemory::<f32>::new(bq),
         row_sum: SharedMemory::<f32>::new(bq),
@@ -286,59 +276,17 @@ fn attend_tile<F: Float>(
     load_rows::<F>(v, &mut stage.v, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, dv, units);
     sync_cube();
 
-    if blocks.cmma {
-        let row0 = UNIT_POS_Y as usize * 16usize;
-        for j in 0..comptime!(bk / 16) {
-            let acc = cmma::Matrix::<f32>::from_value(
-                cmma::MatrixIdent::Accumulator,
-                16usize,
-                16usize,
-                16usize,
-                cmma::MatrixLayout::Undefined,
-                0.0,
-            );
-            for kk in 0..comptime!(d / 16) {
-                let a = cmma::Matrix::<F>::from_slice(
-                    cmma::MatrixIdent::A,
-                    16usize,
-                    16usize,
-                    16usize,
-                    cmma::MatrixLayout::RowMajor,
-                    &stage.q.slice(row0 * d + kk * 16usize, bq * d),
-                    d as u32,
-                );
-                let bm = cmma::Matrix::<F>::from_slice(
-                    cmma::MatrixIdent::B,
-                    16usize,
-                    16usize,
-                    16usize,
-                    cmma::MatrixLayout::ColMajor,
-                    &stage.k.slice(j * 16usize * d + kk * 16usize, bk * d),
-                    d as u32,
-                );
-                cmma::execute::<F, F, f32, f32>(&a, &bm, &acc, &acc);
-            }
-            cmma::store(
-                &mut stage.s.slice_mut(row0 * bk + j * 16usize, bq * bk),
-                &acc,
-                bk as u32,
-                cmma::MatrixLayout::RowMajor,
-            );
-        }
-    } else {
-        for it in 0..comptime!((bq * bk).div_ceil(units)) {
-            let e = it * units + UNIT_POS as usize;
-            if e < bq * bk {
-                let r = e / bk;
-                let c = e % bk;
-                let mut dot = 0.0f32;
-                for i in 0..d {
-                    dot += f32::cast_from(stage.q[r * d + i]) * f32::cast_from(stage.k[c * d + i]);
-                }
-                stage.s[e] = dot;
-            }
-        }
-    }
+    let scores = comptime!(TileProduct {
+        m: bq,
+        n: bk,
+        k: d,
+        a_t: false,
+        b_t: true,
+        accumulate: false,
+        cmma: blocks.cmma,
+        units,
+    });
+    tile_product::<F>(&stage.q, &stage.k, &mut stage.s, scores);
     sync_cube();
 
     for it in 0..comptime!(bq.div_ceil(units)) {
@@ -348,17 +296,8 @@ fn attend_tile<F: Float>(
             let mut max_new = max_old;
             for c in 0..bk {
                 let mut score = stage.s[r * bk + c] * scale;
-                if !full {
-                    let seen = match mask {
-                        TileMask::Neighborhood => {
-                            keys.ok[c] == 1 && row_sees_key(&rows.window, &keys.pos, r, c)
-                        }
-                        TileMask::Dense => keys.ok[c] == 1,
-                        TileMask::DenseCausal => keys.ok[c] == 1 && keys.pos[c * 3] <= rows.token[r],
-                    };
-                    if !seen {
-                        score = NO_SCORE;
-                    }
+                if !full && !sees(rows, keys, r, c, mask) {
+                    score = NO_SCORE;
                 }
                 stage.s[r * bk + c] = score;
                 if score > max_new {
@@ -374,11 +313,7 @@ fn attend_tile<F: Float>(
                     p = (score - max_new).exp();
                 }
                 sum += p;
-                if blocks.cmma {
-                    stage.p[r * bk + c] = F::cast_from(p);
-                } else {
-                    stage.s[r * bk + c] = p;
-                }
+                stage.p[r * bk + c] = F::cast_from(p);
             }
             stage.row_sum[r] = stage.row_sum[r] * corr + sum;
             stage.row_max[r] = max_new;
@@ -387,71 +322,23 @@ fn attend_tile<F: Float>(
     }
     sync_cube();
 
-    if blocks.cmma {
-        for it in 0..comptime!((bq * dv).div_ceil(units)) {
-            let e = it * units + UNIT_POS as usize;
-            if e < bq * dv {
-                stage.o[e] *= stage.row_corr[e / dv];
-            }
-        }
-        sync_cube();
-        let row0 = UNIT_POS_Y as usize * 16usize;
-        for j in 0..comptime!(dv / 16) {
-            let acc = cmma::Matrix::<f32>::from_value(
-                cmma::MatrixIdent::Accumulator,
-                16usize,
-                16usize,
-                16usize,
-                cmma::MatrixLayout::Undefined,
-                0.0,
-            );
-            cmma::load_with_layout(
-                &acc,
-                &stage.o.slice(row0 * dv + j * 16usize, bq * dv),
-                dv as u32,
-                cmma::MatrixLayout::RowMajor,
-            );
-            for kk in 0..comptime!(bk / 16) {
-                let a = cmma::Matrix::<F>::from_slice(
-                    cmma::MatrixIdent::A,
-                    16usize,
-                    16usize,
-                    16usize,
-                    cmma::MatrixLayout::RowMajor,
-                    &stage.p.slice(row0 * bk + kk * 16usize, bq * bk),
-                    bk as u32,
-                );
-                let bm = cmma::Matrix::<F>::from_slice(
-                    cmma::MatrixIdent::B,
-                    16usize,
-                    16usize,
-                    16usize,
-                    cmma::MatrixLayout::RowMajor,
-                    &stage.v.slice(kk * 16usize * dv + j * 16usize, bk * dv),
-                    dv as u32,
-                );
-                cmma::execute::<F, F, f32, f32>(&a, &bm, &acc, &acc);
-            }
-            cmma::store(
-                &mut stage.o.slice_mut(row0 * dv + j * 16usize, bq * dv),
-                &acc,
-                dv as u32,
-                cmma::MatrixLayout::RowMajor,
-            );
-        }
-    } else {
-        for it in 0..comptime!((bq * dv).div_ceil(units)) {
-            let e = it * units + UNIT_POS as usize;
-            if e < bq * dv {
-                let r = e / dv;
-                let col = e % dv;
-                let mut acc = stage.o[e] * stage.row_corr[r];
-                for c in 0..bk {
-                    acc += stage.s[r * bk + c] * f32::cast_from(stage.v[c * dv + col]);
-                }
-                stage.o[e] = acc;
-            }
+    for it in 0..comptime!((bq * dv).div_ceil(units)) {
+        let e = it * units + UNIT_POS as usize;
+        if e < bq * dv {
+            stage.o[e] *= stage.row_corr[e / dv];
         }
     }
+    sync_cube();
+    let values = comptime!(TileProduct {
+        m: bq,
+        n: dv,
+        k: bk,
+        a_t: false,
+        b_t: false,
+        accumulate: true,
+        cmma: blocks.cmma,
+        units,
+    });
+    tile_product::<F>(&stage.p, &stage.v, &mut stage.o, values);
     sync_cube();
 }

@@ -5,10 +5,10 @@ use burn_cubecl::CubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use cubecl::{CubeDim, calculate_cube_count_elemwise};
+use cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise};
 
 use super::forward::na_forward_kernel;
-use super::config::{TilePlan, forward_blocks};
+use super::config::{Pass, TilePlan, blocks_for};
 use super::kernel_args::Geometry;
 
 /// Dense keys of a call: extra KV tokens (NA) or all keys, causal or not (FMHA).
@@ -53,7 +53,7 @@ pub fn forward<R: CubeRuntime>(
         }
         None => (k.clone(), v.clone(), 0, false),
     };
-    let blocks = forward_blocks(&client, d, d_v, dtype);
+    let blocks = blocks_for(&client, Pass::Forward, d, d_v, dtype);
     let plan = TilePlan::new(&g, &blocks);
     na_forward_kernel::launch::<R>(
         &client,
@@ -131,7 +131,7 @@ pub fn backward<R: CubeRuntime>(
         into_contiguous(d_out),
     );
     let [b, n, h, d] = q.meta.shape().dims();
-    let [_, n_kv, h_kv, d_v] = v.meta.shape().dims();
+    let [_, _, h_kv, d_v] = v.meta.shape().dims();
     let (client, dtype) = (q.client.clone(), q.dtype);
 
     let delta = empty_like(&q, Shape::new([b, n, h]), DType::F32);
@@ -160,11 +160,13 @@ pub fn backward<R: CubeRuntime>(
     };
 
     let dq = empty_like(&q, q.meta.shape().clone(), dtype);
-    let (count, dim) = grid_rows(&client, b * n * h);
+    let q_tiling = geometry.unwrap_or_else(|| Geometry::sequence(n as u32));
+    let blocks = blocks_for(&client, Pass::Dq, d, d_v, dtype);
+    let plan = TilePlan::new(&q_tiling, &blocks);
     dq_kernel::launch::<R>(
         &client,
-        count,
-        dim,
+        plan.cube_count(&q_tiling, h, b),
+        TilePlan::cube_dim(&blocks),
         q.clone().into_tensor_arg(),
         k.clone().into_tensor_arg(),
         v.clone().into_tensor_arg(),
@@ -174,7 +176,8 @@ pub fn backward<R: CubeRuntime>(
         lse.clone().into_tensor_arg(),
         delta.clone().into_tensor_arg(),
         dq.clone().into_tensor_arg(),
-        g.arg(),
+        q_tiling.arg(),
+        plan.arg(),
         h_kv as u32,
         dense_tokens as u32,
         scale,
@@ -183,19 +186,19 @@ pub fn backward<R: CubeRuntime>(
         g.causal[2],
         has_neighborhood,
         dense_causal,
-        d,
-        d_v,
+        blocks,
         dtype.into(),
     );
 
+    let blocks = blocks_for(&client, Pass::Dkdv, d, d_v, dtype);
     let neighborhood = has_neighborhood.then(|| {
         let dk = empty_like(&k, k.meta.shape().clone(), dtype);
         let dv = empty_like(&v, v.meta.shape().clone(), dtype);
-        let (count, dim) = grid_rows(&client, b * n_kv * h_kv);
+        let plan = TilePlan::for_keys(&g, &blocks);
         dkdv_neighborhood_kernel::launch::<R>(
             &client,
-            count,
-            dim,
+            plan.cube_count(&g, h_kv, b),
+            TilePlan::cube_dim(&blocks),
             q.clone().into_tensor_arg(),
             k.clone().into_tensor_arg(),
             v.clone().into_tensor_arg(),
@@ -205,12 +208,12 @@ pub fn backward<R: CubeRuntime>(
             dk.clone().into_tensor_arg(),
             dv.clone().into_tensor_arg(),
             g.arg(),
+            plan.arg(),
             scale,
             g.causal[0],
             g.causal[1],
             g.causal[2],
-            d,
-            d_v,
+            blocks,
             dtype.into(),
         );
         (dk, dv)
@@ -219,11 +222,11 @@ pub fn backward<R: CubeRuntime>(
     let dense = dense.map(|x| {
         let dk = empty_like(&x.k, x.k.meta.shape().clone(), dtype);
         let dv = empty_like(&x.v, x.v.meta.shape().clone(), dtype);
-        let (count, dim) = grid_rows(&client, b * x.k.meta.shape()[1] * h_kv);
+        let tiles = x.k.meta.shape()[1].div_ceil(blocks.block_kv) as u32;
         dkdv_dense_kernel::launch::<R>(
             &client,
-            count,
-            dim,
+            CubeCount::Static(tiles, h_kv as u32, b as u32),
+            TilePlan::cube_dim(&blocks),
             q.clone().into_tensor_arg(),
             x.k.into_tensor_arg(),
             x.v.into_tensor_arg(),
@@ -234,8 +237,7 @@ pub fn backward<R: CubeRuntime>(
             dv.clone().into_tensor_arg(),
             scale,
             x.causal,
-            d,
-            d_v,
+            blocks,
             dtype.into(),
         );
         (dk, dv)

@@ -12,6 +12,7 @@ mod forward;
 mod kernel_args;
 mod launch;
 mod tile;
+mod tile_matmul;
 mod window;
 
 pub use kernel_args::Geometry;

@@ -129,6 +129,27 @@ pub fn unflatten3(index: u32, s1: u32, s2: u32) -> Array<u32> {
     c
 }
 
+/// Whether query row `r` sees key `c` of a tile that is not full.
+#[cube]
+pub fn sees(rows: &QueryRows, keys: &KeyTile, r: usize, c: usize, #[comptime] mask: TileMask) -> bool {
+    match mask {
+        TileMask::Neighborhood => keys.ok[c] == 1 && row_sees_key(&rows.window, &keys.pos, r, c),
+        TileMask::Dense => keys.ok[c] == 1,
+        TileMask::DenseCausal => keys.ok[c] == 1 && keys.pos[c * 3] <= rows.token[r],
+    }
+}
+
+/// Which per-element mask a KV tile needs when it is not full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TileMask {
+    /// Neighbourhood keys: the key must lie in the query's window on every axis.
+    Neighborhood,
+    /// Dense keys (extra KV tokens, non-causal FMHA): only padding keys are masked.
+    Dense,
+    /// Causal FMHA: key index <= query index.
+    DenseCausal,
+}
+
 /// Whether query row `r` (windows in `row_window`, 6 per row) sees key `c` (group-local
 /// coordinates in `key_pos`, 3 per key).
 #[cube]

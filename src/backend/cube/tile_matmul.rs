@@ -1,0 +1,146 @@
+//! Tile-level matrix products in shared memory, for every tiled pass:
+//! `out[m, n] (+)= op(a) op(b)` with `op` an optional transpose, `out` in f32.
+//!
+//! With `cmma` each plane (32 units, `UNIT_POS_Y`) computes 16-row blocks of `out` with
+//! 16x16x16 tensor-core fragments; otherwise every unit computes whole entries in f32.
+//! Storage: `a` is `[m, k]` row-major, or `[k, m]` when `a_t`; `b` is `[k, n]` row-major, or
+//! `[n, k]` when `b_t` (so `Q K^T` is `a = Q, b = K, b_t`). All extents are comptime; with
+//! `cmma`, `m`, `n` and `k` are multiples of 16.
+
+use cubecl::prelude::*;
+
+/// Shape and execution of one tile product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TileProduct {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// `a` is stored transposed (`[k, m]`).
+    pub a_t: bool,
+    /// `b` is stored transposed (`[n, k]`).
+    pub b_t: bool,
+    /// Add to `out` instead of overwriting it.
+    pub accumulate: bool,
+    pub cmma: bool,
+    pub units: usize,
+}
+
+/// `out (+)= op(a) op(b)`. No sync inside; the caller syncs before reading `out`.
+#[cube]
+pub fn tile_product<F: Float>(
+    a: &SharedMemory<F>,
+    b: &SharedMemory<F>,
+    out: &mut SharedMemory<f32>,
+    #[comptime] p: TileProduct,
+) {
+    if p.cmma {
+        cmma_product::<F>(a, b, out, p);
+    } else {
+        scalar_product::<F>(a, b, out, p);
+    }
+}
+
+#[cube]
+fn scalar_product<F: Float>(
+    a: &SharedMemory<F>,
+    b: &SharedMemory<F>,
+    out: &mut SharedMemory<f32>,
+    #[comptime] p: TileProduct,
+) {
+    let (m, n, k) = (p.m, p.n, p.k);
+    for it in 0..comptime!((m * n).div_ceil(p.units)) {
+        let e = it * p.units + UNIT_POS as usize;
+        if e < m * n {
+            let i = e / n;
+            let j = e % n;
+            let mut acc = 0.0f32;
+            if p.accumulate {
+                acc = out[e];
+            }
+            for t in 0..k {
+                let x = if p.a_t { a[t * m + i] } else { a[i * k + t] };
+                let y = if p.b_t { b[j * k + t] } else { b[t * n + j] };
+                acc += f32::cast_from(x) * f32::cast_from(y);
+            }
+            out[e] = acc;
+        }
+    }
+}
+
+#[cube]
+fn cmma_product<F: Float>(
+    a: &SharedMemory<F>,
+    b: &SharedMemory<F>,
+    out: &mut SharedMemory<f32>,
+    #[comptime] p: TileProduct,
+) {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let planes = comptime!(p.units / 32);
+    let a_layout = comptime!(if p.a_t {
+        cmma::MatrixLayout::ColMajor
+    } else {
+        cmma::MatrixLayout::RowMajor
+    });
+    let b_layout = comptime!(if p.b_t {
+        cmma::MatrixLayout::ColMajor
+    } else {
+        cmma::MatrixLayout::RowMajor
+    });
+    let a_stride = comptime!(if p.a_t { m } else { k }) as u32;
+    let b_stride = comptime!(if p.b_t { k } else { n }) as u32;
+    for rb_it in 0..comptime!((m / 16).div_ceil(planes)) {
+        let rb = rb_it * planes + UNIT_POS_Y as usize;
+        if rb < comptime!(m / 16) {
+            let row0 = rb * 16usize;
+            for cb in 0..comptime!(n / 16) {
+                let col0 = cb * 16usize;
+                let acc = cmma::Matrix::<f32>::from_value(
+                    cmma::MatrixIdent::Accumulator,
+                    16usize,
+                    16usize,
+                    16usize,
+                    cmma::MatrixLayout::Undefined,
+                    0.0,
+                );
+                if p.accumulate {
+                    cmma::load_with_layout(
+                        &acc,
+                        &out.slice(row0 * n + col0, m * n),
+                        n as u32,
+                        cmma::MatrixLayout::RowMajor,
+                    );
+                }
+                for kb in 0..comptime!(k / 16) {
+                    let t0 = kb * 16usize;
+                    let a_at = if p.a_t { t0 * m + row0 } else { row0 * k + t0 };
+                    let b_at = if p.b_t { col0 * k + t0 } else { t0 * n + col0 };
+                    let fa = cmma::Matrix::<F>::from_slice(
+                        cmma::MatrixIdent::A,
+                        16usize,
+                        16usize,
+                        16usize,
+                        a_layout,
+                        &a.slice(a_at, m * k),
+                        a_stride,
+                    );
+                    let fb = cmma::Matrix::<F>::from_slice(
+                        cmma::MatrixIdent::B,
+                        16usize,
+                        16usize,
+                        16usize,
+                        b_layout,
+                        &b.slice(b_at, k * n),
+                        b_stride,
+                    );
+                    cmma::execute::<F, F, f32, f32>(&fa, &fb, &acc, &acc);
+                }
+                cmma::store(
+                    &mut out.slice_mut(row0 * n + col0, m * n),
+                    &acc,
+                    n as u32,
+                    cmma::MatrixLayout::RowMajor,
+                );
+            }
+        }
+    }
+}
