@@ -240,6 +240,7 @@ pub fn dkdv_dense_kernel<F: Float>(
     for qt in first_tile..tokens.div_ceil(bq) {
         for head in 0..heads / heads_kv {
             sync_cube();
+            #[unroll(blocks.unroll)]
             for it in 0..comptime!(bq.div_ceil(units)) {
                 let r = it * units + UNIT_POS as usize;
                 if r < bq {
@@ -411,12 +412,14 @@ fn inside(
 fn zero_accumulators<F: Float>(stage: &mut DkdvStage<F>, #[comptime] blocks: ForwardBlocks) {
     let units = blocks.units;
     let bk = blocks.block_kv;
+    #[unroll(blocks.unroll)]
     for it in 0..comptime!((bk * blocks.head_dim).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;
         if e < bk * blocks.head_dim {
             stage.dk[e] = 0.0;
         }
     }
+    #[unroll(blocks.unroll)]
     for it in 0..comptime!((bk * blocks.head_dim_v).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;
         if e < bk * blocks.head_dim_v {
@@ -446,6 +449,7 @@ fn load_keys<F: Float>(
         bk,
         blocks.head_dim,
         units,
+        blocks.unroll,
     );
     load_rows::<F>(
         v,
@@ -458,6 +462,7 @@ fn load_keys<F: Float>(
         bk,
         blocks.head_dim_v,
         units,
+        blocks.unroll,
     );
 }
 
@@ -486,6 +491,7 @@ fn query_tile<F: Float>(
     let d = blocks.head_dim;
     let dv = blocks.head_dim_v;
     let units = blocks.units;
+    #[unroll(blocks.unroll)]
     for it in 0..comptime!(bq.div_ceil(units)) {
         let r = it * units + UNIT_POS as usize;
         if r < bq {
@@ -502,6 +508,7 @@ fn query_tile<F: Float>(
     }
     load_rows::<F>(
         q, &mut stage.q, &rows.ok, &rows.token, q_row_base, heads, head, bq, d, units,
+        blocks.unroll,
     );
     load_rows::<F>(
         d_out,
@@ -514,6 +521,7 @@ fn query_tile<F: Float>(
         bq,
         dv,
         units,
+        blocks.unroll,
     );
     sync_cube();
     let scores = comptime!(TileProduct {
@@ -539,13 +547,19 @@ fn query_tile<F: Float>(
     });
     tile_product::<F>(&stage.d_out, &stage.v, &mut stage.dp, d_probs);
     sync_cube();
+    #[unroll(blocks.unroll)]
     for it in 0..comptime!((bq * bk).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;
         if e < bq * bk {
             let r = e / bk;
             let c = e % bk;
             let mut p = 0.0f32;
-            if full || sees(rows, keys, r, c, mask) {
+            // Full tiles skip the mask (CubeCL's `||` would evaluate it anyway).
+            let mut seen = true;
+            if !full {
+                seen = sees(rows, keys, r, c, mask);
+            }
+            if seen {
                 p = (stage.s[e] * scale - stage.row_lse[r]).exp();
             }
             stage.p[e] = F::cast_from(p);
@@ -594,6 +608,7 @@ fn store_gradients<F: Float>(
         blocks.head_dim_v,
         blocks.units,
     );
+    #[unroll(blocks.unroll)]
     for it in 0..comptime!((bk * d).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;
         if e < bk * d {
@@ -604,6 +619,7 @@ fn store_gradients<F: Float>(
             }
         }
     }
+    #[unroll(blocks.unroll)]
     for it in 0..comptime!((bk * d_v).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;
         if e < bk * d_v {

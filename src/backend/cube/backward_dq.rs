@@ -106,6 +106,7 @@ pub fn dq_kernel<F: Float>(
         bq,
         units,
     );
+    #[unroll(blocks.unroll)]
     for it in 0..comptime!((bq * d).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;
         if e < bq * d {
@@ -114,6 +115,7 @@ pub fn dq_kernel<F: Float>(
     }
     sync_cube();
     let q_row_base = b * tokens;
+    #[unroll(blocks.unroll)]
     for it in 0..comptime!(bq.div_ceil(units)) {
         let r = it * units + UNIT_POS as usize;
         if r < bq {
@@ -131,6 +133,7 @@ pub fn dq_kernel<F: Float>(
     }
     load_rows::<F>(
         q, &mut stage.q, &rows.ok, &rows.token, q_row_base, heads, head, bq, d, units,
+        blocks.unroll,
     );
     load_rows::<F>(
         d_out,
@@ -143,6 +146,7 @@ pub fn dq_kernel<F: Float>(
         bq,
         dv,
         units,
+        blocks.unroll,
     );
 
     if has_neighborhood {
@@ -225,6 +229,8 @@ pub fn dq_kernel<F: Float>(
         }
     }
 
+    #[unroll(blocks.unroll)]
+
     for it in 0..comptime!((bq * d).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;
         if e < bq * d {
@@ -256,8 +262,8 @@ fn dq_tile<F: Float>(
     let d = blocks.head_dim;
     let dv = blocks.head_dim_v;
     let units = blocks.units;
-    load_rows::<F>(k, &mut stage.k, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, d, units);
-    load_rows::<F>(v, &mut stage.v, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, dv, units);
+    load_rows::<F>(k, &mut stage.k, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, d, units, blocks.unroll);
+    load_rows::<F>(v, &mut stage.v, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, dv, units, blocks.unroll);
     sync_cube();
     let scores = comptime!(TileProduct {
         m: bq,
@@ -282,13 +288,19 @@ fn dq_tile<F: Float>(
     });
     tile_product::<F>(&stage.d_out, &stage.v, &mut stage.dp, d_probs);
     sync_cube();
+    #[unroll(blocks.unroll)]
     for it in 0..comptime!((bq * bk).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;
         if e < bq * bk {
             let r = e / bk;
             let c = e % bk;
             let mut ds = 0.0f32;
-            if full || sees(rows, keys, r, c, mask) {
+            // Full tiles skip the mask (CubeCL's `||` would evaluate it anyway).
+            let mut seen = true;
+            if !full {
+                seen = sees(rows, keys, r, c, mask);
+            }
+            if seen {
                 let p = (stage.s[e] * scale - stage.row_lse[r]).exp();
                 ds = p * (stage.dp[e] - stage.row_delta[r]);
             }

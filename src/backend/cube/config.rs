@@ -112,6 +112,7 @@ pub fn blocks_for<R: CubeRuntime>(
         Pass::Dkdv => dkdv_shared_bytes,
     };
     let max_shared = client.properties().hardware.max_shared_memory_size;
+    let unroll = !R::name(client).starts_with("wgpu");
     let elem_bytes = dtype.size();
     let cmma = has_cmma(client, dtype) && head_dim.is_multiple_of(16) && head_dim_v.is_multiple_of(16);
     let block_q = UNITS / 32 * CMMA_ROWS;
@@ -124,6 +125,7 @@ pub fn blocks_for<R: CubeRuntime>(
                 block_kv,
                 units: UNITS,
                 cmma: true,
+                unroll,
             };
             if shared_bytes(&blocks, elem_bytes) <= max_shared {
                 return blocks;
@@ -139,6 +141,7 @@ pub fn blocks_for<R: CubeRuntime>(
             block_kv,
             units: UNITS,
             cmma: false,
+            unroll,
         };
         chosen = Some(blocks);
         if shared_bytes(&blocks, elem_bytes) <= max_shared {

@@ -33,6 +33,9 @@ pub struct ForwardBlocks {
     pub units: usize,
     /// `S` and `P V` on tensor cores (16x16x16 `cmma`, one plane of 32 per 16 query rows).
     pub cmma: bool,
+    /// Unroll the per-unit loops (loads in flight together); off where shader compile time
+    /// matters more (WGSL, lavapipe).
+    pub unroll: bool,
 }
 
 /// Shared-memory buffers of one cube.
@@ -123,6 +126,7 @@ pub fn na_forward_kernel<F: Float>(
         bq,
         blocks.units,
     );
+    #[unroll(blocks.unroll)]
     for it in 0..comptime!(bq.div_ceil(blocks.units)) {
         let r = it * blocks.units + UNIT_POS as usize;
         if r < bq {
@@ -130,6 +134,7 @@ pub fn na_forward_kernel<F: Float>(
             stage.row_sum[r] = 0.0;
         }
     }
+    #[unroll(blocks.unroll)]
     for it in 0..comptime!((bq * dv).div_ceil(blocks.units)) {
         let e = it * blocks.units + UNIT_POS as usize;
         if e < bq * dv {
@@ -149,6 +154,7 @@ pub fn na_forward_kernel<F: Float>(
         bq,
         d,
         blocks.units,
+        blocks.unroll,
     );
 
     if has_neighborhood {
@@ -233,6 +239,8 @@ pub fn na_forward_kernel<F: Float>(
         }
     }
 
+    #[unroll(blocks.unroll)]
+
     for it in 0..comptime!((bq * dv).div_ceil(blocks.units)) {
         let e = it * blocks.units + UNIT_POS as usize;
         if e < bq * dv {
@@ -243,11 +251,15 @@ pub fn na_forward_kernel<F: Float>(
             }
         }
     }
+    #[unroll(blocks.unroll)]
     for it in 0..comptime!(bq.div_ceil(blocks.units)) {
         let r = it * blocks.units + UNIT_POS as usize;
-        if r < bq && rows.ok[r] == 1 {
-            let row = (q_row_base + rows.token[r] as usize) * heads + head;
-            lse[row] = stage.row_max[r] + stage.row_sum[r].ln();
+        // CubeCL's `&&` does not short-circuit: guard the shared read with its own `if`.
+        if r < bq {
+            if rows.ok[r] == 1 {
+                let row = (q_row_base + rows.token[r] as usize) * heads + head;
+                lse[row] = stage.row_max[r] + stage.row_sum[r].ln();
+            }
         }
     }
 }
@@ -272,8 +284,8 @@ fn attend_tile<F: Float>(
     let d = blocks.head_dim;
     let dv = blocks.head_dim_v;
     let units = blocks.units;
-    load_rows::<F>(k, &mut stage.k, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, d, units);
-    load_rows::<F>(v, &mut stage.v, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, dv, units);
+    load_rows::<F>(k, &mut stage.k, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, d, units, blocks.unroll);
+    load_rows::<F>(v, &mut stage.v, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, dv, units, blocks.unroll);
     sync_cube();
 
     let scores = comptime!(TileProduct {
@@ -289,15 +301,20 @@ fn attend_tile<F: Float>(
     tile_product::<F>(&stage.q, &stage.k, &mut stage.s, scores);
     sync_cube();
 
+    #[unroll(blocks.unroll)]
+
     for it in 0..comptime!(bq.div_ceil(units)) {
         let r = it * units + UNIT_POS as usize;
         if r < bq {
             let max_old = stage.row_max[r];
             let mut max_new = max_old;
+            #[unroll(blocks.unroll)]
             for c in 0..bk {
                 let mut score = stage.s[r * bk + c] * scale;
-                if !full && !sees(rows, keys, r, c, mask) {
-                    score = NO_SCORE;
+                if !full {
+                    if !sees(rows, keys, r, c, mask) {
+                        score = NO_SCORE;
+                    }
                 }
                 stage.s[r * bk + c] = score;
                 if score > max_new {
@@ -306,6 +323,7 @@ fn attend_tile<F: Float>(
             }
             let corr = (max_old - max_new).exp();
             let mut sum = 0.0f32;
+            #[unroll(blocks.unroll)]
             for c in 0..bk {
                 let score = stage.s[r * bk + c];
                 let mut p = 0.0f32;
@@ -321,6 +339,8 @@ fn attend_tile<F: Float>(
         }
     }
     sync_cube();
+
+    #[unroll(blocks.unroll)]
 
     for it in 0..comptime!((bq * dv).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;

@@ -344,7 +344,8 @@ pub fn dense_key_tile(
 }
 
 /// Stages `rows` rows of `dim` elements into `dst` (`[rows, dim]`, zeros for padding rows):
-/// row `r` is `src[((row_base + index[r]) * heads + head) * dim ..]`. Ends without a sync.
+/// row `r` is `src[((row_base + index[r]) * heads + head) * dim ..]`. `unroll` unrolls the
+/// loop so that every unit has all its loads in flight at once. Ends without a sync.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub fn load_rows<F: Float>(
@@ -358,7 +359,9 @@ pub fn load_rows<F: Float>(
     #[comptime] rows: usize,
     #[comptime] dim: usize,
     #[comptime] units: usize,
+    #[comptime] unroll: bool,
 ) {
+    #[unroll(unroll)]
     for it in 0..comptime!((rows * dim).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;
         if e < rows * dim {
