@@ -63,10 +63,11 @@ mod modules;
 mod options;
 
 pub use api::{
-    attention, attention_with_lse, merge_attentions, na1d, na1d_with_extra_kv, na1d_with_lse, na2d,
-    na2d_with_extra_kv, na2d_with_lse, na3d, na3d_with_extra_kv, na3d_with_lse,
+    attention, attention_with_lse, merge_attentions, na_tile_configs, na1d, na1d_with_extra_kv,
+    na1d_with_lse, na2d, na2d_with_extra_kv, na2d_with_lse, na3d, na3d_with_extra_kv,
+    na3d_with_lse,
 };
-pub use backend::NattenBackend;
+pub use backend::{NattenBackend, TileConfig};
 pub use modules::{
     NeighborhoodAttention1d, NeighborhoodAttention1dConfig, NeighborhoodAttention2d,
     NeighborhoodAttention2dConfig, NeighborhoodAttention3d, NeighborhoodAttention3dConfig,

@@ -53,6 +53,7 @@ pub struct NaOptions<const R: usize> {
     causal: [bool; R],
     scale: Option<f32>,
     backend: NaBackend,
+    tiles: Option<([usize; R], [usize; R])>,
 }
 
 impl<const R: usize> NaOptions<R> {
@@ -66,7 +67,22 @@ impl<const R: usize> NaOptions<R> {
             causal: [false; R],
             scale: None,
             backend: NaBackend::Auto,
+            tiles: None,
         }
+    }
+
+    /// Chooses the fused forward's tile configuration: `q_tile` queries and `kv_tile` keys per
+    /// axis. It must be one of [`crate::na_tile_configs`] for the problem and device (else the
+    /// call is a [`crate::NattenError::InvalidArgument`] on `tiles` listing the valid ones);
+    /// without it the backend chooses.
+    pub fn with_tiles(mut self, q_tile: [usize; R], kv_tile: [usize; R]) -> Self {
+        self.tiles = Some((q_tile, kv_tile));
+        self
+    }
+
+    /// The chosen tile configuration, if any.
+    pub fn tiles(&self) -> Option<([usize; R], [usize; R])> {
+        self.tiles
     }
 
     /// Sets the stride per axis (`1 <= stride <= kernel_size`).

@@ -5,8 +5,64 @@ use natten_core::validate::validate_axes;
 use natten_core::{NattenError, shape};
 
 use super::checks::{resolve_scale, same_dtype_and_device};
-use crate::NaOptions;
-use crate::backend::{ExtraKv, NaProblem, NattenBackend};
+use crate::backend::{ExtraKv, NaProblem, NattenBackend, TileConfig};
+use crate::{NaBackend, NaOptions};
+
+/// The user's tile configuration, checked against what the backend offers for this problem.
+fn checked_tiles<B: NattenBackend, const R: usize, const D: usize>(
+    opts: &NaOptions<R>,
+    q: &Tensor<B, D>,
+    head_dim: usize,
+    head_dim_v: usize,
+) -> Result<Option<TileConfig>, NattenError> {
+    let Some((q_tile, kv_tile)) = opts.tiles() else {
+        return Ok(None);
+    };
+    let requested = TileConfig {
+        q_tile: q_tile.to_vec(),
+        kv_tile: kv_tile.to_vec(),
+    };
+    let valid = match opts.backend() {
+        NaBackend::Reference => Vec::new(),
+        _ => B::tile_configs(&q.device(), R, head_dim, head_dim_v, q.dtype()),
+    };
+    if valid.is_empty() {
+        return Err(NattenError::Unsupported {
+            backend: opts.backend().name(),
+            reason: format!(
+                "tiles {requested}: `{}` has no tiled kernels for this problem",
+                B::name(&q.device())
+            ),
+        });
+    }
+    if valid.contains(&requested) {
+        return Ok(Some(requested));
+    }
+    const SHOWN: usize = 48;
+    let mut list: Vec<String> = valid.iter().take(SHOWN).map(|t| t.to_string()).collect();
+    if valid.len() > SHOWN {
+        list.push(format!("... and {} more", valid.len() - SHOWN));
+    }
+    Err(NattenError::InvalidArgument {
+        argument: "tiles",
+        rule: format!(
+            "{requested} is not a tile configuration of this problem on this device; valid: {}",
+            list.join(", ")
+        ),
+    })
+}
+
+/// Every tile configuration [`NaOptions::with_tiles`] accepts for a rank-`rank` NA with these
+/// head dims and dtype on `device` (empty where the backend has no tiled kernels).
+pub fn na_tile_configs<B: NattenBackend>(
+    device: &B::Device,
+    rank: usize,
+    head_dim: usize,
+    head_dim_v: usize,
+    dtype: burn::tensor::DType,
+) -> Vec<TileConfig> {
+    B::tile_configs(device, rank, head_dim, head_dim_v, dtype)
+}
 
 /// Validated, flattened inputs of one call.
 struct Prepared<B: NattenBackend> {
@@ -42,6 +98,7 @@ fn prepare<B: NattenBackend, const R: usize, const D: usize>(
         axes: axes.to_vec(),
         scale: resolve_scale(opts.scale(), s.head_dim)?,
         backend: opts.backend(),
+        tiles: checked_tiles::<B, R, D>(opts, &q, s.head_dim, s.head_dim_v)?,
     };
     let tokens = s.tokens();
     let mut layout = vec![s.batch];

@@ -146,6 +146,16 @@ fn spec<R: FusionRuntime>(t: &FusionTensor<R>) -> (Shape, DType) {
 }
 
 impl<B: FusionBackend + NattenBackend> NattenBackend for Fusion<B> {
+    fn tile_configs(
+        device: &burn::tensor::Device<Self>,
+        rank: usize,
+        head_dim: usize,
+        head_dim_v: usize,
+        dtype: burn::tensor::DType,
+    ) -> Vec<crate::backend::TileConfig> {
+        B::tile_configs(device, rank, head_dim, head_dim_v, dtype)
+    }
+
     fn check_backend(
         choice: crate::NaBackend,
         head_dim: usize,

@@ -35,6 +35,20 @@ where
     I: burn_cubecl::IntElement,
     BT: burn_cubecl::BoolElement,
 {
+    fn tile_configs(
+        device: &burn::tensor::Device<Self>,
+        rank: usize,
+        head_dim: usize,
+        head_dim_v: usize,
+        dtype: burn::tensor::DType,
+    ) -> Vec<crate::backend::TileConfig> {
+        if !cube::supports(head_dim, head_dim_v) {
+            return Vec::new();
+        }
+        let client = R::client(device);
+        cube::tile_configs(&client, rank, head_dim, head_dim_v, dtype)
+    }
+
     fn check_backend(
         choice: crate::NaBackend,
         head_dim: usize,
@@ -70,7 +84,15 @@ where
             causal: false,
         });
         let geometry = cube::Geometry::of(problem);
-        let (out, lse) = cube::forward(q, k, v, dense, Some(geometry), problem.scale);
+        let (out, lse) = cube::forward(
+            q,
+            k,
+            v,
+            dense,
+            Some(geometry),
+            problem.tiles.as_ref(),
+            problem.scale,
+        );
         AttentionOutput { out, lse }
     }
 
@@ -88,7 +110,7 @@ where
             v: v.clone(),
             causal: problem.causal,
         };
-        let (out, lse) = cube::forward(q, k, v, Some(dense), None, problem.scale);
+        let (out, lse) = cube::forward(q, k, v, Some(dense), None, None, problem.scale);
         AttentionOutput { out, lse }
     }
 

@@ -34,6 +34,25 @@ pub struct NaProblem {
     pub scale: f32,
     /// The implementation the user asked for.
     pub backend: NaBackend,
+    /// The fused forward's tile configuration, when the user chose one (validated against
+    /// [`NattenBackend::tile_configs`]); `None` lets the backend choose.
+    pub tiles: Option<TileConfig>,
+}
+
+/// A tile configuration of the fused forward: the Q tile and the KV tile, one extent per
+/// spatial axis (tiles are boxes of queries / keys of one dilation group).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TileConfig {
+    /// Queries per axis of a Q tile.
+    pub q_tile: Vec<usize>,
+    /// Keys per axis of a KV tile.
+    pub kv_tile: Vec<usize>,
+}
+
+impl core::fmt::Display for TileConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "(q_tile {:?}, kv_tile {:?})", self.q_tile, self.kv_tile)
+    }
 }
 
 /// A validated attention (FMHA) problem.
@@ -113,6 +132,20 @@ pub trait NattenBackend: Backend {
                 ),
             }),
         }
+    }
+
+    /// The tile configurations the fused NA forward can run on `device` for a rank-`rank`
+    /// problem with these head dims and dtype (what [`crate::NaOptions::with_tiles`] accepts).
+    /// Empty when this backend has no tiled kernels (the reference has none).
+    fn tile_configs(
+        device: &burn::tensor::Device<Self>,
+        rank: usize,
+        head_dim: usize,
+        head_dim_v: usize,
+        dtype: burn::tensor::DType,
+    ) -> Vec<TileConfig> {
+        let _ = (device, rank, head_dim, head_dim_v, dtype);
+        Vec::new()
     }
 
     /// Neighborhood-attention forward, with optional extra KV tokens.

@@ -8,5 +8,6 @@ mod memory;
 mod modules;
 mod oracle;
 mod sweeps;
+mod tiles;
 mod training;
 mod validation;

@@ -158,8 +158,16 @@ pub fn dkdv_neighborhood_kernel<F: Float>(
         for head in 0..heads / heads_kv {
             sync_cube();
             query_rows(
-                &geometry, &swapped, &qbox, &mut rows, true, causal0, causal1, causal2,
-                blocks.block_q, units,
+                &geometry,
+                &swapped,
+                &qbox,
+                &mut rows,
+                true,
+                causal0,
+                causal1,
+                causal2,
+                blocks.block_q,
+                units,
             );
             sync_cube();
             query_tile::<F>(
@@ -332,9 +340,36 @@ fn query_box(
 ) -> Array<u32> {
     let g = geometry;
     let mut out = Array::<u32>::new(6usize);
-    query_axis(&mut out, 0usize, kbox, g.len0, g.kernel0, g.stride0, g.dilation0, causal0);
-    query_axis(&mut out, 1usize, kbox, g.len1, g.kernel1, g.stride1, g.dilation1, causal1);
-    query_axis(&mut out, 2usize, kbox, g.len2, g.kernel2, g.stride2, g.dilation2, causal2);
+    query_axis(
+        &mut out,
+        0usize,
+        kbox,
+        g.len0,
+        g.kernel0,
+        g.stride0,
+        g.dilation0,
+        causal0,
+    );
+    query_axis(
+        &mut out,
+        1usize,
+        kbox,
+        g.len1,
+        g.kernel1,
+        g.stride1,
+        g.dilation1,
+        causal1,
+    );
+    query_axis(
+        &mut out,
+        2usize,
+        kbox,
+        g.len2,
+        g.kernel2,
+        g.stride2,
+        g.dilation2,
+        causal2,
+    );
     out
 }
 
@@ -507,7 +542,16 @@ fn query_tile<F: Float>(
         }
     }
     load_rows::<F>(
-        q, &mut stage.q, &rows.ok, &rows.token, q_row_base, heads, head, bq, d, units,
+        q,
+        &mut stage.q,
+        &rows.ok,
+        &rows.token,
+        q_row_base,
+        heads,
+        head,
+        bq,
+        d,
+        units,
         blocks.unroll,
     );
     load_rows::<F>(

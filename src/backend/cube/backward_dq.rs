@@ -132,7 +132,16 @@ pub fn dq_kernel<F: Float>(
         }
     }
     load_rows::<F>(
-        q, &mut stage.q, &rows.ok, &rows.token, q_row_base, heads, head, bq, d, units,
+        q,
+        &mut stage.q,
+        &rows.ok,
+        &rows.token,
+        q_row_base,
+        heads,
+        head,
+        bq,
+        d,
+        units,
         blocks.unroll,
     );
     load_rows::<F>(
@@ -230,7 +239,6 @@ pub fn dq_kernel<F: Float>(
     }
 
     #[unroll(blocks.unroll)]
-
     for it in 0..comptime!((bq * d).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;
         if e < bq * d {
@@ -262,8 +270,32 @@ fn dq_tile<F: Float>(
     let d = blocks.head_dim;
     let dv = blocks.head_dim_v;
     let units = blocks.units;
-    load_rows::<F>(k, &mut stage.k, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, d, units, blocks.unroll);
-    load_rows::<F>(v, &mut stage.v, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, dv, units, blocks.unroll);
+    load_rows::<F>(
+        k,
+        &mut stage.k,
+        &keys.ok,
+        &keys.row,
+        0usize,
+        1usize,
+        0usize,
+        bk,
+        d,
+        units,
+        blocks.unroll,
+    );
+    load_rows::<F>(
+        v,
+        &mut stage.v,
+        &keys.ok,
+        &keys.row,
+        0usize,
+        1usize,
+        0usize,
+        bk,
+        dv,
+        units,
+        blocks.unroll,
+    );
     sync_cube();
     let scores = comptime!(TileProduct {
         m: bq,

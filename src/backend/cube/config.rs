@@ -11,20 +11,25 @@ use cubecl::{CubeCount, CubeDim};
 use super::forward::ForwardBlocks;
 use super::kernel_args::Geometry;
 use super::tile::TileShapeLaunch;
+use crate::backend::TileConfig;
 
 /// Units per cube of the tiled kernels (4 planes of 32 on NVIDIA).
 const UNITS: usize = 128;
 /// Query rows per plane in the `cmma` path (the 16x16x16 fragment height).
 const CMMA_ROWS: usize = 16;
 
-/// Block sizes `(block_q, block_kv)` tried in order, largest first.
-const SCALAR_BLOCKS: [(usize, usize); 7] = [
+/// Block sizes `(block_q, block_kv)` of the scalar path, preferred first.
+const SCALAR_BLOCKS: [(usize, usize); 11] = [
     (64, 64),
     (64, 32),
+    (32, 64),
     (32, 32),
+    (64, 16),
     (32, 16),
+    (16, 32),
     (16, 16),
     (16, 8),
+    (8, 16),
     (8, 8),
 ];
 
@@ -56,7 +61,10 @@ fn has_cmma<R: Runtime>(client: &ComputeClient<R>, dtype: DType) -> bool {
     let input: StorageType = dtype.into();
     let acc: StorageType = DType::F32.into();
     props.features.matmul.cmma.iter().any(|c| {
-        c.a_type == input && c.b_type == input && c.cd_type == acc && (c.m, c.n, c.k) == (16, 16, 16)
+        c.a_type == input
+            && c.b_type == input
+            && c.cd_type == acc
+            && (c.m, c.n, c.k) == (16, 16, 16)
     })
 }
 
@@ -96,9 +104,50 @@ pub enum Pass {
     Dkdv,
 }
 
-/// The block sizes of `pass` for these head dims and dtype on this device: tensor cores where
-/// the runtime has them and the head dims are multiples of 16, the largest blocks that fit the
-/// device's shared memory.
+/// Block sizes `(block_q, block_kv)` of the two paths, in order of preference.
+const CMMA_BLOCKS: [(usize, usize); 3] = [(64, 64), (64, 32), (64, 16)];
+
+fn shared_bytes_of(pass: Pass) -> fn(&ForwardBlocks, usize) -> usize {
+    match pass {
+        Pass::Forward => forward_shared_bytes,
+        Pass::Dq => dq_shared_bytes,
+        Pass::Dkdv => dkdv_shared_bytes,
+    }
+}
+
+/// Every block-size choice of `pass` that this device can run (fits its shared memory),
+/// preferred first: the tensor-core path where the runtime has it and the head dims are
+/// multiples of 16, else the scalar path.
+pub fn block_candidates<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    pass: Pass,
+    head_dim: usize,
+    head_dim_v: usize,
+    dtype: DType,
+) -> Vec<ForwardBlocks> {
+    let max_shared = client.properties().hardware.max_shared_memory_size;
+    let unroll = !R::name(client).starts_with("wgpu");
+    let cmma = has_cmma(client, dtype)
+        && head_dim.is_multiple_of(CMMA_ROWS)
+        && head_dim_v.is_multiple_of(CMMA_ROWS);
+    let list: &[(usize, usize)] = if cmma { &CMMA_BLOCKS } else { &SCALAR_BLOCKS };
+    let fits = shared_bytes_of(pass);
+    list.iter()
+        .map(|&(block_q, block_kv)| ForwardBlocks {
+            head_dim,
+            head_dim_v,
+            block_q,
+            block_kv,
+            units: UNITS,
+            cmma,
+            unroll,
+        })
+        .filter(|b| fits(b, dtype.size()) <= max_shared)
+        .collect()
+}
+
+/// The preferred block sizes of `pass` (the smallest scalar blocks if nothing fits, which
+/// then fails at launch with the runtime's own error).
 pub fn blocks_for<R: CubeRuntime>(
     client: &ComputeClient<R>,
     pass: Pass,
@@ -106,49 +155,75 @@ pub fn blocks_for<R: CubeRuntime>(
     head_dim_v: usize,
     dtype: DType,
 ) -> ForwardBlocks {
-    let shared_bytes = match pass {
-        Pass::Forward => forward_shared_bytes,
-        Pass::Dq => dq_shared_bytes,
-        Pass::Dkdv => dkdv_shared_bytes,
-    };
-    let max_shared = client.properties().hardware.max_shared_memory_size;
-    let unroll = !R::name(client).starts_with("wgpu");
-    let elem_bytes = dtype.size();
-    let cmma = has_cmma(client, dtype) && head_dim.is_multiple_of(16) && head_dim_v.is_multiple_of(16);
-    let block_q = UNITS / 32 * CMMA_ROWS;
-    if cmma {
-        for block_kv in [64, 32, 16] {
-            let blocks = ForwardBlocks {
-                head_dim,
-                head_dim_v,
-                block_q,
-                block_kv,
-                units: UNITS,
-                cmma: true,
-                unroll,
-            };
-            if shared_bytes(&blocks, elem_bytes) <= max_shared {
-                return blocks;
+    block_candidates(client, pass, head_dim, head_dim_v, dtype)
+        .into_iter()
+        .next()
+        .unwrap_or(ForwardBlocks {
+            head_dim,
+            head_dim_v,
+            block_q: 8,
+            block_kv: 8,
+            units: UNITS,
+            cmma: false,
+            unroll: false,
+        })
+}
+
+/// The forward's blocks for a user's tile configuration (validated against
+/// [`tile_configs`] before it gets here).
+pub fn blocks_for_tiles<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    tiles: &TileConfig,
+    head_dim: usize,
+    head_dim_v: usize,
+    dtype: DType,
+) -> Option<ForwardBlocks> {
+    let block_q: usize = tiles.q_tile.iter().product();
+    let block_kv: usize = tiles.kv_tile.iter().product();
+    block_candidates(client, Pass::Forward, head_dim, head_dim_v, dtype)
+        .into_iter()
+        .find(|b| b.block_q == block_q && b.block_kv == block_kv)
+}
+
+/// Every tile configuration of the fused forward for a rank-`rank` problem on this device:
+/// per-axis power-of-two extents whose products are one of the block-size choices of
+/// [`block_candidates`].
+pub fn tile_configs<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    rank: usize,
+    head_dim: usize,
+    head_dim_v: usize,
+    dtype: DType,
+) -> Vec<TileConfig> {
+    let mut out = Vec::new();
+    for blocks in block_candidates(client, Pass::Forward, head_dim, head_dim_v, dtype) {
+        for q_tile in power_of_two_shapes(rank, blocks.block_q) {
+            for kv_tile in power_of_two_shapes(rank, blocks.block_kv) {
+                out.push(TileConfig {
+                    q_tile: q_tile.clone(),
+                    kv_tile,
+                });
             }
         }
     }
-    let mut chosen = None;
-    for (block_q, block_kv) in SCALAR_BLOCKS {
-        let blocks = ForwardBlocks {
-            head_dim,
-            head_dim_v,
-            block_q,
-            block_kv,
-            units: UNITS,
-            cmma: false,
-            unroll,
-        };
-        chosen = Some(blocks);
-        if shared_bytes(&blocks, elem_bytes) <= max_shared {
-            break;
-        }
+    out
+}
+
+/// All `rank`-axis shapes of powers of two whose product is `block` (a power of two).
+fn power_of_two_shapes(rank: usize, block: usize) -> Vec<Vec<usize>> {
+    if rank == 1 {
+        return vec![vec![block]];
     }
-    chosen.expect("SCALAR_BLOCKS is not empty")
+    let mut out = Vec::new();
+    let mut first = 1;
+    while first <= block {
+        for mut rest in power_of_two_shapes(rank - 1, block / first) {
+            rest.insert(0, first);
+            out.push(rest);
+        }
+        first *= 2;
+    }
+    out
 }
 
 /// Splits `block` (a power of two) over 3 axes: doubles, one at a time, the axis whose
@@ -186,6 +261,26 @@ impl TilePlan {
             }
         });
         let kv_tile = split_block(blocks.block_kv, kv_extent);
+        let tiles = [0, 1, 2].map(|a| group_extent(a).div_ceil(q_tile[a]));
+        Self {
+            q_tile,
+            kv_tile,
+            tiles,
+        }
+    }
+
+    /// The user's tile shapes (rank-`R`, padded in front to 3 axes).
+    pub fn from_config(geometry: &Geometry, tiles: &TileConfig) -> Self {
+        let pad = |shape: &[usize]| {
+            let mut out = [1u32; 3];
+            for (a, &x) in shape.iter().enumerate() {
+                out[3 - shape.len() + a] = x as u32;
+            }
+            out
+        };
+        let q_tile = pad(&tiles.q_tile);
+        let kv_tile = pad(&tiles.kv_tile);
+        let group_extent = |a: usize| geometry.len[a].div_ceil(geometry.dilation[a]);
         let tiles = [0, 1, 2].map(|a| group_extent(a).div_ceil(q_tile[a]));
         Self {
             q_tile,
@@ -248,5 +343,16 @@ mod tests {
         assert_eq!(split_block(16, [1, 3, 100]), [1, 1, 16]);
         assert_eq!(split_block(16, [1, 1, 1]), [1, 1, 16]);
         assert_eq!(split_block(16, [1, 2, 2]), [1, 2, 8]);
+    }
+
+    #[test]
+    fn power_of_two_shapes_cover_every_split() {
+        assert_eq!(power_of_two_shapes(1, 8), vec![vec![8]]);
+        assert_eq!(
+            power_of_two_shapes(2, 4),
+            vec![vec![1, 4], vec![2, 2], vec![4, 1]]
+        );
+        // Splits of 2^6 over 3 axes: C(8, 2).
+        assert_eq!(power_of_two_shapes(3, 64).len(), 28);
     }
 }

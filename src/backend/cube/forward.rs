@@ -13,11 +13,11 @@
 use cubecl::prelude::*;
 
 use super::kernel_args::NaGeometry;
-use super::tile_matmul::{TileProduct, tile_product};
 use super::tile::{
-    KeyTile, QueryRows, TileMask, TileShape, dense_key_tile, kv_box, load_rows, neighborhood_key_tile,
-    q_tile_box, q_tile_is_empty, query_rows, sees, tile_count, unflatten3,
+    KeyTile, QueryRows, TileMask, TileShape, dense_key_tile, kv_box, load_rows,
+    neighborhood_key_tile, q_tile_box, q_tile_is_empty, query_rows, sees, tile_count, unflatten3,
 };
+use super::tile_matmul::{TileProduct, tile_product};
 
 /// Scores below this are "no key" (WGSL has no -inf literal).
 pub const NO_SCORE: f32 = -1.0e30;
@@ -240,7 +240,6 @@ pub fn na_forward_kernel<F: Float>(
     }
 
     #[unroll(blocks.unroll)]
-
     for it in 0..comptime!((bq * dv).div_ceil(blocks.units)) {
         let e = it * blocks.units + UNIT_POS as usize;
         if e < bq * dv {
@@ -284,8 +283,32 @@ fn attend_tile<F: Float>(
     let d = blocks.head_dim;
     let dv = blocks.head_dim_v;
     let units = blocks.units;
-    load_rows::<F>(k, &mut stage.k, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, d, units, blocks.unroll);
-    load_rows::<F>(v, &mut stage.v, &keys.ok, &keys.row, 0usize, 1usize, 0usize, bk, dv, units, blocks.unroll);
+    load_rows::<F>(
+        k,
+        &mut stage.k,
+        &keys.ok,
+        &keys.row,
+        0usize,
+        1usize,
+        0usize,
+        bk,
+        d,
+        units,
+        blocks.unroll,
+    );
+    load_rows::<F>(
+        v,
+        &mut stage.v,
+        &keys.ok,
+        &keys.row,
+        0usize,
+        1usize,
+        0usize,
+        bk,
+        dv,
+        units,
+        blocks.unroll,
+    );
     sync_cube();
 
     let scores = comptime!(TileProduct {
@@ -302,7 +325,6 @@ fn attend_tile<F: Float>(
     sync_cube();
 
     #[unroll(blocks.unroll)]
-
     for it in 0..comptime!(bq.div_ceil(units)) {
         let r = it * units + UNIT_POS as usize;
         if r < bq {
@@ -341,7 +363,6 @@ fn attend_tile<F: Float>(
     sync_cube();
 
     #[unroll(blocks.unroll)]
-
     for it in 0..comptime!((bq * dv).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;
         if e < bq * dv {

@@ -7,9 +7,10 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise};
 
+use super::config::{Pass, TilePlan, blocks_for, blocks_for_tiles};
 use super::forward::na_forward_kernel;
-use super::config::{Pass, TilePlan, blocks_for};
 use super::kernel_args::Geometry;
+use crate::backend::TileConfig;
 
 /// Dense keys of a call: extra KV tokens (NA) or all keys, causal or not (FMHA).
 pub struct Dense<R: CubeRuntime> {
@@ -25,6 +26,7 @@ pub fn forward<R: CubeRuntime>(
     v: CubeTensor<R>,
     dense: Option<Dense<R>>,
     geometry: Option<Geometry>,
+    tiles: Option<&TileConfig>,
     scale: f32,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
     let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
@@ -53,8 +55,14 @@ pub fn forward<R: CubeRuntime>(
         }
         None => (k.clone(), v.clone(), 0, false),
     };
-    let blocks = blocks_for(&client, Pass::Forward, d, d_v, dtype);
-    let plan = TilePlan::new(&g, &blocks);
+    let chosen = tiles.and_then(|t| Some((t, blocks_for_tiles(&client, t, d, d_v, dtype)?)));
+    let (blocks, plan) = match chosen {
+        Some((t, blocks)) => (blocks, TilePlan::from_config(&g, t)),
+        None => {
+            let blocks = blocks_for(&client, Pass::Forward, d, d_v, dtype);
+            (blocks, TilePlan::new(&g, &blocks))
+        }
+    };
     na_forward_kernel::launch::<R>(
         &client,
         plan.cube_count(&g, h, b),

@@ -15,6 +15,7 @@ mod tile;
 mod tile_matmul;
 mod window;
 
+pub use config::tile_configs;
 pub use kernel_args::Geometry;
 pub use launch::{Dense, backward, forward};
 

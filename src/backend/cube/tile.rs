@@ -51,15 +51,47 @@ pub fn q_tile_box(geometry: &NaGeometry, tiles: &TileShape, cube: u32) -> Array<
     let g1 = x % g.dilation1;
     let g0 = x / g.dilation1;
     let mut out = Array::<u32>::new(12usize);
-    fill_axis(&mut out, 0usize, g0, group_len(g.len0, g.dilation0, g0), t0 * t.q0, t.q0);
-    fill_axis(&mut out, 1usize, g1, group_len(g.len1, g.dilation1, g1), t1 * t.q1, t.q1);
-    fill_axis(&mut out, 2usize, g2, group_len(g.len2, g.dilation2, g2), t2 * t.q2, t.q2);
+    fill_axis(
+        &mut out,
+        0usize,
+        g0,
+        group_len(g.len0, g.dilation0, g0),
+        t0 * t.q0,
+        t.q0,
+    );
+    fill_axis(
+        &mut out,
+        1usize,
+        g1,
+        group_len(g.len1, g.dilation1, g1),
+        t1 * t.q1,
+        t.q1,
+    );
+    fill_axis(
+        &mut out,
+        2usize,
+        g2,
+        group_len(g.len2, g.dilation2, g2),
+        t2 * t.q2,
+        t.q2,
+    );
     out
 }
 
 #[cube]
-fn fill_axis(out: &mut Array<u32>, #[comptime] axis: usize, group: u32, glen: u32, first: u32, tile: u32) {
-    let end = if first + tile < glen { first + tile } else { glen };
+fn fill_axis(
+    out: &mut Array<u32>,
+    #[comptime] axis: usize,
+    group: u32,
+    glen: u32,
+    first: u32,
+    tile: u32,
+) {
+    let end = if first + tile < glen {
+        first + tile
+    } else {
+        glen
+    };
     let base = comptime!(4 * axis);
     out[base] = group;
     out[base + 1] = glen;
@@ -131,7 +163,13 @@ pub fn unflatten3(index: u32, s1: u32, s2: u32) -> Array<u32> {
 
 /// Whether query row `r` sees key `c` of a tile that is not full.
 #[cube]
-pub fn sees(rows: &QueryRows, keys: &KeyTile, r: usize, c: usize, #[comptime] mask: TileMask) -> bool {
+pub fn sees(
+    rows: &QueryRows,
+    keys: &KeyTile,
+    r: usize,
+    c: usize,
+    #[comptime] mask: TileMask,
+) -> bool {
     match mask {
         TileMask::Neighborhood => keys.ok[c] == 1 && row_sees_key(&rows.window, &keys.pos, r, c),
         TileMask::Dense => keys.ok[c] == 1,
