@@ -47,16 +47,16 @@ fn new_stage<F: Float>(#[comptime] blocks: ForwardBlocks) -> DkdvStage<F> {
     let d = blocks.head_dim;
     let dv = blocks.head_dim_v;
     DkdvStage::<F> {
-        k: SharedMemory::<F>::new(bk * d),
-        v: SharedMemory::<F>::new(bk * dv),
-        q: SharedMemory::<F>::new(bq * d),
-        d_out: SharedMemory::<F>::new(bq * dv),
-        s: SharedMemory::<f32>::new(bq * bk),
-        dp: SharedMemory::<f32>::new(bq * bk),
-        p: SharedMemory::<F>::new(bq * bk),
-        ds: SharedMemory::<F>::new(bq * bk),
-        dk: SharedMemory::<f32>::new(bk * d),
-        dv: SharedMemory::<f32>::new(bk * dv),
+        k: SharedMemory::<F>::new(comptime!(bk * blocks.ld(d))),
+        v: SharedMemory::<F>::new(comptime!(bk * blocks.ld(dv))),
+        q: SharedMemory::<F>::new(comptime!(bq * blocks.ld(d))),
+        d_out: SharedMemory::<F>::new(comptime!(bq * blocks.ld(dv))),
+        s: SharedMemory::<f32>::new(comptime!(bq * blocks.ld32(bk))),
+        dp: SharedMemory::<f32>::new(comptime!(bq * blocks.ld32(bk))),
+        p: SharedMemory::<F>::new(comptime!(bq * blocks.ld(bk))),
+        ds: SharedMemory::<F>::new(comptime!(bq * blocks.ld(bk))),
+        dk: SharedMemory::<f32>::new(comptime!(bk * blocks.ld32(d))),
+        dv: SharedMemory::<f32>::new(comptime!(bk * blocks.ld32(dv))),
         row_lse: SharedMemory::<f32>::new(bq),
         row_delta: SharedMemory::<f32>::new(bq),
     }
@@ -448,16 +448,16 @@ fn zero_accumulators<F: Float>(stage: &mut DkdvStage<F>, #[comptime] blocks: For
     let units = blocks.units;
     let bk = blocks.block_kv;
     #[unroll(blocks.unroll)]
-    for it in 0..comptime!((bk * blocks.head_dim).div_ceil(units)) {
+    for it in 0..comptime!((bk * blocks.ld32(blocks.head_dim)).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;
-        if e < bk * blocks.head_dim {
+        if e < comptime!(bk * blocks.ld32(blocks.head_dim)) {
             stage.dk[e] = 0.0;
         }
     }
     #[unroll(blocks.unroll)]
-    for it in 0..comptime!((bk * blocks.head_dim_v).div_ceil(units)) {
+    for it in 0..comptime!((bk * blocks.ld32(blocks.head_dim_v)).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;
-        if e < bk * blocks.head_dim_v {
+        if e < comptime!(bk * blocks.ld32(blocks.head_dim_v)) {
             stage.dv[e] = 0.0;
         }
     }
@@ -483,6 +483,7 @@ fn load_keys<F: Float>(
         0usize,
         bk,
         blocks.head_dim,
+        comptime!(blocks.ld(blocks.head_dim)),
         units,
         blocks.unroll,
     );
@@ -496,6 +497,7 @@ fn load_keys<F: Float>(
         0usize,
         bk,
         blocks.head_dim_v,
+        comptime!(blocks.ld(blocks.head_dim_v)),
         units,
         blocks.unroll,
     );
@@ -551,6 +553,7 @@ fn query_tile<F: Float>(
         head,
         bq,
         d,
+        comptime!(blocks.ld(d)),
         units,
         blocks.unroll,
     );
@@ -564,6 +567,7 @@ fn query_tile<F: Float>(
         head,
         bq,
         dv,
+        comptime!(blocks.ld(dv)),
         units,
         blocks.unroll,
     );
@@ -574,6 +578,9 @@ fn query_tile<F: Float>(
         k: d,
         a_t: false,
         b_t: true,
+        lda: blocks.ld(d),
+        ldb: blocks.ld(d),
+        ldc: blocks.ld32(bk),
         accumulate: false,
         cmma: blocks.cmma,
         units,
@@ -585,6 +592,9 @@ fn query_tile<F: Float>(
         k: dv,
         a_t: false,
         b_t: true,
+        lda: blocks.ld(dv),
+        ldb: blocks.ld(dv),
+        ldc: blocks.ld32(bk),
         accumulate: false,
         cmma: blocks.cmma,
         units,
@@ -603,11 +613,13 @@ fn query_tile<F: Float>(
             if !full {
                 seen = sees(rows, keys, r, c, mask);
             }
+            let at = r * comptime!(blocks.ld32(bk)) + c;
             if seen {
-                p = (stage.s[e] * scale - stage.row_lse[r]).exp();
+                p = (stage.s[at] * scale - stage.row_lse[r]).exp();
             }
-            stage.p[e] = F::cast_from(p);
-            stage.ds[e] = F::cast_from(p * (stage.dp[e] - stage.row_delta[r]));
+            let at_p = r * comptime!(blocks.ld(bk)) + c;
+            stage.p[at_p] = F::cast_from(p);
+            stage.ds[at_p] = F::cast_from(p * (stage.dp[at] - stage.row_delta[r]));
         }
     }
     sync_cube();
@@ -617,6 +629,9 @@ fn query_tile<F: Float>(
         k: bq,
         a_t: true,
         b_t: false,
+        lda: blocks.ld(bk),
+        ldb: blocks.ld(dv),
+        ldc: blocks.ld32(dv),
         accumulate: true,
         cmma: blocks.cmma,
         units,
@@ -628,6 +643,9 @@ fn query_tile<F: Float>(
         k: bq,
         a_t: true,
         b_t: false,
+        lda: blocks.ld(bk),
+        ldb: blocks.ld(d),
+        ldc: blocks.ld32(d),
         accumulate: true,
         cmma: blocks.cmma,
         units,
@@ -659,7 +677,7 @@ fn store_gradients<F: Float>(
             let c = e / d;
             if keys.ok[c] == 1 {
                 let at = keys.row[c] as usize * d + e % d;
-                dk[at] = F::cast_from(stage.dk[e] * scale);
+                dk[at] = F::cast_from(stage.dk[c * comptime!(blocks.ld32(d)) + e % d] * scale);
             }
         }
     }
@@ -670,7 +688,7 @@ fn store_gradients<F: Float>(
             let c = e / d_v;
             if keys.ok[c] == 1 {
                 let at = keys.row[c] as usize * d_v + e % d_v;
-                dv[at] = F::cast_from(stage.dv[e]);
+                dv[at] = F::cast_from(stage.dv[c * comptime!(blocks.ld32(d_v)) + e % d_v]);
             }
         }
     }

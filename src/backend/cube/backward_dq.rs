@@ -72,14 +72,14 @@ pub fn dq_kernel<F: Float>(
     let units = blocks.units;
 
     let mut stage = DqStage::<F> {
-        q: SharedMemory::<F>::new(bq * d),
-        d_out: SharedMemory::<F>::new(bq * dv),
-        k: SharedMemory::<F>::new(bk * d),
-        v: SharedMemory::<F>::new(bk * dv),
-        s: SharedMemory::<f32>::new(bq * bk),
-        dp: SharedMemory::<f32>::new(bq * bk),
-        ds: SharedMemory::<F>::new(bq * bk),
-        dq: SharedMemory::<f32>::new(bq * d),
+        q: SharedMemory::<F>::new(comptime!(bq * blocks.ld(d))),
+        d_out: SharedMemory::<F>::new(comptime!(bq * blocks.ld(dv))),
+        k: SharedMemory::<F>::new(comptime!(bk * blocks.ld(d))),
+        v: SharedMemory::<F>::new(comptime!(bk * blocks.ld(dv))),
+        s: SharedMemory::<f32>::new(comptime!(bq * blocks.ld32(bk))),
+        dp: SharedMemory::<f32>::new(comptime!(bq * blocks.ld32(bk))),
+        ds: SharedMemory::<F>::new(comptime!(bq * blocks.ld(bk))),
+        dq: SharedMemory::<f32>::new(comptime!(bq * blocks.ld32(d))),
         row_lse: SharedMemory::<f32>::new(bq),
         row_delta: SharedMemory::<f32>::new(bq),
     };
@@ -107,9 +107,9 @@ pub fn dq_kernel<F: Float>(
         units,
     );
     #[unroll(blocks.unroll)]
-    for it in 0..comptime!((bq * d).div_ceil(units)) {
+    for it in 0..comptime!((bq * blocks.ld32(d)).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;
-        if e < bq * d {
+        if e < comptime!(bq * blocks.ld32(d)) {
             stage.dq[e] = 0.0;
         }
     }
@@ -141,6 +141,7 @@ pub fn dq_kernel<F: Float>(
         head,
         bq,
         d,
+        comptime!(blocks.ld(d)),
         units,
         blocks.unroll,
     );
@@ -154,6 +155,7 @@ pub fn dq_kernel<F: Float>(
         head,
         bq,
         dv,
+        comptime!(blocks.ld(dv)),
         units,
         blocks.unroll,
     );
@@ -243,9 +245,11 @@ pub fn dq_kernel<F: Float>(
         let e = it * units + UNIT_POS as usize;
         if e < bq * d {
             let r = e / d;
+            let col = e % d;
             if rows.ok[r] == 1 {
                 let row = (q_row_base + rows.token[r] as usize) * heads + head;
-                dq[row * d + e % d] = F::cast_from(stage.dq[e] * scale);
+                let acc = stage.dq[r * comptime!(blocks.ld32(d)) + col];
+                dq[row * d + col] = F::cast_from(acc * scale);
             }
         }
     }
@@ -280,6 +284,7 @@ fn dq_tile<F: Float>(
         0usize,
         bk,
         d,
+        comptime!(blocks.ld(d)),
         units,
         blocks.unroll,
     );
@@ -293,6 +298,7 @@ fn dq_tile<F: Float>(
         0usize,
         bk,
         dv,
+        comptime!(blocks.ld(dv)),
         units,
         blocks.unroll,
     );
@@ -303,6 +309,9 @@ fn dq_tile<F: Float>(
         k: d,
         a_t: false,
         b_t: true,
+        lda: blocks.ld(d),
+        ldb: blocks.ld(d),
+        ldc: blocks.ld32(bk),
         accumulate: false,
         cmma: blocks.cmma,
         units,
@@ -314,6 +323,9 @@ fn dq_tile<F: Float>(
         k: dv,
         a_t: false,
         b_t: true,
+        lda: blocks.ld(dv),
+        ldb: blocks.ld(dv),
+        ldc: blocks.ld32(bk),
         accumulate: false,
         cmma: blocks.cmma,
         units,
@@ -332,11 +344,12 @@ fn dq_tile<F: Float>(
             if !full {
                 seen = sees(rows, keys, r, c, mask);
             }
+            let at = r * comptime!(blocks.ld32(bk)) + c;
             if seen {
-                let p = (stage.s[e] * scale - stage.row_lse[r]).exp();
-                ds = p * (stage.dp[e] - stage.row_delta[r]);
+                let p = (stage.s[at] * scale - stage.row_lse[r]).exp();
+                ds = p * (stage.dp[at] - stage.row_delta[r]);
             }
-            stage.ds[e] = F::cast_from(ds);
+            stage.ds[r * comptime!(blocks.ld(bk)) + c] = F::cast_from(ds);
         }
     }
     sync_cube();
@@ -346,6 +359,9 @@ fn dq_tile<F: Float>(
         k: bk,
         a_t: false,
         b_t: false,
+        lda: blocks.ld(bk),
+        ldb: blocks.ld(d),
+        ldc: blocks.ld32(d),
         accumulate: true,
         cmma: blocks.cmma,
         units,

@@ -33,21 +33,6 @@ const SCALAR_BLOCKS: [(usize, usize); 11] = [
     (8, 8),
 ];
 
-/// Shared memory (bytes) of a forward launch with these blocks.
-pub fn forward_shared_bytes(blocks: &ForwardBlocks, elem_bytes: usize) -> usize {
-    let (bq, bk, d, dv) = (
-        blocks.block_q,
-        blocks.block_kv,
-        blocks.head_dim,
-        blocks.head_dim_v,
-    );
-    let staged = (bq * d + bk * d + bk * dv) * elem_bytes;
-    let p = bq * bk * elem_bytes;
-    let f32s = (bq * bk + bq * dv + 3 * bq) * 4;
-    let rows = (2 * bq + 6 * bq + 2 * bk + 3 * bk) * 4;
-    staged + p + f32s + rows
-}
-
 /// Whether the runtime has 16x16x16 `cmma` for `dtype` inputs with f32 accumulation, on
 /// planes of 32 (the fragment-to-plane mapping the kernels assume).
 fn has_cmma<R: Runtime>(client: &ComputeClient<R>, dtype: DType) -> bool {
@@ -68,32 +53,36 @@ fn has_cmma<R: Runtime>(client: &ComputeClient<R>, dtype: DType) -> bool {
     })
 }
 
+/// Shared memory (bytes) of a forward launch with these blocks (rows padded as the kernels
+/// pad them: [`ForwardBlocks::ld`]).
+pub fn forward_shared_bytes(b: &ForwardBlocks) -> usize {
+    let (bq, bk, d, dv) = (b.block_q, b.block_kv, b.head_dim, b.head_dim_v);
+    let staged = (bq * b.ld(d) + bk * b.ld(d) + bk * b.ld(dv) + bq * b.ld(bk)) * b.elem_bytes;
+    let f32s = (bq * b.ld32(bk) + bq * b.ld32(dv) + 3 * bq) * 4;
+    staged + f32s + index_bytes(b)
+}
+
 /// Shared memory (bytes) of a dQ launch with these blocks.
-pub fn dq_shared_bytes(blocks: &ForwardBlocks, elem_bytes: usize) -> usize {
-    let (bq, bk, d, dv) = (
-        blocks.block_q,
-        blocks.block_kv,
-        blocks.head_dim,
-        blocks.head_dim_v,
-    );
-    let staged = (bq * d + bq * dv + bk * d + bk * dv + bq * bk) * elem_bytes;
-    let f32s = (2 * bq * bk + bq * d + 2 * bq) * 4;
-    let rows = (2 * bq + 6 * bq + 2 * bk + 3 * bk) * 4;
-    staged + f32s + rows
+pub fn dq_shared_bytes(b: &ForwardBlocks) -> usize {
+    let (bq, bk, d, dv) = (b.block_q, b.block_kv, b.head_dim, b.head_dim_v);
+    let staged = (bq * b.ld(d) + bq * b.ld(dv) + bk * b.ld(d) + bk * b.ld(dv) + bq * b.ld(bk))
+        * b.elem_bytes;
+    let f32s = (2 * bq * b.ld32(bk) + bq * b.ld32(d) + 2 * bq) * 4;
+    staged + f32s + index_bytes(b)
 }
 
 /// Shared memory (bytes) of a dK/dV launch with these blocks.
-pub fn dkdv_shared_bytes(blocks: &ForwardBlocks, elem_bytes: usize) -> usize {
-    let (bq, bk, d, dv) = (
-        blocks.block_q,
-        blocks.block_kv,
-        blocks.head_dim,
-        blocks.head_dim_v,
-    );
-    let staged = (bk * d + bk * dv + bq * d + bq * dv + 2 * bq * bk) * elem_bytes;
-    let f32s = (2 * bq * bk + bk * d + bk * dv + 2 * bq) * 4;
-    let rows = (8 * bq + 5 * bk) * 4;
-    staged + f32s + rows
+pub fn dkdv_shared_bytes(b: &ForwardBlocks) -> usize {
+    let (bq, bk, d, dv) = (b.block_q, b.block_kv, b.head_dim, b.head_dim_v);
+    let staged = (bk * b.ld(d) + bk * b.ld(dv) + bq * b.ld(d) + bq * b.ld(dv) + 2 * bq * b.ld(bk))
+        * b.elem_bytes;
+    let f32s = (2 * bq * b.ld32(bk) + bk * b.ld32(d) + bk * b.ld32(dv) + 2 * bq) * 4;
+    staged + f32s + index_bytes(b)
+}
+
+/// The query-row and key index arrays ([`super::tile::QueryRows`], [`super::tile::KeyTile`]).
+fn index_bytes(b: &ForwardBlocks) -> usize {
+    (8 * b.block_q + 5 * b.block_kv) * 4
 }
 
 /// Which pass a launch is for (their shared-memory footprints differ).
@@ -107,7 +96,7 @@ pub enum Pass {
 /// Block sizes `(block_q, block_kv)` of the two paths, in order of preference.
 const CMMA_BLOCKS: [(usize, usize); 3] = [(64, 64), (64, 32), (64, 16)];
 
-fn shared_bytes_of(pass: Pass) -> fn(&ForwardBlocks, usize) -> usize {
+fn shared_bytes_of(pass: Pass) -> fn(&ForwardBlocks) -> usize {
     match pass {
         Pass::Forward => forward_shared_bytes,
         Pass::Dq => dq_shared_bytes,
@@ -140,9 +129,10 @@ pub fn block_candidates<R: CubeRuntime>(
             block_kv,
             units: UNITS,
             cmma,
+            elem_bytes: dtype.size(),
             unroll,
         })
-        .filter(|b| fits(b, dtype.size()) <= max_shared)
+        .filter(|b| fits(b) <= max_shared)
         .collect()
 }
 
@@ -165,6 +155,7 @@ pub fn blocks_for<R: CubeRuntime>(
             block_kv: 8,
             units: UNITS,
             cmma: false,
+            elem_bytes: dtype.size(),
             unroll: false,
         })
 }

@@ -17,7 +17,7 @@ use super::tile::{
     KeyTile, QueryRows, TileMask, TileShape, dense_key_tile, kv_box, load_rows,
     neighborhood_key_tile, q_tile_box, q_tile_is_empty, query_rows, sees, tile_count, unflatten3,
 };
-use super::tile_matmul::{TileProduct, tile_product};
+use super::tile_matmul::{TileProduct, padded, tile_product};
 
 /// Scores below this are "no key" (WGSL has no -inf literal).
 pub const NO_SCORE: f32 = -1.0e30;
@@ -33,12 +33,26 @@ pub struct ForwardBlocks {
     pub units: usize,
     /// `S` and `P V` on tensor cores (16x16x16 `cmma`, one plane of 32 per 16 query rows).
     pub cmma: bool,
+    /// Bytes per element of the input dtype (row padding of the shared tiles).
+    pub elem_bytes: usize,
     /// Unroll the per-unit loops (loads in flight together); off where shader compile time
     /// matters more (WGSL, lavapipe).
     pub unroll: bool,
 }
 
-/// Shared-memory buffers of one cube.
+impl ForwardBlocks {
+    /// Row stride of a shared tile of `cols` input-dtype columns.
+    pub fn ld(&self, cols: usize) -> usize {
+        padded(cols, self.elem_bytes)
+    }
+
+    /// Row stride of a shared tile of `cols` f32 columns.
+    pub fn ld32(&self, cols: usize) -> usize {
+        padded(cols, 4)
+    }
+}
+
+/// Shared-memory buffers of one cube (rows padded: [`padded`]).
 #[derive(CubeType)]
 pub struct Stage<F: Float> {
     pub q: SharedMemory<F>,
@@ -93,12 +107,12 @@ pub fn na_forward_kernel<F: Float>(
     let dv = blocks.head_dim_v;
 
     let mut stage = Stage::<F> {
-        q: SharedMemory::<F>::new(bq * d),
-        k: SharedMemory::<F>::new(bk * d),
-        v: SharedMemory::<F>::new(bk * dv),
-        s: SharedMemory::<f32>::new(bq * bk),
-        p: SharedMemory::<F>::new(bq * bk),
-        o: SharedMemory::<f32>::new(bq * dv),
+        q: SharedMemory::<F>::new(comptime!(bq * blocks.ld(d))),
+        k: SharedMemory::<F>::new(comptime!(bk * blocks.ld(d))),
+        v: SharedMemory::<F>::new(comptime!(bk * blocks.ld(dv))),
+        s: SharedMemory::<f32>::new(comptime!(bq * blocks.ld32(bk))),
+        p: SharedMemory::<F>::new(comptime!(bq * blocks.ld(bk))),
+        o: SharedMemory::<f32>::new(comptime!(bq * blocks.ld32(dv))),
         row_max: SharedMemory::<f32>::new(bq),
         row_sum: SharedMemory::<f32>::new(bq),
         row_corr: SharedMemory::<f32>::new(bq),
@@ -135,9 +149,9 @@ pub fn na_forward_kernel<F: Float>(
         }
     }
     #[unroll(blocks.unroll)]
-    for it in 0..comptime!((bq * dv).div_ceil(blocks.units)) {
+    for it in 0..comptime!((bq * blocks.ld32(dv)).div_ceil(blocks.units)) {
         let e = it * blocks.units + UNIT_POS as usize;
-        if e < bq * dv {
+        if e < comptime!(bq * blocks.ld32(dv)) {
             stage.o[e] = 0.0;
         }
     }
@@ -153,6 +167,7 @@ pub fn na_forward_kernel<F: Float>(
         head,
         bq,
         d,
+        comptime!(blocks.ld(d)),
         blocks.units,
         blocks.unroll,
     );
@@ -244,9 +259,11 @@ pub fn na_forward_kernel<F: Float>(
         let e = it * blocks.units + UNIT_POS as usize;
         if e < bq * dv {
             let r = e / dv;
+            let col = e % dv;
             if rows.ok[r] == 1 {
                 let row = (q_row_base + rows.token[r] as usize) * heads + head;
-                out[row * dv + e % dv] = F::cast_from(stage.o[e] / stage.row_sum[r]);
+                let acc = stage.o[r * comptime!(blocks.ld32(dv)) + col];
+                out[row * dv + col] = F::cast_from(acc / stage.row_sum[r]);
             }
         }
     }
@@ -293,6 +310,7 @@ fn attend_tile<F: Float>(
         0usize,
         bk,
         d,
+        comptime!(blocks.ld(d)),
         units,
         blocks.unroll,
     );
@@ -306,6 +324,7 @@ fn attend_tile<F: Float>(
         0usize,
         bk,
         dv,
+        comptime!(blocks.ld(dv)),
         units,
         blocks.unroll,
     );
@@ -317,6 +336,9 @@ fn attend_tile<F: Float>(
         k: d,
         a_t: false,
         b_t: true,
+        lda: blocks.ld(d),
+        ldb: blocks.ld(d),
+        ldc: blocks.ld32(bk),
         accumulate: false,
         cmma: blocks.cmma,
         units,
@@ -324,6 +346,10 @@ fn attend_tile<F: Float>(
     tile_product::<F>(&stage.q, &stage.k, &mut stage.s, scores);
     sync_cube();
 
+    // One unit per query row; each row's columns are visited from a row-dependent start
+    // (`(i + r) % bk`), so that the units of a plane read different banks.
+    let lds = comptime!(blocks.ld32(bk));
+    let ldp = comptime!(blocks.ld(bk));
     #[unroll(blocks.unroll)]
     for it in 0..comptime!(bq.div_ceil(units)) {
         let r = it * units + UNIT_POS as usize;
@@ -331,14 +357,15 @@ fn attend_tile<F: Float>(
             let max_old = stage.row_max[r];
             let mut max_new = max_old;
             #[unroll(blocks.unroll)]
-            for c in 0..bk {
-                let mut score = stage.s[r * bk + c] * scale;
+            for i in 0..bk {
+                let c = (i + r) % bk;
+                let mut score = stage.s[r * lds + c] * scale;
                 if !full {
                     if !sees(rows, keys, r, c, mask) {
                         score = NO_SCORE;
                     }
                 }
-                stage.s[r * bk + c] = score;
+                stage.s[r * lds + c] = score;
                 if score > max_new {
                     max_new = score;
                 }
@@ -346,14 +373,15 @@ fn attend_tile<F: Float>(
             let corr = (max_old - max_new).exp();
             let mut sum = 0.0f32;
             #[unroll(blocks.unroll)]
-            for c in 0..bk {
-                let score = stage.s[r * bk + c];
+            for i in 0..bk {
+                let c = (i + r) % bk;
+                let score = stage.s[r * lds + c];
                 let mut p = 0.0f32;
                 if score != NO_SCORE {
                     p = (score - max_new).exp();
                 }
                 sum += p;
-                stage.p[r * bk + c] = F::cast_from(p);
+                stage.p[r * ldp + c] = F::cast_from(p);
             }
             stage.row_sum[r] = stage.row_sum[r] * corr + sum;
             stage.row_max[r] = max_new;
@@ -366,7 +394,8 @@ fn attend_tile<F: Float>(
     for it in 0..comptime!((bq * dv).div_ceil(units)) {
         let e = it * units + UNIT_POS as usize;
         if e < bq * dv {
-            stage.o[e] *= stage.row_corr[e / dv];
+            let r = e / dv;
+            stage.o[r * comptime!(blocks.ld32(dv)) + e % dv] *= stage.row_corr[r];
         }
     }
     sync_cube();
@@ -376,6 +405,9 @@ fn attend_tile<F: Float>(
         k: bk,
         a_t: false,
         b_t: false,
+        lda: blocks.ld(bk),
+        ldb: blocks.ld(dv),
+        ldc: blocks.ld32(dv),
         accumulate: true,
         cmma: blocks.cmma,
         units,

@@ -381,7 +381,7 @@ pub fn dense_key_tile(
     (kt + 1) * block_kv <= end
 }
 
-/// Stages `rows` rows of `dim` elements into `dst` (`[rows, dim]`, zeros for padding rows):
+/// Stages `rows` rows of `dim` elements into `dst` (rows `stride` apart, zeros for padding rows):
 /// row `r` is `src[((row_base + index[r]) * heads + head) * dim ..]`. `unroll` unrolls the
 /// loop so that every unit has all its loads in flight at once. Ends without a sync.
 #[cube]
@@ -396,6 +396,7 @@ pub fn load_rows<F: Float>(
     head: usize,
     #[comptime] rows: usize,
     #[comptime] dim: usize,
+    #[comptime] stride: usize,
     #[comptime] units: usize,
     #[comptime] unroll: bool,
 ) {
@@ -409,7 +410,7 @@ pub fn load_rows<F: Float>(
                 let row = (row_base + index[r] as usize) * heads + head;
                 value = src[row * dim + e % dim];
             }
-            dst[e] = value;
+            dst[r * stride + e % dim] = value;
         }
     }
 }

@@ -4,8 +4,16 @@
 //! With `cmma` each plane (32 units, `UNIT_POS_Y`) computes 16-row blocks of `out` with
 //! 16x16x16 tensor-core fragments; otherwise every unit computes whole entries in f32.
 //! Storage: `a` is `[m, k]` row-major, or `[k, m]` when `a_t`; `b` is `[k, n]` row-major, or
-//! `[n, k]` when `b_t` (so `Q K^T` is `a = Q, b = K, b_t`). All extents are comptime; with
-//! `cmma`, `m`, `n` and `k` are multiples of 16.
+//! `[n, k]` when `b_t` (so `Q K^T` is `a = Q, b = K, b_t`); rows are `lda` / `ldb` / `ldc`
+//! elements apart ([`padded`] strides). All extents are comptime; with `cmma`, `m`, `n` and `k`
+//! are multiples of 16.
+
+/// Row stride (elements) of a shared tile with `cols` columns of `elem_bytes`-byte elements:
+/// 16 bytes of padding, so that consecutive rows start 4 banks apart (fragment loads and
+/// row-per-unit loops without bank conflicts), and a multiple of 16 bytes as `cmma` needs.
+pub fn padded(cols: usize, elem_bytes: usize) -> usize {
+    cols + 16 / elem_bytes
+}
 
 use cubecl::prelude::*;
 
@@ -19,6 +27,10 @@ pub struct TileProduct {
     pub a_t: bool,
     /// `b` is stored transposed (`[n, k]`).
     pub b_t: bool,
+    /// Row strides of `a`, `b` and `out` (elements).
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
     /// Add to `out` instead of overwriting it.
     pub accumulate: bool,
     pub cmma: bool,
@@ -53,16 +65,25 @@ fn scalar_product<F: Float>(
         if e < m * n {
             let i = e / n;
             let j = e % n;
+            let at = i * p.ldc + j;
             let mut acc = 0.0f32;
             if p.accumulate {
-                acc = out[e];
+                acc = out[at];
             }
             for t in 0..k {
-                let x = if p.a_t { a[t * m + i] } else { a[i * k + t] };
-                let y = if p.b_t { b[j * k + t] } else { b[t * n + j] };
+                let x = if p.a_t {
+                    a[t * p.lda + i]
+                } else {
+                    a[i * p.lda + t]
+                };
+                let y = if p.b_t {
+                    b[j * p.ldb + t]
+                } else {
+                    b[t * p.ldb + j]
+                };
                 acc += f32::cast_from(x) * f32::cast_from(y);
             }
-            out[e] = acc;
+            out[at] = acc;
         }
     }
 }
@@ -86,8 +107,9 @@ fn cmma_product<F: Float>(
     } else {
         cmma::MatrixLayout::RowMajor
     });
-    let a_stride = comptime!(if p.a_t { m } else { k }) as u32;
-    let b_stride = comptime!(if p.b_t { k } else { n }) as u32;
+    let a_len = comptime!((if p.a_t { k } else { m }) * p.lda);
+    let b_len = comptime!((if p.b_t { n } else { k }) * p.ldb);
+    let out_len = comptime!(m * p.ldc);
     for rb_it in 0..comptime!((m / 16).div_ceil(planes)) {
         let rb = rb_it * planes + UNIT_POS_Y as usize;
         if rb < comptime!(m / 16) {
@@ -105,23 +127,31 @@ fn cmma_product<F: Float>(
                 if p.accumulate {
                     cmma::load_with_layout(
                         &acc,
-                        &out.slice(row0 * n + col0, m * n),
-                        n as u32,
+                        &out.slice(row0 * p.ldc + col0, out_len),
+                        p.ldc as u32,
                         cmma::MatrixLayout::RowMajor,
                     );
                 }
                 for kb in 0..comptime!(k / 16) {
                     let t0 = kb * 16usize;
-                    let a_at = if p.a_t { t0 * m + row0 } else { row0 * k + t0 };
-                    let b_at = if p.b_t { col0 * k + t0 } else { t0 * n + col0 };
+                    let a_at = if p.a_t {
+                        t0 * p.lda + row0
+                    } else {
+                        row0 * p.lda + t0
+                    };
+                    let b_at = if p.b_t {
+                        col0 * p.ldb + t0
+                    } else {
+                        t0 * p.ldb + col0
+                    };
                     let fa = cmma::Matrix::<F>::from_slice(
                         cmma::MatrixIdent::A,
                         16usize,
                         16usize,
                         16usize,
                         a_layout,
-                        &a.slice(a_at, m * k),
-                        a_stride,
+                        &a.slice(a_at, a_len),
+                        p.lda as u32,
                     );
                     let fb = cmma::Matrix::<F>::from_slice(
                         cmma::MatrixIdent::B,
@@ -129,15 +159,15 @@ fn cmma_product<F: Float>(
                         16usize,
                         16usize,
                         b_layout,
-                        &b.slice(b_at, k * n),
-                        b_stride,
+                        &b.slice(b_at, b_len),
+                        p.ldb as u32,
                     );
                     cmma::execute::<F, F, f32, f32>(&fa, &fb, &acc, &acc);
                 }
                 cmma::store(
-                    &mut out.slice_mut(row0 * n + col0, m * n),
+                    &mut out.slice_mut(row0 * p.ldc + col0, out_len),
                     &acc,
-                    n as u32,
+                    p.ldc as u32,
                     cmma::MatrixLayout::RowMajor,
                 );
             }
