@@ -58,7 +58,6 @@ fn f16_wgpu_golden() {
     }
 }
 
-#[cfg(feature = "test-cuda")]
 fn round_bf16(x: &[f32]) -> Vec<f32> {
     x.iter()
         .map(|&v| burn::tensor::bf16::from_f32(v).to_f32())
@@ -92,5 +91,71 @@ fn bf16_gpu_matches_f32_on_rounded_inputs() {
         let want = run::<Autodiff<Gpu>>(&p, &x, DType::F32, &device, false);
         let got = run::<Autodiff<Gpu>>(&p, &x, DType::BF16, &device, false);
         compare(&p, &got, &want, 8e-3, 1.6e-2);
+    }
+}
+
+/// Head dims that are multiples of 16 with 16-bit inputs: the tensor-core (`cmma`) path where
+/// the runtime has one (CUDA), the scalar path elsewhere; 2-D, dilated, causal on one axis,
+/// windows larger than a 16-wide fragment, GQA, extra KV tokens. Same comparison and tolerances
+/// as the sweeps above (f16: 1e-3 + 2e-3 relative; bf16: 8e-3 + 1.6e-2 relative): `P` and `dS`
+/// enter the tile products rounded to the input dtype, one more rounding of relative size
+/// 2^-11 (f16) / 2^-8 (bf16) on values that are averaged, not accumulated.
+#[test]
+fn half_precision_tensor_core_shapes() {
+    if !wgpu_available() {
+        return;
+    }
+    let device = Default::default();
+    let p = Problem {
+        seed: 41,
+        batch: 1,
+        spatial: vec![20, 18],
+        axes: vec![
+            burn_natten::AxisParams {
+                kernel_size: 7,
+                stride: 1,
+                dilation: 2,
+                causal: false,
+            },
+            burn_natten::AxisParams {
+                kernel_size: 5,
+                stride: 2,
+                dilation: 1,
+                causal: true,
+            },
+        ],
+        heads_kv: 2,
+        group: 2,
+        head_dim: 32,
+        head_dim_v: 16,
+        extra: 5,
+        scale: None,
+        backend: NaBackend::CubeFna,
+    };
+    let dtypes: &[(DType, f32, f32)] = if cfg!(feature = "test-cuda") {
+        &[(DType::F16, 1e-3, 2e-3), (DType::BF16, 8e-3, 1.6e-2)]
+    } else {
+        &[(DType::F16, 1e-3, 2e-3)]
+    };
+    for &(dtype, atol, rtol) in dtypes {
+        let mut x = Inputs::random(&p);
+        let round: fn(&[f32]) -> Vec<f32> = if dtype == DType::F16 {
+            round_f16
+        } else {
+            round_bf16
+        };
+        for v in [
+            &mut x.q,
+            &mut x.k,
+            &mut x.v,
+            &mut x.d_out,
+            &mut x.ek,
+            &mut x.ev,
+        ] {
+            *v = round(v);
+        }
+        let want = run::<Autodiff<Gpu>>(&p, &x, DType::F32, &device, false);
+        let got = run::<Autodiff<Gpu>>(&p, &x, dtype, &device, false);
+        compare(&p, &got, &want, atol, rtol);
     }
 }
