@@ -19,6 +19,13 @@ pub struct Args {
     /// Dilation per axis (one value is broadcast).
     #[arg(short = 'd', long, num_args = 1..=3, default_value = "1")]
     pub dilation: Vec<usize>,
+    /// Q tile shape of the fused forward (one value per axis; with `--kv-tile`). Valid shapes:
+    /// `burn_natten::na_tile_configs`; an invalid one is reported with the list.
+    #[arg(long, num_args = 1..=3, requires = "kv_tile")]
+    pub q_tile: Option<Vec<usize>>,
+    /// KV tile shape of the fused forward (one value per axis; with `--q-tile`).
+    #[arg(long, num_args = 1..=3, requires = "q_tile")]
+    pub kv_tile: Option<Vec<usize>>,
     /// Causal flag per axis (one value is broadcast).
     #[arg(short = 'c', long, num_args = 1..=3, default_value = "false")]
     pub causal: Vec<bool>,

@@ -52,11 +52,28 @@ fn call<B: NattenBackend>(
             let get = |f: fn(&AxisParams) -> usize| -> [usize; $r] {
                 std::array::from_fn(|a| f(&p.axes[a]))
             };
-            let opts = NaOptions::new(get(|a| a.kernel_size))
+            let mut opts = NaOptions::new(get(|a| a.kernel_size))
                 .with_stride(get(|a| a.stride))
                 .with_dilation(get(|a| a.dilation))
                 .with_causal(std::array::from_fn(|a| p.axes[a].causal))
                 .with_backend(choice);
+            if let (Some(q_tile), Some(kv_tile), false) = (
+                &p.args.q_tile,
+                &p.args.kv_tile,
+                choice == NaBackend::Reference,
+            ) {
+                let shape = |argument: &'static str,
+                             t: &Vec<usize>|
+                 -> Result<[usize; $r], NattenError> {
+                    t.as_slice()
+                        .try_into()
+                        .map_err(|_| NattenError::InvalidArgument {
+                            argument,
+                            rule: format!("needs {} values (one per axis), got {}", $r, t.len()),
+                        })
+                };
+                opts = opts.with_tiles(shape("q-tile", q_tile)?, shape("kv-tile", kv_tile)?);
+            }
             let [(q, sq), (k, sk), (v, sv)] = [grid(q), grid(k), grid(v)];
             let out = $f(
                 q.reshape::<{ $r + 3 }, _>(sq),
