@@ -54,8 +54,10 @@
 //! # Backends
 //!
 //! Every function is generic over [`NattenBackend`], implemented for `NdArray`, the CubeCL
-//! backends (`Wgpu`, `Cuda`, `Rocm`, fused and unfused) and `Autodiff<B>`. Today all of them
-//! run the reference implementation ([`NaBackend::Reference`]).
+//! backends (`Wgpu`, `Cuda`, `Rocm`, fused and unfused) and `Autodiff<B>`. NdArray runs the
+//! reference implementation ([`NaBackend::Reference`]); the CubeCL backends run fused tiled
+//! kernels ([`NaBackend::CubeFna`], chosen by [`NaBackend::Auto`]), whose tile configuration
+//! [`NaOptions::with_tiles`] can fix (the valid ones: [`na_tile_configs`]).
 
 mod api;
 pub mod backend;
