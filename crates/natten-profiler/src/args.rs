@@ -65,6 +65,10 @@ pub struct Args {
     /// Timed runs (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
+    /// List the implementations that can run the problem on this device and the fused
+    /// forward's tile configurations, without running anything.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

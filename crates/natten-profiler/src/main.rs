@@ -7,6 +7,7 @@
 //! attended (query, key) pairs) / time; forward+backward counts 3.5x the forward FLOPs.
 
 mod args;
+mod dry_run;
 mod timing;
 
 use burn_natten::burn::tensor::DType;
@@ -181,6 +182,11 @@ fn print_table(r: &Report) {
     }
 }
 
+fn not_compiled(backend: DeviceBackend) -> ! {
+    eprintln!("error: `--backend {backend:?}` was not compiled in (enable its cargo feature)");
+    std::process::exit(2);
+}
+
 fn main() {
     let args = Args::parse();
     let json = args.json;
@@ -192,6 +198,29 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if p.args.dry_run {
+        let report = match backend {
+            #[cfg(feature = "ndarray")]
+            DeviceBackend::Ndarray => dry_run::dry_run::<burn_natten::burn::backend::NdArray>(&p),
+            #[cfg(feature = "wgpu")]
+            DeviceBackend::Wgpu => dry_run::dry_run::<burn_natten::burn::backend::Wgpu>(&p),
+            #[cfg(feature = "cuda")]
+            DeviceBackend::Cuda => dry_run::dry_run::<burn_natten::burn::backend::Cuda>(&p),
+            #[cfg(feature = "rocm")]
+            DeviceBackend::Rocm => dry_run::dry_run::<burn_natten::burn::backend::Rocm>(&p),
+            #[allow(unreachable_patterns)]
+            other => not_compiled(other),
+        };
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("serialisable")
+            );
+        } else {
+            dry_run::print(&report);
+        }
+        return;
+    }
     let report = match backend {
         #[cfg(feature = "ndarray")]
         DeviceBackend::Ndarray => profile::<burn_natten::burn::backend::NdArray>(&p),
@@ -202,12 +231,7 @@ fn main() {
         #[cfg(feature = "rocm")]
         DeviceBackend::Rocm => profile::<burn_natten::burn::backend::Rocm>(&p),
         #[allow(unreachable_patterns)]
-        other => {
-            eprintln!(
-                "error: `--backend {other:?}` was not compiled in (enable its cargo feature)"
-            );
-            std::process::exit(2);
-        }
+        other => not_compiled(other),
     };
     match report {
         Ok(r) if json => println!(
