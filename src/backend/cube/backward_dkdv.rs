@@ -14,9 +14,10 @@ use super::forward::ForwardBlocks;
 use super::kernel_args::NaGeometry;
 use super::tile::{
     KeyTile, QueryRows, TileMask, TileShape, dense_key_tile, load_rows, neighborhood_key_tile,
-    q_tile_box, q_tile_is_empty, query_rows, sees, tile_count, unflatten3,
+    q_tile_box, q_tile_is_empty, query_rows, sees, shared_key_tile, shared_query_rows, tile_count,
+    unflatten3,
 };
-use super::tile_matmul::{TileProduct, tile_product};
+use super::tile_matmul::{TileProduct, rows_by_keys, tile_product};
 use super::window::{inverse_window, window_end, window_start};
 
 /// Shared-memory buffers of one dK/dV cube.
@@ -105,16 +106,8 @@ pub fn dkdv_neighborhood_kernel<F: Float>(
         tiles2: tiles.tiles2,
     };
     let mut stage = new_stage::<F>(blocks);
-    let mut rows = QueryRows {
-        ok: SharedMemory::<u32>::new(blocks.block_q),
-        token: SharedMemory::<u32>::new(blocks.block_q),
-        window: SharedMemory::<u32>::new(blocks.block_q * 6),
-    };
-    let mut keys = KeyTile {
-        ok: SharedMemory::<u32>::new(blocks.block_kv),
-        row: SharedMemory::<u32>::new(blocks.block_kv),
-        pos: SharedMemory::<u32>::new(blocks.block_kv * 3),
-    };
+    let mut rows = shared_query_rows(blocks.block_q, true);
+    let mut keys = shared_key_tile(blocks.block_kv);
 
     // The key box as a "KV box" with one tile: `[first, end)` per axis.
     let mut kb = Array::<u32>::new(12usize);
@@ -218,16 +211,8 @@ pub fn dkdv_dense_kernel<F: Float>(
     let bq = blocks.block_q;
     let units = blocks.units;
     let mut stage = new_stage::<F>(blocks);
-    let mut rows = QueryRows {
-        ok: SharedMemory::<u32>::new(bq),
-        token: SharedMemory::<u32>::new(bq),
-        window: SharedMemory::<u32>::new(1usize),
-    };
-    let mut keys = KeyTile {
-        ok: SharedMemory::<u32>::new(blocks.block_kv),
-        row: SharedMemory::<u32>::new(blocks.block_kv),
-        pos: SharedMemory::<u32>::new(blocks.block_kv * 3),
-    };
+    let mut rows = shared_query_rows(bq, false);
+    let mut keys = shared_key_tile(blocks.block_kv);
     let full_keys = dense_key_tile(
         &mut keys,
         kt,
@@ -572,34 +557,8 @@ fn query_tile<F: Float>(
         blocks.unroll,
     );
     sync_cube();
-    let scores = comptime!(TileProduct {
-        m: bq,
-        n: bk,
-        k: d,
-        a_t: false,
-        b_t: true,
-        lda: blocks.ld(d),
-        ldb: blocks.ld(d),
-        ldc: blocks.ld32(bk),
-        accumulate: false,
-        cmma: blocks.cmma,
-        units,
-    });
-    tile_product::<F>(&stage.q, &stage.k, &mut stage.s, scores);
-    let d_probs = comptime!(TileProduct {
-        m: bq,
-        n: bk,
-        k: dv,
-        a_t: false,
-        b_t: true,
-        lda: blocks.ld(dv),
-        ldb: blocks.ld(dv),
-        ldc: blocks.ld32(bk),
-        accumulate: false,
-        cmma: blocks.cmma,
-        units,
-    });
-    tile_product::<F>(&stage.d_out, &stage.v, &mut stage.dp, d_probs);
+    rows_by_keys::<F>(&stage.q, &stage.k, &mut stage.s, d, blocks);
+    rows_by_keys::<F>(&stage.d_out, &stage.v, &mut stage.dp, dv, blocks);
     sync_cube();
     #[unroll(blocks.unroll)]
     for it in 0..comptime!((bq * bk).div_ceil(units)) {

@@ -8,9 +8,10 @@ use super::forward::ForwardBlocks;
 use super::kernel_args::NaGeometry;
 use super::tile::{
     KeyTile, QueryRows, TileMask, TileShape, dense_key_tile, kv_box, load_rows,
-    neighborhood_key_tile, q_tile_box, q_tile_is_empty, query_rows, sees, tile_count, unflatten3,
+    neighborhood_key_tile, q_tile_box, q_tile_is_empty, query_rows, sees, shared_key_tile,
+    shared_query_rows, tile_count, unflatten3,
 };
-use super::tile_matmul::{TileProduct, tile_product};
+use super::tile_matmul::{TileProduct, rows_by_keys, tile_product};
 
 /// Shared-memory buffers of one dQ cube.
 #[derive(CubeType)]
@@ -83,16 +84,8 @@ pub fn dq_kernel<F: Float>(
         row_lse: SharedMemory::<f32>::new(bq),
         row_delta: SharedMemory::<f32>::new(bq),
     };
-    let mut rows = QueryRows {
-        ok: SharedMemory::<u32>::new(bq),
-        token: SharedMemory::<u32>::new(bq),
-        window: SharedMemory::<u32>::new(bq * 6),
-    };
-    let mut keys = KeyTile {
-        ok: SharedMemory::<u32>::new(bk),
-        row: SharedMemory::<u32>::new(bk),
-        pos: SharedMemory::<u32>::new(bk * 3),
-    };
+    let mut rows = shared_query_rows(bq, true);
+    let mut keys = shared_key_tile(bk);
 
     query_rows(
         &geometry,
@@ -303,34 +296,8 @@ fn dq_tile<F: Float>(
         blocks.unroll,
     );
     sync_cube();
-    let scores = comptime!(TileProduct {
-        m: bq,
-        n: bk,
-        k: d,
-        a_t: false,
-        b_t: true,
-        lda: blocks.ld(d),
-        ldb: blocks.ld(d),
-        ldc: blocks.ld32(bk),
-        accumulate: false,
-        cmma: blocks.cmma,
-        units,
-    });
-    tile_product::<F>(&stage.q, &stage.k, &mut stage.s, scores);
-    let d_probs = comptime!(TileProduct {
-        m: bq,
-        n: bk,
-        k: dv,
-        a_t: false,
-        b_t: true,
-        lda: blocks.ld(dv),
-        ldb: blocks.ld(dv),
-        ldc: blocks.ld32(bk),
-        accumulate: false,
-        cmma: blocks.cmma,
-        units,
-    });
-    tile_product::<F>(&stage.d_out, &stage.v, &mut stage.dp, d_probs);
+    rows_by_keys::<F>(&stage.q, &stage.k, &mut stage.s, d, blocks);
+    rows_by_keys::<F>(&stage.d_out, &stage.v, &mut stage.dp, dv, blocks);
     sync_cube();
     #[unroll(blocks.unroll)]
     for it in 0..comptime!((bq * bk).div_ceil(units)) {

@@ -15,9 +15,10 @@ use cubecl::prelude::*;
 use super::kernel_args::NaGeometry;
 use super::tile::{
     KeyTile, QueryRows, TileMask, TileShape, dense_key_tile, kv_box, load_rows,
-    neighborhood_key_tile, q_tile_box, q_tile_is_empty, query_rows, sees, tile_count, unflatten3,
+    neighborhood_key_tile, q_tile_box, q_tile_is_empty, query_rows, sees, shared_key_tile,
+    shared_query_rows, tile_count, unflatten3,
 };
-use super::tile_matmul::{TileProduct, padded, tile_product};
+use super::tile_matmul::{TileProduct, padded, rows_by_keys, tile_product};
 
 /// Scores below this are "no key" (WGSL has no -inf literal).
 pub const NO_SCORE: f32 = -1.0e30;
@@ -119,16 +120,8 @@ pub fn na_forward_kernel<F: Float>(
         row_sum: SharedMemory::<f32>::new(bq),
         row_corr: SharedMemory::<f32>::new(bq),
     };
-    let mut rows = QueryRows {
-        ok: SharedMemory::<u32>::new(bq),
-        token: SharedMemory::<u32>::new(bq),
-        window: SharedMemory::<u32>::new(bq * 6),
-    };
-    let mut keys = KeyTile {
-        ok: SharedMemory::<u32>::new(bk),
-        row: SharedMemory::<u32>::new(bk),
-        pos: SharedMemory::<u32>::new(bk * 3),
-    };
+    let mut rows = shared_query_rows(bq, true);
+    let mut keys = shared_key_tile(bk);
 
     query_rows(
         &geometry,
@@ -334,20 +327,7 @@ fn attend_tile<F: Float>(
     );
     sync_cube();
 
-    let scores = comptime!(TileProduct {
-        m: bq,
-        n: bk,
-        k: d,
-        a_t: false,
-        b_t: true,
-        lda: blocks.ld(d),
-        ldb: blocks.ld(d),
-        ldc: blocks.ld32(bk),
-        accumulate: false,
-        cmma: blocks.cmma,
-        units,
-    });
-    tile_product::<F>(&stage.q, &stage.k, &mut stage.s, scores);
+    rows_by_keys::<F>(&stage.q, &stage.k, &mut stage.s, d, blocks);
     sync_cube();
 
     // One unit per query row; each row's columns are visited from a row-dependent start

@@ -227,6 +227,27 @@ pub struct KeyTile {
     pub pos: SharedMemory<u32>,
 }
 
+/// Shared arrays for `block_q` query rows; `windows`: with room for their per-axis windows
+/// (neighbourhood masking).
+#[cube]
+pub fn shared_query_rows(#[comptime] block_q: usize, #[comptime] windows: bool) -> QueryRows {
+    QueryRows {
+        ok: SharedMemory::<u32>::new(block_q),
+        token: SharedMemory::<u32>::new(block_q),
+        window: SharedMemory::<u32>::new(comptime!(if windows { block_q * 6 } else { 1 })),
+    }
+}
+
+/// Shared arrays for a tile of `block_kv` keys.
+#[cube]
+pub fn shared_key_tile(#[comptime] block_kv: usize) -> KeyTile {
+    KeyTile {
+        ok: SharedMemory::<u32>::new(block_kv),
+        row: SharedMemory::<u32>::new(block_kv),
+        pos: SharedMemory::<u32>::new(block_kv * 3),
+    }
+}
+
 /// Fills `rows` for the Q tile `qbox`. Ends without a sync.
 #[cube]
 #[allow(clippy::too_many_arguments)]

@@ -17,6 +17,8 @@ pub fn padded(cols: usize, elem_bytes: usize) -> usize {
 
 use cubecl::prelude::*;
 
+use super::forward::ForwardBlocks;
+
 /// Shape and execution of one tile product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TileProduct {
@@ -35,6 +37,33 @@ pub struct TileProduct {
     pub accumulate: bool,
     pub cmma: bool,
     pub units: usize,
+}
+
+/// `out = a b^T` for a `[block_q, inner]` tile `a` (Q or dO) and a `[block_kv, inner]` tile `b`
+/// (K or V), both staged with [`ForwardBlocks::ld`] strides: the scores `S = Q K^T` and, in the
+/// backward, `dP = dO V^T`. `out` is `[block_q, block_kv]` f32. No sync inside.
+#[cube]
+pub fn rows_by_keys<F: Float>(
+    a: &SharedMemory<F>,
+    b: &SharedMemory<F>,
+    out: &mut SharedMemory<f32>,
+    #[comptime] inner: usize,
+    #[comptime] blocks: ForwardBlocks,
+) {
+    let product = comptime!(TileProduct {
+        m: blocks.block_q,
+        n: blocks.block_kv,
+        k: inner,
+        a_t: false,
+        b_t: true,
+        lda: blocks.ld(inner),
+        ldb: blocks.ld(inner),
+        ldc: blocks.ld32(blocks.block_kv),
+        accumulate: false,
+        cmma: blocks.cmma,
+        units: blocks.units,
+    });
+    tile_product::<F>(a, b, out, product);
 }
 
 /// `out (+)= op(a) op(b)`. No sync inside; the caller syncs before reading `out`.
