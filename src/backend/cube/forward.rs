@@ -14,9 +14,9 @@ use cubecl::prelude::*;
 
 use super::kernel_args::NaGeometry;
 use super::tile::{
-    KeyTile, QueryRows, TileMask, TileShape, dense_key_tile, kv_box, load_rows,
-    neighborhood_key_tile, q_tile_box, q_tile_is_empty, query_rows, sees, shared_key_tile,
-    shared_query_rows, tile_count, unflatten3,
+    KeyTile, QueryRows, TileMask, TileShape, dense_key_tile, dense_keys_seen, kv_box, kv_tile_grid,
+    load_rows, neighborhood_key_tile, q_tile_box, q_tile_is_empty, query_rows, sees,
+    shared_key_tile, shared_query_rows, unflatten3,
 };
 use super::tile_matmul::{TileProduct, padded, rows_by_keys, tile_product};
 
@@ -169,11 +169,9 @@ pub fn na_forward_kernel<F: Float>(
 
     if has_neighborhood {
         let kb = kv_box(&geometry, &qbox, causal0, causal1, causal2);
-        let n1 = tile_count(kb[4], kb[5], tiles.kv1);
-        let n2 = tile_count(kb[8], kb[9], tiles.kv2);
-        let count = tile_count(kb[0], kb[1], tiles.kv0) * n1 * n2;
-        for kt in 0..count {
-            let kc = unflatten3(kt, n1, n2);
+        let grid = kv_tile_grid(&kb, &tiles);
+        for kt in 0..grid[0] {
+            let kc = unflatten3(kt, grid[1], grid[2]);
             let full = neighborhood_key_tile(
                 &geometry,
                 &tiles,
@@ -203,15 +201,14 @@ pub fn na_forward_kernel<F: Float>(
     }
 
     let dense = dense_tokens as usize;
-    let mut dense_end = dense;
-    if dense_causal {
-        // FMHA tiles are 1-D over axis 2: the tile's queries end at token `qbox[11]`.
-        let q_end = qbox[11] as usize;
-        dense_end = if q_end < dense { q_end } else { dense };
-    }
-    let dense_tiles = dense_end.div_ceil(bk);
-    for kt in 0..dense_tiles {
-        let full = dense_key_tile(
+    let dense_end = dense_keys_seen(&qbox, dense, dense_causal);
+    let dense_mask = comptime!(if dense_causal {
+        TileMask::DenseCausal
+    } else {
+        TileMask::Dense
+    });
+    for kt in 0..dense_end.div_ceil(bk) {
+        let mut full = dense_key_tile(
             &mut keys,
             kt,
             dense_end,
@@ -221,32 +218,13 @@ pub fn na_forward_kernel<F: Float>(
             bk,
             blocks.units,
         );
-        sync_cube();
         if dense_causal {
-            attend_tile::<F>(
-                dense_k,
-                dense_v,
-                &mut stage,
-                &rows,
-                &keys,
-                scale,
-                false,
-                TileMask::DenseCausal,
-                blocks,
-            );
-        } else {
-            attend_tile::<F>(
-                dense_k,
-                dense_v,
-                &mut stage,
-                &rows,
-                &keys,
-                scale,
-                full,
-                TileMask::Dense,
-                blocks,
-            );
+            full = false;
         }
+        sync_cube();
+        attend_tile::<F>(
+            dense_k, dense_v, &mut stage, &rows, &keys, scale, full, dense_mask, blocks,
+        );
     }
 
     #[unroll(blocks.unroll)]

@@ -144,6 +144,31 @@ fn kv_axis(
     out[base + 3] = window_end(first, glen, kernel, first_start, causal);
 }
 
+/// The KV tiles of the KV box `kb`: `[count, tiles on axis 1, tiles on axis 2]` (tile `t` is at
+/// `unflatten3(t, n1, n2)` in tile units).
+#[cube]
+pub fn kv_tile_grid(kb: &Array<u32>, tiles: &TileShape) -> Array<u32> {
+    let mut grid = Array::<u32>::new(3usize);
+    grid[1] = tile_count(kb[4], kb[5], tiles.kv1);
+    grid[2] = tile_count(kb[8], kb[9], tiles.kv2);
+    grid[0] = tile_count(kb[0], kb[1], tiles.kv0) * grid[1] * grid[2];
+    grid
+}
+
+/// How many of the `dense` keys the Q tile `qbox` sees: all, or with `causal` (FMHA, whose Q
+/// tiles are 1-D over axis 2) those up to its last query.
+#[cube]
+pub fn dense_keys_seen(qbox: &Array<u32>, dense: usize, #[comptime] causal: bool) -> usize {
+    let mut end = dense;
+    if causal {
+        let q_end = qbox[11] as usize;
+        if q_end < dense {
+            end = q_end;
+        }
+    }
+    end
+}
+
 /// Number of tiles of length `tile` covering `[lo, hi)`.
 #[cube]
 #[allow(clippy::manual_div_ceil)]
