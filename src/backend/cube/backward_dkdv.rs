@@ -10,6 +10,7 @@
 
 use cubecl::prelude::*;
 
+use super::backward_dq::stage_query_side;
 use super::forward::ForwardBlocks;
 use super::kernel_args::NaGeometry;
 use super::tile::{
@@ -513,48 +514,20 @@ fn query_tile<F: Float>(
     let d = blocks.head_dim;
     let dv = blocks.head_dim_v;
     let units = blocks.units;
-    #[unroll(blocks.unroll)]
-    for it in 0..comptime!(bq.div_ceil(units)) {
-        let r = it * units + UNIT_POS as usize;
-        if r < bq {
-            let mut row_lse = 1.0e30f32;
-            let mut row_delta = 0.0f32;
-            if rows.ok[r] == 1 {
-                let row = (q_row_base + rows.token[r] as usize) * heads + head;
-                row_lse = lse[row];
-                row_delta = delta[row];
-            }
-            stage.row_lse[r] = row_lse;
-            stage.row_delta[r] = row_delta;
-        }
-    }
-    load_rows::<F>(
+    stage_query_side::<F>(
         q,
-        &mut stage.q,
-        &rows.ok,
-        &rows.token,
-        q_row_base,
-        heads,
-        head,
-        bq,
-        d,
-        comptime!(blocks.ld(d)),
-        units,
-        blocks.unroll,
-    );
-    load_rows::<F>(
         d_out,
+        lse,
+        delta,
+        rows,
+        &mut stage.q,
         &mut stage.d_out,
-        &rows.ok,
-        &rows.token,
+        &mut stage.row_lse,
+        &mut stage.row_delta,
         q_row_base,
         heads,
         head,
-        bq,
-        dv,
-        comptime!(blocks.ld(dv)),
-        units,
-        blocks.unroll,
+        blocks,
     );
     sync_cube();
     rows_by_keys::<F>(&stage.q, &stage.k, &mut stage.s, d, blocks);

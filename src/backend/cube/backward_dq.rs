@@ -108,49 +108,20 @@ pub fn dq_kernel<F: Float>(
     }
     sync_cube();
     let q_row_base = b * tokens;
-    #[unroll(blocks.unroll)]
-    for it in 0..comptime!(bq.div_ceil(units)) {
-        let r = it * units + UNIT_POS as usize;
-        if r < bq {
-            // Padding rows: P = exp(-huge) = 0, so they add nothing.
-            let mut row_lse = 1.0e30f32;
-            let mut row_delta = 0.0f32;
-            if rows.ok[r] == 1 {
-                let row = (q_row_base + rows.token[r] as usize) * heads + head;
-                row_lse = lse[row];
-                row_delta = delta[row];
-            }
-            stage.row_lse[r] = row_lse;
-            stage.row_delta[r] = row_delta;
-        }
-    }
-    load_rows::<F>(
+    stage_query_side::<F>(
         q,
-        &mut stage.q,
-        &rows.ok,
-        &rows.token,
-        q_row_base,
-        heads,
-        head,
-        bq,
-        d,
-        comptime!(blocks.ld(d)),
-        units,
-        blocks.unroll,
-    );
-    load_rows::<F>(
         d_out,
+        lse,
+        delta,
+        &rows,
+        &mut stage.q,
         &mut stage.d_out,
-        &rows.ok,
-        &rows.token,
+        &mut stage.row_lse,
+        &mut stage.row_delta,
         q_row_base,
         heads,
         head,
-        bq,
-        dv,
-        comptime!(blocks.ld(dv)),
-        units,
-        blocks.unroll,
+        blocks,
     );
 
     if has_neighborhood {
@@ -315,4 +286,72 @@ fn dq_tile<F: Float>(
     });
     tile_product::<F>(&stage.ds, &stage.k, &mut stage.dq, dq_product);
     sync_cube();
+}
+
+/// Stages what the backward reads per query row of a Q tile (one head): Q and dO rows, LSE and
+/// delta (padding rows get LSE = 1e30, so their `P = exp(S - LSE)` is 0). No sync inside.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn stage_query_side<F: Float>(
+    q: &Tensor<F>,
+    d_out: &Tensor<F>,
+    lse: &Tensor<f32>,
+    delta: &Tensor<f32>,
+    rows: &QueryRows,
+    q_buf: &mut SharedMemory<F>,
+    d_out_buf: &mut SharedMemory<F>,
+    row_lse: &mut SharedMemory<f32>,
+    row_delta: &mut SharedMemory<f32>,
+    q_row_base: usize,
+    heads: usize,
+    head: usize,
+    #[comptime] blocks: ForwardBlocks,
+) {
+    let bq = blocks.block_q;
+    let units = blocks.units;
+    #[unroll(blocks.unroll)]
+    for it in 0..comptime!(bq.div_ceil(units)) {
+        let r = it * units + UNIT_POS as usize;
+        if r < bq {
+            let mut lse_r = 1.0e30f32;
+            let mut delta_r = 0.0f32;
+            if rows.ok[r] == 1 {
+                let row = (q_row_base + rows.token[r] as usize) * heads + head;
+                lse_r = lse[row];
+                delta_r = delta[row];
+            }
+            row_lse[r] = lse_r;
+            row_delta[r] = delta_r;
+        }
+    }
+    let d = blocks.head_dim;
+    let dv = blocks.head_dim_v;
+    load_rows::<F>(
+        q,
+        q_buf,
+        &rows.ok,
+        &rows.token,
+        q_row_base,
+        heads,
+        head,
+        bq,
+        d,
+        comptime!(blocks.ld(d)),
+        units,
+        blocks.unroll,
+    );
+    load_rows::<F>(
+        d_out,
+        d_out_buf,
+        &rows.ok,
+        &rows.token,
+        q_row_base,
+        heads,
+        head,
+        bq,
+        dv,
+        comptime!(blocks.ld(dv)),
+        units,
+        blocks.unroll,
+    );
 }
