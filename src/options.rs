@@ -17,7 +17,9 @@ pub enum NaBackend {
     /// The fused CubeCL kernels (any CubeCL runtime: wgpu, CUDA, ROCm). Choosing it on another
     /// backend, or for a problem they do not support (head dims above
     /// [`MAX_FUSED_HEAD_DIM`](crate::backend::MAX_FUSED_HEAD_DIM)), is a
-    /// [`NattenError::Unsupported`](crate::NattenError::Unsupported).
+    /// [`NattenError::Unsupported`](crate::NattenError::Unsupported). On a device whose shared
+    /// memory cannot hold the kernels' smallest tiles for these head dims and dtype (large head
+    /// dims in f32 on 16-32 KB adapters), the call runs the reference.
     CubeFna,
 }
 

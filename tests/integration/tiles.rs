@@ -95,3 +95,29 @@ fn every_block_size_matches_the_reference() {
         assert_close(&format!("{what} lse"), &values(lse), &want_lse, 1e-5, 1e-4);
     }
 }
+
+/// Head dims of 256 in f32 need more shared memory than some adapters have (lavapipe: 32 KB,
+/// WebGPU's default: 16 KB): there the call runs the reference instead of failing at launch;
+/// elsewhere the fused kernels. Either way the result is NATTEN's.
+#[test]
+fn large_head_dims_run_where_shared_memory_is_small() {
+    if !wgpu_available() {
+        return;
+    }
+    let device = Default::default();
+    let mut r = rng(5);
+    let shape = [1, 6, 6, 1, 256];
+    let data: Vec<Vec<f32>> = (0..3)
+        .map(|_| normal(shape.iter().product(), &mut r))
+        .collect();
+    let opts = NaOptions::new([3, 3]);
+    let cpu = Default::default();
+    let [q, k, v] = [0, 1, 2].map(|i| tensor::<Cpu, 5>(data[i].clone(), shape, DType::F32, &cpu));
+    let (want, want_lse) = na2d_with_lse(q, k, v, &opts).unwrap();
+    let [q, k, v] =
+        [0, 1, 2].map(|i| tensor::<Gpu, 5>(data[i].clone(), shape, DType::F32, &device));
+    let (out, lse) = na2d_with_lse(q, k, v, &opts).unwrap();
+    let tol = 1e-5 + crate::common::GPU_MATMUL_TOL;
+    assert_close("out", &values(out), &values(want), tol, 1e-4);
+    assert_close("lse", &values(lse), &values(want_lse), tol, 1e-4);
+}

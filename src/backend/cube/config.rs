@@ -93,7 +93,8 @@ pub enum Pass {
     Dkdv,
 }
 
-/// Block sizes `(block_q, block_kv)` of the two paths, in order of preference.
+/// Block sizes `(block_q, block_kv)` of the tensor-core path (64 query rows: 16 per plane),
+/// preferred first.
 const CMMA_BLOCKS: [(usize, usize); 3] = [(64, 64), (64, 32), (64, 16)];
 
 fn shared_bytes_of(pass: Pass) -> fn(&ForwardBlocks) -> usize {
@@ -136,8 +137,21 @@ pub fn block_candidates<R: CubeRuntime>(
         .collect()
 }
 
-/// The preferred block sizes of `pass` (the smallest scalar blocks if nothing fits, which
-/// then fails at launch with the runtime's own error).
+/// Whether every pass has a block size that fits this device (else the fused path cannot run
+/// and calls take the reference).
+pub fn fits<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    head_dim: usize,
+    head_dim_v: usize,
+    dtype: DType,
+) -> bool {
+    [Pass::Forward, Pass::Dq, Pass::Dkdv]
+        .into_iter()
+        .all(|pass| !block_candidates(client, pass, head_dim, head_dim_v, dtype).is_empty())
+}
+
+/// The preferred block sizes of `pass` (callers check [`fits`] first; the smallest scalar
+/// blocks otherwise).
 pub fn blocks_for<R: CubeRuntime>(
     client: &ComputeClient<R>,
     pass: Pass,
@@ -187,6 +201,9 @@ pub fn tile_configs<R: CubeRuntime>(
     dtype: DType,
 ) -> Vec<TileConfig> {
     let mut out = Vec::new();
+    if !fits(client, head_dim, head_dim_v, dtype) {
+        return out;
+    }
     for blocks in block_candidates(client, Pass::Forward, head_dim, head_dim_v, dtype) {
         for q_tile in power_of_two_shapes(rank, blocks.block_q) {
             for kv_tile in power_of_two_shapes(rank, blocks.block_kv) {

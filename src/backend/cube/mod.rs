@@ -30,7 +30,13 @@ pub fn supports(head_dim: usize, head_dim_v: usize) -> bool {
     head_dim <= MAX_FUSED_HEAD_DIM && head_dim_v <= MAX_FUSED_HEAD_DIM
 }
 
-/// Whether a call with this choice runs the fused kernels (else the reference).
+/// Whether a call with this choice runs the fused kernels (else the reference): not when the
+/// reference is asked for, nor when the head dims are too large or no block size of every pass
+/// fits the device's shared memory (large head dims in f32 on adapters with 16-32 KB, such as
+/// WebGPU's default limit or lavapipe).
 pub fn runs<R: CubeRuntime>(choice: NaBackend, q: &CubeTensor<R>, v: &CubeTensor<R>) -> bool {
-    choice != NaBackend::Reference && supports(q.meta.shape()[3], v.meta.shape()[3])
+    let (head_dim, head_dim_v) = (q.meta.shape()[3], v.meta.shape()[3]);
+    choice != NaBackend::Reference
+        && supports(head_dim, head_dim_v)
+        && config::fits(&q.client, head_dim, head_dim_v, q.dtype)
 }
