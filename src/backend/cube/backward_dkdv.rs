@@ -14,8 +14,8 @@ use super::backward_dq::stage_query_side;
 use super::forward::ForwardBlocks;
 use super::kernel_args::NaGeometry;
 use super::tile::{
-    KeyTile, QueryRows, TileMask, TileShape, dense_key_tile, load_rows, neighborhood_key_tile,
-    q_tile_box, q_tile_is_empty, query_rows, sees, shared_key_tile, shared_query_rows, tile_count,
+    KeyTile, QueryRows, TileMask, TileShape, dense_key_tile, neighborhood_key_tile, q_tile_box,
+    q_tile_is_empty, query_rows, sees, shared_key_tile, shared_query_rows, stage_keys, tile_count,
     unflatten3,
 };
 use super::tile_matmul::{TileProduct, rows_by_keys, tile_product};
@@ -136,7 +136,7 @@ pub fn dkdv_neighborhood_kernel<F: Float>(
     );
     zero_accumulators::<F>(&mut stage, blocks);
     sync_cube();
-    load_keys::<F>(k, v, &mut stage, &keys, blocks);
+    stage_keys::<F>(k, v, &mut stage.k, &mut stage.v, &keys, blocks);
 
     let qb = query_box(&geometry, &kbox, causal0, causal1, causal2);
     let n1 = tile_count(qb[2], qb[3], swapped.q1);
@@ -226,7 +226,7 @@ pub fn dkdv_dense_kernel<F: Float>(
     );
     zero_accumulators::<F>(&mut stage, blocks);
     sync_cube();
-    load_keys::<F>(k, v, &mut stage, &keys, blocks);
+    stage_keys::<F>(k, v, &mut stage.k, &mut stage.v, &keys, blocks);
     let mut first_tile = 0usize;
     if causal {
         first_tile = kt * blocks.block_kv / bq;
@@ -447,46 +447,6 @@ fn zero_accumulators<F: Float>(stage: &mut DkdvStage<F>, #[comptime] blocks: For
             stage.dv[e] = 0.0;
         }
     }
-}
-
-/// Stages the cube's K/V rows. Starts after a sync that published `keys`.
-#[cube]
-fn load_keys<F: Float>(
-    k: &Tensor<F>,
-    v: &Tensor<F>,
-    stage: &mut DkdvStage<F>,
-    keys: &KeyTile,
-    #[comptime] blocks: ForwardBlocks,
-) {
-    let (bk, units) = (blocks.block_kv, blocks.units);
-    load_rows::<F>(
-        k,
-        &mut stage.k,
-        &keys.ok,
-        &keys.row,
-        0usize,
-        1usize,
-        0usize,
-        bk,
-        blocks.head_dim,
-        comptime!(blocks.ld(blocks.head_dim)),
-        units,
-        blocks.unroll,
-    );
-    load_rows::<F>(
-        v,
-        &mut stage.v,
-        &keys.ok,
-        &keys.row,
-        0usize,
-        1usize,
-        0usize,
-        bk,
-        blocks.head_dim_v,
-        comptime!(blocks.ld(blocks.head_dim_v)),
-        units,
-        blocks.unroll,
-    );
 }
 
 /// One Q tile (one query head) against the cube's keys. Starts after a sync that published

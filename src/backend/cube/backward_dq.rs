@@ -9,7 +9,7 @@ use super::kernel_args::NaGeometry;
 use super::tile::{
     KeyTile, QueryRows, TileMask, TileShape, dense_key_tile, dense_keys_seen, kv_box, kv_tile_grid,
     load_rows, neighborhood_key_tile, q_tile_box, q_tile_is_empty, query_rows, sees,
-    shared_key_tile, shared_query_rows, unflatten3,
+    shared_key_tile, shared_query_rows, stage_keys, unflatten3,
 };
 use super::tile_matmul::{TileProduct, rows_by_keys, tile_product};
 
@@ -218,34 +218,7 @@ fn dq_tile<F: Float>(
     let d = blocks.head_dim;
     let dv = blocks.head_dim_v;
     let units = blocks.units;
-    load_rows::<F>(
-        k,
-        &mut stage.k,
-        &keys.ok,
-        &keys.row,
-        0usize,
-        1usize,
-        0usize,
-        bk,
-        d,
-        comptime!(blocks.ld(d)),
-        units,
-        blocks.unroll,
-    );
-    load_rows::<F>(
-        v,
-        &mut stage.v,
-        &keys.ok,
-        &keys.row,
-        0usize,
-        1usize,
-        0usize,
-        bk,
-        dv,
-        comptime!(blocks.ld(dv)),
-        units,
-        blocks.unroll,
-    );
+    stage_keys::<F>(k, v, &mut stage.k, &mut stage.v, keys, blocks);
     sync_cube();
     rows_by_keys::<F>(&stage.q, &stage.k, &mut stage.s, d, blocks);
     rows_by_keys::<F>(&stage.d_out, &stage.v, &mut stage.dp, dv, blocks);

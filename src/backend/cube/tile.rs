@@ -15,6 +15,7 @@
 
 use cubecl::prelude::*;
 
+use super::forward::ForwardBlocks;
 use super::kernel_args::NaGeometry;
 use super::window::{group_len, window_end, window_start};
 
@@ -459,4 +460,51 @@ pub fn load_rows<F: Float>(
             dst[r * stride + e % dim] = value;
         }
     }
+}
+
+/// Stages the K and V rows of the key tile `keys` into `k_buf` / `v_buf` (rows padded as
+/// [`ForwardBlocks::ld`]; zeros for padding keys). No sync inside.
+#[cube]
+pub fn stage_keys<F: Float>(
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    k_buf: &mut SharedMemory<F>,
+    v_buf: &mut SharedMemory<F>,
+    keys: &KeyTile,
+    #[comptime] blocks: ForwardBlocks,
+) {
+    let (bk, d, dv, units) = (
+        blocks.block_kv,
+        blocks.head_dim,
+        blocks.head_dim_v,
+        blocks.units,
+    );
+    load_rows::<F>(
+        k,
+        k_buf,
+        &keys.ok,
+        &keys.row,
+        0usize,
+        1usize,
+        0usize,
+        bk,
+        d,
+        comptime!(blocks.ld(d)),
+        units,
+        blocks.unroll,
+    );
+    load_rows::<F>(
+        v,
+        v_buf,
+        &keys.ok,
+        &keys.row,
+        0usize,
+        1usize,
+        0usize,
+        bk,
+        dv,
+        comptime!(blocks.ld(dv)),
+        units,
+        blocks.unroll,
+    );
 }
