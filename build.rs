@@ -1,4 +1,179 @@
-//! Build script: a no-op until the native CUDA kernels (kernels/*.cu) land; then it compiles
-//! them to fatbins with nvcc when the native CUDA feature is on.
+//! Build script: with the `cuda-native` feature, compiles the native CUDA kernels
+//! (`kernels/fna_forward_d*.cu`, CUTLASS/CuTe) with nvcc into fatbins under `OUT_DIR` and writes
+//! `native_kernels.rs`, the list the crate embeds (`include_bytes!`). Without the feature it
+//! does nothing.
+//!
+//! Inputs (environment):
+//! - `NVCC` (else `$CUDA_HOME/bin/nvcc`, else `nvcc` on `PATH`, else the venv that
+//!   `scripts/install-cuda-toolchain.sh` makes in `.cuda-venv`);
+//! - `CUTLASS_INCLUDE`: the CUTLASS/CuTe `include` directory (else the venv's `nvidia-cutlass`
+//!   wheel);
+//! - `BURN_NATTEN_CUDA_ARCHS`: comma-separated SASS targets (default `80,90a,100a`; PTX for
+//!   compute_80 is always added so newer GPUs can JIT it);
+//! - `BURN_NATTEN_NATIVE_HEAD_DIMS`: comma-separated head dims to build (default all:
+//!   `32,64,128,256`); CI builds a smaller set to keep the compile short;
+//! - `BURN_NATTEN_NVCC_JOBS`: parallel nvcc processes (default 2; each needs 1-2 GB).
 
-fn main() {}
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Head dims with a kernel source `kernels/fna_forward_d{dim}.cu`.
+const HEAD_DIMS: [u32; 4] = [32, 64, 128, 256];
+
+const INSTALL_HELP: &str = "the `cuda-native` feature needs nvcc (CUDA 13.0) and the CUTLASS/CuTe \
+headers. Install both with `bash scripts/install-cuda-toolchain.sh` (it runs \
+`pip install \"cuda-toolkit[nvcc,cudart,cccl,crt,nvvm]==13.0.2\"` and \
+`pip install --no-deps nvidia-cutlass==4.2.0.0` into .cuda-venv, which this build finds by \
+itself), or point NVCC and CUTLASS_INCLUDE at your own (DEVELOPERS.md: native CUDA kernels)";
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    if std::env::var_os("CARGO_FEATURE_CUDA_NATIVE").is_none() {
+        return;
+    }
+    for var in [
+        "NVCC",
+        "CUDA_HOME",
+        "CUTLASS_INCLUDE",
+        "BURN_NATTEN_CUDA_ARCHS",
+        "BURN_NATTEN_NATIVE_HEAD_DIMS",
+        "BURN_NATTEN_NVCC_JOBS",
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let kernels = root.join("kernels");
+    for entry in std::fs::read_dir(&kernels).expect("kernels/ exists").flatten() {
+        println!("cargo:rerun-if-changed={}", entry.path().display());
+    }
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
+
+    let nvcc = find_nvcc(&root).unwrap_or_else(|| panic!("nvcc not found: {INSTALL_HELP}"));
+    let cutlass = find_cutlass(&root)
+        .unwrap_or_else(|| panic!("CUTLASS/CuTe headers not found: {INSTALL_HELP}"));
+    let archs = list_env("BURN_NATTEN_CUDA_ARCHS", "80,90a,100a");
+    let head_dims: Vec<u32> = list_env("BURN_NATTEN_NATIVE_HEAD_DIMS", "32,64,128,256")
+        .iter()
+        .map(|d| {
+            d.parse()
+                .ok()
+                .filter(|d| HEAD_DIMS.contains(d))
+                .unwrap_or_else(|| {
+                    panic!("BURN_NATTEN_NATIVE_HEAD_DIMS: `{d}` is not one of {HEAD_DIMS:?}")
+                })
+        })
+        .collect();
+    let jobs: usize = std::env::var("BURN_NATTEN_NVCC_JOBS")
+        .ok()
+        .and_then(|j| j.parse().ok())
+        .unwrap_or(2)
+        .max(1);
+
+    let mut gencode: Vec<String> = archs
+        .iter()
+        .map(|arch| format!("-gencode=arch=compute_{arch},code=sm_{arch}"))
+        .collect();
+    gencode.push("-gencode=arch=compute_80,code=compute_80".to_string());
+
+    let compile = |dim: u32| -> Result<PathBuf, String> {
+        let source = kernels.join(format!("fna_forward_d{dim}.cu"));
+        let target = out_dir.join(format!("fna_forward_d{dim}.fatbin"));
+        let output = Command::new(&nvcc)
+            .arg("-fatbin")
+            .args(["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"])
+            .args(&gencode)
+            .arg(format!("-I{}", cutlass.display()))
+            .arg(format!("-I{}", kernels.display()))
+            .arg(&source)
+            .arg("-o")
+            .arg(&target)
+            .output()
+            .map_err(|e| format!("could not run {}: {e}", nvcc.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "nvcc failed on {}:\n{}{}",
+                source.display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(target)
+    };
+
+    // A small pool of nvcc processes (CUTLASS translation units are memory-hungry).
+    let mut built = Vec::new();
+    for chunk in head_dims.chunks(jobs) {
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|&dim| (dim, scope.spawn(move || compile(dim))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(dim, h)| (dim, h.join().expect("nvcc thread")))
+                .collect()
+        });
+        for (dim, result) in results {
+            match result {
+                Ok(path) => built.push((dim, path)),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    let mut listing = String::from(
+        "/// Fatbins of the native FNA forward built by build.rs: (head dim, fatbin bytes).\n\
+         pub(crate) static FNA_FORWARD_FATBINS: &[(usize, &[u8])] = &[\n",
+    );
+    for (dim, path) in &built {
+        listing.push_str(&format!(
+            "    ({dim}, include_bytes!({:?})),\n",
+            path.display().to_string()
+        ));
+    }
+    listing.push_str("];\n");
+    std::fs::write(out_dir.join("native_kernels.rs"), listing).expect("write OUT_DIR");
+}
+
+fn list_env(var: &str, default: &str) -> Vec<String> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn venv_site_packages(root: &Path) -> Option<PathBuf> {
+    let lib = root.join(".cuda-venv").join("lib");
+    std::fs::read_dir(lib)
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+}
+
+fn find_nvcc(root: &Path) -> Option<PathBuf> {
+    if let Some(nvcc) = std::env::var_os("NVCC") {
+        return Some(PathBuf::from(nvcc));
+    }
+    if let Some(home) = std::env::var_os("CUDA_HOME") {
+        let nvcc = PathBuf::from(home).join("bin").join("nvcc");
+        if nvcc.is_file() {
+            return Some(nvcc);
+        }
+    }
+    if Command::new("nvcc").arg("--version").output().is_ok() {
+        return Some(PathBuf::from("nvcc"));
+    }
+    let nvcc = venv_site_packages(root)?.join("nvidia/cu13/bin/nvcc");
+    nvcc.is_file().then_some(nvcc)
+}
+
+fn find_cutlass(root: &Path) -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("CUTLASS_INCLUDE") {
+        return Some(PathBuf::from(dir));
+    }
+    let dir = venv_site_packages(root)?.join("cutlass_library/source/include");
+    dir.join("cute").is_dir().then_some(dir)
+}

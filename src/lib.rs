@@ -57,7 +57,9 @@
 //! backends (`Wgpu`, `Cuda`, `Rocm`, fused and unfused) and `Autodiff<B>`. NdArray runs the
 //! reference implementation ([`NaBackend::Reference`]); the CubeCL backends run fused tiled
 //! kernels ([`NaBackend::CubeFna`], chosen by [`NaBackend::Auto`]), whose tile configuration
-//! [`NaOptions::with_tiles`] can fix (the valid ones: [`na_tile_configs`]).
+//! [`NaOptions::with_tiles`] can fix (the valid ones: [`na_tile_configs`]). With the
+//! `cuda-native` feature, burn-cuda also runs native CUTLASS/CuTe kernels
+//! ([`NaBackend::CudaFna`], chosen by `Auto` where they apply; [`cuda_native_status`]).
 
 mod api;
 pub mod backend;
@@ -76,6 +78,14 @@ pub use modules::{
 };
 pub use natten_core::{AxisParams, NattenError};
 pub use options::{AttentionOptions, NaBackend, NaOptions};
+
+/// Whether the native CUDA kernels can run on CUDA device `index` (driver present, compute
+/// capability 8.0 or newer, the embedded kernels load): `Err` names the reason. The first call
+/// per device loads the kernels.
+#[cfg(feature = "cuda-native")]
+pub fn cuda_native_status(index: usize) -> Result<(), String> {
+    backend::native::status(index)
+}
 
 /// Re-export of the Burn version this crate is built against.
 pub use burn;

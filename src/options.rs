@@ -21,6 +21,14 @@ pub enum NaBackend {
     /// memory cannot hold the kernels' smallest tiles for these head dims and dtype (large head
     /// dims in f32 on 16-32 KB adapters), the call runs the reference.
     CubeFna,
+    /// The native CUDA kernels (CUTLASS/CuTe, built with the `cuda-native` feature) on burn-cuda:
+    /// the NA forward in f16/bf16 with `head_dim == head_dim_v` (a multiple of 8 up to 256), no
+    /// extra KV tokens, positive scale, on GPUs of compute capability 8.0 or newer; its backward
+    /// runs the fused CubeCL kernels. Anything else (another backend, a build without the
+    /// feature, a device or problem it cannot run, attention/FMHA) is a
+    /// [`NattenError::Unsupported`](crate::NattenError::Unsupported) naming the reason. `Auto`
+    /// picks it wherever it can run.
+    CudaFna,
 }
 
 impl NaBackend {
@@ -30,6 +38,7 @@ impl NaBackend {
             Self::Auto => "auto",
             Self::Reference => "reference",
             Self::CubeFna => "cube-fna",
+            Self::CudaFna => "cuda-fna",
         }
     }
 }

@@ -41,6 +41,12 @@ pub fn attention_with_lse<B: NattenBackend>(
         &[("k", k.dtype(), k.device()), ("v", v.dtype(), v.device())],
     )?;
     B::check_backend(opts.backend(), s.head_dim, s.head_dim_v)?;
+    if opts.backend() == crate::NaBackend::CudaFna {
+        return Err(NattenError::Unsupported {
+            backend: crate::NaBackend::CudaFna.name(),
+            reason: "attention (FMHA) has no native kernels yet: use `Auto` or `CubeFna`".into(),
+        });
+    }
     let problem = FmhaProblem {
         causal: opts.causal(),
         scale: resolve_scale(opts.scale(), s.head_dim)?,

@@ -100,6 +100,25 @@ fn prepare<B: NattenBackend, const R: usize, const D: usize>(
         backend: opts.backend(),
         tiles: checked_tiles::<B, R, D>(opts, &q, s.head_dim, s.head_dim_v)?,
     };
+    if problem.backend == NaBackend::CudaFna {
+        let reason = if problem.scale <= 0.0 {
+            Some(format!("scale {}: the native kernels need a positive scale", problem.scale))
+        } else {
+            B::cuda_fna_unsupported(
+                &q.device(),
+                s.head_dim,
+                s.head_dim_v,
+                q.dtype(),
+                extra.is_some(),
+            )
+        };
+        if let Some(reason) = reason {
+            return Err(NattenError::Unsupported {
+                backend: NaBackend::CudaFna.name(),
+                reason,
+            });
+        }
+    }
     let tokens = s.tokens();
     let mut layout = vec![s.batch];
     layout.extend(&s.spatial);

@@ -42,11 +42,33 @@ where
         head_dim_v: usize,
         dtype: burn::tensor::DType,
     ) -> Vec<crate::backend::TileConfig> {
+        #[cfg(feature = "cuda-native")]
+        if let Some(configs) =
+            super::native::tile_configs(device, rank, head_dim, head_dim_v, dtype)
+        {
+            return configs;
+        }
         if !cube::supports(head_dim, head_dim_v) {
             return Vec::new();
         }
         let client = R::client(device);
         cube::tile_configs(&client, rank, head_dim, head_dim_v, dtype)
+    }
+
+    fn cuda_fna_unsupported(
+        device: &burn::tensor::Device<Self>,
+        head_dim: usize,
+        head_dim_v: usize,
+        dtype: burn::tensor::DType,
+        has_extra: bool,
+    ) -> Option<String> {
+        #[cfg(feature = "cuda-native")]
+        return super::native::unsupported_reason(device, head_dim, head_dim_v, dtype, has_extra);
+        #[cfg(not(feature = "cuda-native"))]
+        {
+            let _ = (device, head_dim, head_dim_v, dtype, has_extra);
+            Some("this build of burn-natten has no `cuda-native` feature".into())
+        }
     }
 
     fn check_backend(
@@ -75,6 +97,12 @@ where
         extra: Option<ExtraKv<Self>>,
         problem: &NaProblem,
     ) -> AttentionOutput<Self> {
+        #[cfg(feature = "cuda-native")]
+        if let Some((out, lse)) =
+            super::native::try_na_forward(&q, &k, &v, extra.is_some(), problem)
+        {
+            return AttentionOutput { out, lse };
+        }
         if !cube::runs(problem.backend, &q, &v) {
             return reference::na_forward::<Self>(q, k, v, extra, problem);
         }

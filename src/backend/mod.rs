@@ -12,6 +12,8 @@ pub(crate) mod cube;
 #[cfg(feature = "fusion")]
 mod fusion;
 mod impls;
+#[cfg(feature = "cuda-native")]
+pub(crate) mod native;
 pub mod reference;
 
 use burn::tensor::backend::Backend;
@@ -124,11 +126,16 @@ pub trait NattenBackend: Backend {
         let _ = (head_dim, head_dim_v);
         match choice {
             NaBackend::Auto | NaBackend::Reference => Ok(()),
-            NaBackend::CubeFna => Err(NattenError::Unsupported {
+            NaBackend::CubeFna | NaBackend::CudaFna => Err(NattenError::Unsupported {
                 backend: choice.name(),
                 reason: format!(
-                    "`{}` is not a CubeCL backend (wgpu, CUDA, ROCm)",
-                    Self::name(&Default::default())
+                    "`{}` is not {}",
+                    Self::name(&Default::default()),
+                    if choice == NaBackend::CudaFna {
+                        "burn-cuda"
+                    } else {
+                        "a CubeCL backend (wgpu, CUDA, ROCm)"
+                    }
                 ),
             }),
         }
@@ -146,6 +153,23 @@ pub trait NattenBackend: Backend {
     ) -> Vec<TileConfig> {
         let _ = (device, rank, head_dim, head_dim_v, dtype);
         Vec::new()
+    }
+
+    /// Why [`NaBackend::CudaFna`] cannot run an NA call with these properties on `device`, or
+    /// `None` when it can. Only burn-cuda built with the `cuda-native` feature has native
+    /// kernels.
+    fn cuda_fna_unsupported(
+        device: &burn::tensor::Device<Self>,
+        head_dim: usize,
+        head_dim_v: usize,
+        dtype: burn::tensor::DType,
+        has_extra: bool,
+    ) -> Option<String> {
+        let _ = (head_dim, head_dim_v, dtype, has_extra);
+        Some(format!(
+            "`{}` is not burn-cuda built with the `cuda-native` feature",
+            Self::name(device)
+        ))
     }
 
     /// Neighborhood-attention forward, with optional extra KV tokens.

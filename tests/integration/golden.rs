@@ -89,7 +89,7 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// The NA case as a sweep problem with its stored inputs.
-fn na_problem(case: &Case, backend: NaBackend) -> (Problem, Inputs) {
+pub fn na_problem(case: &Case, backend: NaBackend) -> (Problem, Inputs) {
     let axes = (0..case.params["rank"].as_u64().unwrap() as usize)
         .map(|a| AxisParams {
             kernel_size: case.usizes("kernel_size")[a],

@@ -8,7 +8,7 @@ use crate::common::*;
 use crate::golden;
 use crate::sweeps::{Inputs, Problem, compare, run};
 
-fn round_f16(x: &[f32]) -> Vec<f32> {
+pub fn round_f16(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| f16::from_f32(v).to_f32()).collect()
 }
 
@@ -58,7 +58,7 @@ fn f16_wgpu_golden() {
     }
 }
 
-fn round_bf16(x: &[f32]) -> Vec<f32> {
+pub fn round_bf16(x: &[f32]) -> Vec<f32> {
     x.iter()
         .map(|&v| burn::tensor::bf16::from_f32(v).to_f32())
         .collect()

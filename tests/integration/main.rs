@@ -6,6 +6,8 @@ mod golden;
 mod half;
 mod memory;
 mod modules;
+#[cfg(feature = "cuda-native")]
+mod native;
 mod oracle;
 mod sweeps;
 mod tiles;

@@ -110,6 +110,8 @@ pub enum Implementation {
     Reference,
     /// The fused CubeCL kernels.
     CubeFna,
+    /// The native CUDA kernels (burn-cuda built with `cuda-native`).
+    CudaFna,
 }
 
 impl Args {

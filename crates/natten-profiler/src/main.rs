@@ -83,6 +83,7 @@ fn choice(i: Implementation) -> NaBackend {
         Implementation::Auto => NaBackend::Auto,
         Implementation::Reference => NaBackend::Reference,
         Implementation::CubeFna => NaBackend::CubeFna,
+        Implementation::CudaFna => NaBackend::CudaFna,
     }
 }
 

@@ -1,0 +1,100 @@
+//! Per-device state of the native kernels: the device's primary CUDA context (the one
+//! burn-cuda uses, so its buffers' pointers are valid here), a stream of our own, and the
+//! kernels loaded from the embedded fatbins. Made once per device, kept for the process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::sys::CUfunction_attribute_enum;
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
+
+use super::plan;
+
+mod fatbins {
+    include!(concat!(env!("OUT_DIR"), "/native_kernels.rs"));
+}
+
+/// Head dims whose kernels were built into this binary (`BURN_NATTEN_NATIVE_HEAD_DIMS` at build
+/// time; all of [`plan::KERNEL_HEAD_DIMS`] by default).
+pub fn built_head_dims() -> Vec<usize> {
+    fatbins::FNA_FORWARD_FATBINS.iter().map(|(d, _)| *d).collect()
+}
+
+/// Loaded kernels of one device.
+pub struct NativeDevice {
+    pub stream: Arc<CudaStream>,
+    /// `(head dim, f16 kernel, bf16 kernel)` per built head dim.
+    forward: Vec<(usize, CudaFunction, CudaFunction)>,
+}
+
+impl NativeDevice {
+    /// The forward kernel for `kernel_dim` and the element type (`bf16` or f16).
+    pub fn forward(&self, kernel_dim: usize, bf16: bool) -> Option<&CudaFunction> {
+        self.forward
+            .iter()
+            .find(|(d, _, _)| *d == kernel_dim)
+            .map(|(_, f16, bf)| if bf16 { bf } else { f16 })
+    }
+}
+
+/// The minimum compute capability of the kernels (SM80: `mma.sync` m16n8k16 and `cp.async`).
+pub const MIN_COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
+
+/// The native state of CUDA device `index`, made on first use; `Err` says why the kernels cannot
+/// run there (no driver, compute capability below 8.0, a fatbin the driver rejects). The result,
+/// success or failure, is kept.
+pub fn native_device(index: usize) -> Result<Arc<NativeDevice>, String> {
+    static DEVICES: OnceLock<Mutex<HashMap<usize, Result<Arc<NativeDevice>, String>>>> =
+        OnceLock::new();
+    let mut devices = DEVICES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    devices
+        .entry(index)
+        .or_insert_with(|| load(index))
+        .clone()
+}
+
+fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
+    // SAFETY: only checks whether libcuda can be dlopen'ed.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("the CUDA driver library (libcuda) is not present".into());
+    }
+    let ctx = CudaContext::new(index).map_err(|e| format!("CUDA device {index}: {e}"))?;
+    let cc = ctx
+        .compute_capability()
+        .map_err(|e| format!("CUDA device {index}: {e}"))?;
+    if cc < MIN_COMPUTE_CAPABILITY {
+        return Err(format!(
+            "CUDA device {index} has compute capability {}.{}; the native kernels need {}.{} or newer",
+            cc.0, cc.1, MIN_COMPUTE_CAPABILITY.0, MIN_COMPUTE_CAPABILITY.1
+        ));
+    }
+    let stream = ctx
+        .new_stream()
+        .map_err(|e| format!("CUDA device {index}: new stream: {e}"))?;
+    let mut forward = Vec::new();
+    for (dim, fatbin) in fatbins::FNA_FORWARD_FATBINS {
+        let module = ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(fatbin.to_vec()))
+            .map_err(|e| format!("loading the head-dim-{dim} kernels: {e}"))?;
+        let mut pair = Vec::new();
+        for element in ["f16", "bf16"] {
+            let name = format!("natten_fna_forward_{element}_d{dim}");
+            let f = module
+                .load_function(&name)
+                .map_err(|e| format!("kernel {name}: {e}"))?;
+            f.set_attribute(
+                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                plan::shared_bytes(*dim) as i32,
+            )
+            .map_err(|e| format!("kernel {name}: shared memory: {e}"))?;
+            pair.push(f);
+        }
+        let bf16 = pair.pop().expect("two kernels");
+        let f16 = pair.pop().expect("two kernels");
+        forward.push((*dim, f16, bf16));
+    }
+    Ok(Arc::new(NativeDevice { stream, forward }))
+}

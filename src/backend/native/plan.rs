@@ -1,0 +1,210 @@
+//! What a native FNA forward launch needs besides buffers: the kernel's block sizes per head dim,
+//! the tile shapes (valid list, default choice) and the `#[repr(C)]` launch parameters.
+
+use crate::backend::{NaProblem, TileConfig};
+
+/// Head dims with a compiled kernel (`kernels/fna_forward_d{dim}.cu`); a problem's head dim (a
+/// multiple of 8) runs on the smallest one at least as large (columns past it are zero-filled).
+pub const KERNEL_HEAD_DIMS: [usize; 4] = [32, 64, 128, 256];
+
+/// Threads per CTA of every instantiation (4 warps).
+pub const THREADS: u32 = 128;
+
+/// Queries (`block_m`) and keys (`block_n`) per tile of the kernel for head dim `kernel_dim`, as
+/// instantiated in `kernels/fna_forward_d*.cu`.
+pub fn block_sizes(kernel_dim: usize) -> (usize, usize) {
+    if kernel_dim <= 128 { (128, 64) } else { (64, 64) }
+}
+
+/// Dynamic shared memory of the kernel for head dim `kernel_dim` (Q tile + K tile + V tile, 2-byte
+/// elements); the kernel checks the same formula with a `static_assert`.
+pub fn shared_bytes(kernel_dim: usize) -> u32 {
+    let (m, n) = block_sizes(kernel_dim);
+    ((m + 2 * n) * kernel_dim * 2) as u32
+}
+
+/// The kernel head dim for a problem head dim, among `available` (those built).
+pub fn kernel_head_dim(head_dim: usize, available: &[usize]) -> Option<usize> {
+    KERNEL_HEAD_DIMS
+        .into_iter()
+        .find(|&d| d >= head_dim && available.contains(&d))
+}
+
+/// Every way to write `2^log2` as a product of `rank` powers of two (one extent per axis).
+fn factorizations(rank: usize, log2: u32) -> Vec<Vec<usize>> {
+    if rank == 1 {
+        return vec![vec![1 << log2]];
+    }
+    (0..=log2)
+        .flat_map(|first| {
+            factorizations(rank - 1, log2 - first)
+                .into_iter()
+                .map(move |rest| [vec![1usize << first], rest].concat())
+        })
+        .collect()
+}
+
+/// The tile configurations of the kernel for head dim `kernel_dim` on a rank-`rank` problem:
+/// every Q tile and KV tile whose per-axis extents are powers of two multiplying to the block
+/// sizes.
+pub fn tile_configs(rank: usize, kernel_dim: usize) -> Vec<TileConfig> {
+    let (m, n) = block_sizes(kernel_dim);
+    let q_tiles = factorizations(rank, m.trailing_zeros());
+    let kv_tiles = factorizations(rank, n.trailing_zeros());
+    q_tiles
+        .iter()
+        .flat_map(|q| {
+            kv_tiles.iter().map(move |kv| TileConfig {
+                q_tile: q.clone(),
+                kv_tile: kv.clone(),
+            })
+        })
+        .collect()
+}
+
+/// A tile of `2^log2` elements over `extents` (per axis, the group length the tile walks):
+/// doubles the smallest axis that is still shorter than its extent, last axis first on ties
+/// (contiguous rows), so that short axes get short tiles.
+fn default_tile(extents: &[usize], log2: u32) -> Vec<usize> {
+    let mut tile = vec![1usize; extents.len()];
+    for _ in 0..log2 {
+        let grow = (0..extents.len())
+            .rev()
+            .filter(|&a| tile[a] < extents[a].next_power_of_two())
+            .min_by_key(|&a| tile[a])
+            .unwrap_or(extents.len() - 1);
+        tile[grow] *= 2;
+    }
+    tile
+}
+
+/// The default tile configuration of a problem: Q tiles sized by the dilation groups' lengths,
+/// KV tiles by the window sizes.
+pub fn default_tiles(problem: &NaProblem, kernel_dim: usize) -> TileConfig {
+    let (m, n) = block_sizes(kernel_dim);
+    let groups: Vec<usize> = problem
+        .spatial
+        .iter()
+        .zip(&problem.axes)
+        .map(|(&len, axis)| len.div_ceil(axis.dilation))
+        .collect();
+    let windows: Vec<usize> = problem.axes.iter().map(|a| a.kernel_size).collect();
+    TileConfig {
+        q_tile: default_tile(&groups, m.trailing_zeros()),
+        kv_tile: default_tile(&windows, n.trailing_zeros()),
+    }
+}
+
+/// Launch parameters, the mirror of `FnaForwardParams` in `kernels/fna_params.cuh` (same fields,
+/// same order, C layout). Device pointers are raw `CUdeviceptr`s of burn-cuda's buffers.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct FnaForwardParams {
+    pub q: u64,
+    pub k: u64,
+    pub v: u64,
+    pub out: u64,
+    pub lse: u64,
+    pub batch: i32,
+    pub tokens: i32,
+    pub heads: i32,
+    pub heads_kv: i32,
+    pub head_dim: i32,
+    pub len: [i32; 3],
+    pub kernel: [i32; 3],
+    pub stride: [i32; 3],
+    pub dilation: [i32; 3],
+    pub causal: [i32; 3],
+    pub q_tile_log2: [i32; 3],
+    pub kv_tile_log2: [i32; 3],
+    pub q_tiles: [i32; 3],
+    pub scale: f32,
+    pub scale_log2: f32,
+}
+
+// SAFETY: plain C struct of integers and floats, the kernel's by-value parameter.
+unsafe impl cudarc::driver::DeviceRepr for FnaForwardParams {}
+
+/// Shapes of one call: `[batch, tokens, heads, head_dim]` of Q and the KV head count.
+#[derive(Debug, Clone, Copy)]
+pub struct CallShape {
+    pub batch: usize,
+    pub tokens: usize,
+    pub heads: usize,
+    pub heads_kv: usize,
+    pub head_dim: usize,
+}
+
+impl FnaForwardParams {
+    /// Parameters of `problem` with tiles `tiles` (validated powers of two), pointers zero
+    /// (filled at launch), and the launch grid `(Q tiles x dilation groups, heads, batch)`.
+    pub fn new(problem: &NaProblem, shape: CallShape, tiles: &TileConfig) -> (Self, (u32, u32, u32)) {
+        let pad = 3 - problem.spatial.len();
+        let mut p = Self {
+            q: 0,
+            k: 0,
+            v: 0,
+            out: 0,
+            lse: 0,
+            batch: shape.batch as i32,
+            tokens: shape.tokens as i32,
+            heads: shape.heads as i32,
+            heads_kv: shape.heads_kv as i32,
+            head_dim: shape.head_dim as i32,
+            len: [1; 3],
+            kernel: [1; 3],
+            stride: [1; 3],
+            dilation: [1; 3],
+            causal: [0; 3],
+            q_tile_log2: [0; 3],
+            kv_tile_log2: [0; 3],
+            q_tiles: [1; 3],
+            scale: problem.scale,
+            scale_log2: problem.scale * std::f32::consts::LOG2_E,
+        };
+        for (a, (axis, &len)) in problem.axes.iter().zip(&problem.spatial).enumerate() {
+            let i = pad + a;
+            p.len[i] = len as i32;
+            p.kernel[i] = axis.kernel_size as i32;
+            p.stride[i] = axis.stride as i32;
+            p.dilation[i] = axis.dilation as i32;
+            p.causal[i] = axis.causal as i32;
+            p.q_tile_log2[i] = tiles.q_tile[a].trailing_zeros() as i32;
+            p.kv_tile_log2[i] = tiles.kv_tile[a].trailing_zeros() as i32;
+            p.q_tiles[i] = len.div_ceil(axis.dilation).div_ceil(tiles.q_tile[a]) as i32;
+        }
+        let ctas = p.q_tiles.iter().product::<i32>() * p.dilation.iter().product::<i32>();
+        (p, (ctas as u32, shape.heads as u32, shape.batch as u32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn factorizations_cover_every_power_of_two_split() {
+        assert_eq!(factorizations(1, 6), vec![vec![64]]);
+        assert_eq!(factorizations(2, 2), vec![vec![1, 4], vec![2, 2], vec![4, 1]]);
+        // compositions of 7 into 3 parts: C(9, 2)
+        assert_eq!(factorizations(3, 7).len(), 36);
+        assert!(factorizations(3, 7).iter().all(|f| f.iter().product::<usize>() == 128));
+    }
+
+    #[test]
+    fn default_tiles_follow_short_axes() {
+        assert_eq!(default_tile(&[128, 128], 7), vec![8, 16]);
+        assert_eq!(default_tile(&[32768], 7), vec![128]);
+        assert_eq!(default_tile(&[16, 44, 80], 7), vec![4, 4, 8]);
+        // an axis of length 2 takes at most 2
+        assert_eq!(default_tile(&[2, 1000], 6), vec![2, 32]);
+    }
+
+    #[test]
+    fn params_match_the_c_layout() {
+        // 5 pointers, 29 ints, 2 floats: 40 + 116 + 8 = 164, padded to 8
+        assert_eq!(std::mem::size_of::<FnaForwardParams>(), 168);
+        assert_eq!(std::mem::offset_of!(FnaForwardParams, batch), 40);
+        assert_eq!(std::mem::offset_of!(FnaForwardParams, scale), 156);
+    }
+}
