@@ -17,8 +17,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Head dims with a kernel source `kernels/fna_forward_d{dim}.cu`.
+/// Head dims with a kernel source `kernels/fna_forward_d{dim}.cu` (and, where it exists,
+/// `kernels/fna_backward_d{dim}.cu`).
 const HEAD_DIMS: [u32; 4] = [32, 64, 128, 256];
+
+/// The kernel families: (source prefix, name of the generated list).
+const FAMILIES: [(&str, &str); 2] = [
+    ("fna_forward", "FNA_FORWARD_FATBINS"),
+    ("fna_backward", "FNA_BACKWARD_FATBINS"),
+];
 
 const INSTALL_HELP: &str = "the `cuda-native` feature needs nvcc (CUDA 13.0) and the CUTLASS/CuTe \
 headers. Install both with `bash scripts/install-cuda-toolchain.sh` (it runs \
@@ -75,9 +82,9 @@ fn main() {
         .collect();
     gencode.push("-gencode=arch=compute_80,code=compute_80".to_string());
 
-    let compile = |dim: u32| -> Result<PathBuf, String> {
-        let source = kernels.join(format!("fna_forward_d{dim}.cu"));
-        let target = out_dir.join(format!("fna_forward_d{dim}.fatbin"));
+    let compile = |(family, dim): (&str, u32)| -> Result<PathBuf, String> {
+        let source = kernels.join(format!("{family}_d{dim}.cu"));
+        let target = out_dir.join(format!("{family}_d{dim}.fatbin"));
         let output = Command::new(&nvcc)
             .arg("-fatbin")
             .args(["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"])
@@ -100,38 +107,47 @@ fn main() {
         Ok(target)
     };
 
+    let units: Vec<(&str, u32)> = FAMILIES
+        .iter()
+        .flat_map(|&(family, _)| head_dims.iter().map(move |&dim| (family, dim)))
+        .filter(|(family, dim)| kernels.join(format!("{family}_d{dim}.cu")).is_file())
+        .collect();
+
     // A small pool of nvcc processes (CUTLASS translation units are memory-hungry).
     let mut built = Vec::new();
-    for chunk in head_dims.chunks(jobs) {
+    for chunk in units.chunks(jobs) {
         let results: Vec<_> = std::thread::scope(|scope| {
             let handles: Vec<_> = chunk
                 .iter()
-                .map(|&dim| (dim, scope.spawn(move || compile(dim))))
+                .map(|&unit| (unit, scope.spawn(move || compile(unit))))
                 .collect();
             handles
                 .into_iter()
-                .map(|(dim, h)| (dim, h.join().expect("nvcc thread")))
+                .map(|(unit, h)| (unit, h.join().expect("nvcc thread")))
                 .collect()
         });
-        for (dim, result) in results {
+        for (unit, result) in results {
             match result {
-                Ok(path) => built.push((dim, path)),
+                Ok(path) => built.push((unit, path)),
                 Err(e) => panic!("{e}"),
             }
         }
     }
 
-    let mut listing = String::from(
-        "/// Fatbins of the native FNA forward built by build.rs: (head dim, fatbin bytes).\n\
-         pub(crate) static FNA_FORWARD_FATBINS: &[(usize, &[u8])] = &[\n",
-    );
-    for (dim, path) in &built {
+    let mut listing = String::new();
+    for (family, list) in FAMILIES {
         listing.push_str(&format!(
-            "    ({dim}, include_bytes!({:?})),\n",
-            path.display().to_string()
+            "/// Fatbins of `kernels/{family}_d*.cu` built by build.rs: (head dim, fatbin bytes).\n\
+             pub(crate) static {list}: &[(usize, &[u8])] = &[\n"
         ));
+        for ((_, dim), path) in built.iter().filter(|((f, _), _)| *f == family) {
+            listing.push_str(&format!(
+                "    ({dim}, include_bytes!({:?})),\n",
+                path.display().to_string()
+            ));
+        }
+        listing.push_str("];\n");
     }
-    listing.push_str("];\n");
     std::fs::write(out_dir.join("native_kernels.rs"), listing).expect("write OUT_DIR");
 }
 

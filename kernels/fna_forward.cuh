@@ -12,256 +12,25 @@
 // - other tiles mask each score with the query's window per axis (na_window.cuh).
 #pragma once
 
-#include <cute/tensor.hpp>
-#include <cutlass/array.h>
-#include <cutlass/numeric_conversion.h>
-#include <cutlass/numeric_types.h>
-
-#include "fna_params.cuh"
-#include "na_window.cuh"
+#include "fna_common.cuh"
 
 namespace natten_native {
-
-using namespace cute;
-
-template <typename Element_, int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_>
-struct FnaForwardTraits {
-    using Element = Element_;
-    static constexpr int kHeadDim = kHeadDim_;
-    static constexpr int kBlockM = kBlockM_;
-    static constexpr int kBlockN = kBlockN_;
-    static constexpr int kNWarps = kNWarps_;
-    static constexpr int kNThreads = kNWarps * 32;
-    static_assert(kHeadDim % 32 == 0);
-    static_assert(kBlockM % (16 * kNWarps) == 0);
-    static_assert(kBlockN % 16 == 0);
-
-    // Shared tiles: 8-row atoms of 32 or 64 columns, XOR-swizzled so that ldmatrix reads and the
-    // 16-byte cp.async writes are free of bank conflicts.
-    static constexpr int kBlockKSmem = kHeadDim % 64 == 0 ? 64 : 32;
-    static constexpr int kSwizzle = kBlockKSmem == 32 ? 2 : 3;
-    using SmemLayoutAtom = decltype(composition(
-        Swizzle<kSwizzle, 3, 3>{},
-        Layout<Shape<_8, Int<kBlockKSmem>>, Stride<Int<kBlockKSmem>, _1>>{}));
-    using SmemLayoutQ = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-    using SmemLayoutKV = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>>{}));
-    // V read as V^T (head dim x keys) for O += P V.
-    using SmemLayoutVt = decltype(composition(
-        SmemLayoutKV{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockN>>{}, GenRowMajor{})));
-    using SmemLayoutVtNoSwizzle = decltype(get_nonswizzle_portion(SmemLayoutVt{}));
-
-    using MmaAtom = std::conditional_t<std::is_same_v<Element, cutlass::half_t>,
-                                       MMA_Atom<SM80_16x8x16_F32F16F16F32_TN>,
-                                       MMA_Atom<SM80_16x8x16_F32BF16BF16F32_TN>>;
-    // Warps side by side along M: warp w owns rows [16 w, 16 w + 16) of every 16 * kNWarps.
-    using TiledMma = TiledMMA<MmaAtom, Layout<Shape<Int<kNWarps>, _1, _1>>,
-                              Tile<Int<16 * kNWarps>, _16, _16>>;
-    using SmemCopyAtom = Copy_Atom<SM75_U32x4_LDSM_N, Element>;
-    using SmemCopyAtomTransposed = Copy_Atom<SM75_U16x8_LDSM_T, Element>;
-    using SmemCopyAtomO = Copy_Atom<DefaultCopy, Element>;
-
-    static constexpr int kSmemBytes =
-        int(size(SmemLayoutQ{}) + 2 * size(SmemLayoutKV{})) * int(sizeof(Element));
-    static_assert(kSmemBytes == (kBlockM + 2 * kBlockN) * kHeadDim * 2,
-                  "the host computes the dynamic shared memory as (M + 2 N) * D * 2 bytes");
-};
-
-// ---------------------------------------------------------------------------------------------
-// Tile geometry (the multi-dimensional tiling, in group-local coordinates).
-
-// A CTA's Q tile: per axis its dilation group, the group's length, and the group-local queries
-// [first, end) (end clipped to the group).
-struct QTile {
-    int group[3];
-    int glen[3];
-    int first[3];
-    int end[3];
-    bool no_padding;  // every axis holds a whole tile of queries
-};
-
-// Decodes blockIdx.x: Q tiles fastest (axis 2 first), then dilation groups. False when the tile
-// lies past the end of a short dilation group (nothing to do).
-__device__ __forceinline__ bool q_tile_of(const FnaForwardParams& p, int cta, QTile& t) {
-    int x = cta;
-    int tile[3], group[3];
-    tile[2] = x % p.q_tiles[2]; x /= p.q_tiles[2];
-    tile[1] = x % p.q_tiles[1]; x /= p.q_tiles[1];
-    tile[0] = x % p.q_tiles[0]; x /= p.q_tiles[0];
-    group[2] = x % p.dilation[2]; x /= p.dilation[2];
-    group[1] = x % p.dilation[1];
-    group[0] = x / p.dilation[1];
-    t.no_padding = true;
-#pragma unroll
-    for (int a = 0; a < 3; ++a) {
-        int extent = 1 << p.q_tile_log2[a];
-        t.group[a] = group[a];
-        t.glen[a] = group_len(p.len[a], p.dilation[a], group[a]);
-        t.first[a] = tile[a] * extent;
-        t.end[a] = min(t.first[a] + extent, t.glen[a]);
-        if (t.first[a] >= t.glen[a]) return false;
-        t.no_padding &= (t.end[a] - t.first[a] == extent);
-    }
-    return true;
-}
-
-// The KV box of a Q tile, [lo, hi) per axis, and its inner box [inner_lo, inner_hi) of keys that
-// every query of the tile sees (window starts and ends are monotone in the query).
-struct KvBox {
-    int lo[3];
-    int hi[3];
-    int inner_lo[3];
-    int inner_hi[3];
-    int tiles[3];  // KV tiles per axis
-};
-
-__device__ __forceinline__ KvBox kv_box_of(const FnaForwardParams& p, const QTile& t) {
-    KvBox b;
-#pragma unroll
-    for (int a = 0; a < 3; ++a) {
-        const bool causal = p.causal[a] != 0;
-        int first = t.first[a], last = t.end[a] - 1;
-        int first_start = window_start(first, t.glen[a], p.kernel[a], p.stride[a], causal);
-        int last_start = window_start(last, t.glen[a], p.kernel[a], p.stride[a], causal);
-        b.lo[a] = first_start;
-        b.hi[a] = window_end(last, t.glen[a], p.kernel[a], last_start, causal);
-        b.inner_lo[a] = last_start;
-        b.inner_hi[a] = window_end(first, t.glen[a], p.kernel[a], first_start, causal);
-        int extent = 1 << p.kv_tile_log2[a];
-        b.tiles[a] = (b.hi[a] - b.lo[a] + extent - 1) / extent;
-    }
-    return b;
-}
-
-// Flat token index (row-major over the spatial grid) of the group-local coordinates `j` of
-// dilation groups `group`.
-__device__ __forceinline__ int token_of(const FnaForwardParams& p, const int (&j)[3], const int (&group)[3]) {
-    int x0 = j[0] * p.dilation[0] + group[0];
-    int x1 = j[1] * p.dilation[1] + group[1];
-    int x2 = j[2] * p.dilation[2] + group[2];
-    return (x0 * p.len[1] + x1) * p.len[2] + x2;
-}
-
-// Coordinates of row `r` of a tile (row-major over the tile's box) at `origin`.
-__device__ __forceinline__ void tile_coords(int r, const int (&log2)[3], const int (&origin)[3], int (&j)[3]) {
-    j[2] = origin[2] + (r & ((1 << log2[2]) - 1));
-    j[1] = origin[1] + ((r >> log2[2]) & ((1 << log2[1]) - 1));
-    j[0] = origin[0] + (r >> (log2[2] + log2[1]));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Staging: gather tile rows from global memory into a swizzled shared tile with 16-byte
-// cp.async; rows outside `bound` (padding) and columns past the head dim are zero-filled.
-
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
-    const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-    const int bytes = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
-}
-
-template <int kRows, int kHeadDim, int kNThreads, typename Element, typename SmemTensor>
-__device__ __forceinline__ void stage_tile(SmemTensor& smem, const Element* base, long long row_stride,
-                                           const FnaForwardParams& p, const int (&log2)[3],
-                                           const int (&origin)[3], const int (&bound)[3],
-                                           const int (&group)[3]) {
-    constexpr int kChunks = kHeadDim / 8;
-#pragma unroll
-    for (int idx = threadIdx.x; idx < kRows * kChunks; idx += kNThreads) {
-        const int r = idx / kChunks;
-        const int c = (idx % kChunks) * 8;
-        int j[3];
-        tile_coords(r, log2, origin, j);
-        const bool row_ok = j[0] < bound[0] && j[1] < bound[1] && j[2] < bound[2];
-        const bool ok = row_ok && c < p.head_dim;
-        const Element* src = ok ? base + (long long)token_of(p, j, group) * row_stride + c : base;
-        cp_async_16(&smem(r, c), src, ok);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Register-tile helpers (accumulator layouts of the SM80 m16n8k16 MMA).
-
-// (MMA=4, MMA_M, MMA_N) -> (rows=(2, MMA_M), cols=(2, MMA_N)).
-template <typename Layout>
-__device__ __forceinline__ auto rowcol(Layout acc) {
-    auto l = logical_divide(acc, Shape<_2>{});
-    return make_layout(make_layout(get<0, 1>(l), get<1>(l)), make_layout(get<0, 0>(l), get<2>(l)));
-}
-
-// An f32 accumulator (MMA=4, MMA_M, MMA_N) as the A operand of the next MMA:
-// ((4, 2), MMA_M, MMA_N / 2).
-template <typename Layout>
-__device__ __forceinline__ auto acc_as_a_operand(Layout acc) {
-    auto l = logical_divide(acc, Shape<Underscore, Underscore, _2>{});
-    return make_layout(make_layout(get<0>(l), get<2, 0>(l)), get<1>(l), get<2, 1>(l));
-}
-
-template <typename To, typename Engine, typename Layout>
-__device__ __forceinline__ auto convert_to(Tensor<Engine, Layout> const& t) {
-    using From = typename Engine::value_type;
-    constexpr int n = decltype(size(t))::value;
-    cutlass::NumericArrayConverter<To, From, n> op;
-    auto frag = op(*reinterpret_cast<const cutlass::Array<From, n>*>(t.data()));
-    return make_tensor(make_rmem_ptr<To>(&frag), t.layout());
-}
-
-// acc += A B^T with both operands in shared memory, loading k-slices one step ahead.
-template <typename Acc, typename RA, typename RB, typename SA, typename SB, typename Mma, typename CpA,
-          typename CpB, typename ThrA, typename ThrB>
-__device__ __forceinline__ void gemm_smem(Acc& acc, RA& ra, RB& rb, SA const& sa, SB const& sb, Mma mma,
-                                          CpA cpa, CpB cpb, ThrA thra, ThrB thrb) {
-    Tensor ra_view = thra.retile_D(ra);
-    Tensor rb_view = thrb.retile_D(rb);
-    cute::copy(cpa, sa(_, _, _0{}), ra_view(_, _, _0{}));
-    cute::copy(cpb, sb(_, _, _0{}), rb_view(_, _, _0{}));
-#pragma unroll
-    for (int i = 0; i < size<2>(ra); ++i) {
-        if (i < size<2>(ra) - 1) {
-            cute::copy(cpa, sa(_, _, i + 1), ra_view(_, _, i + 1));
-            cute::copy(cpb, sb(_, _, i + 1), rb_view(_, _, i + 1));
-        }
-        cute::gemm(mma, ra(_, _, i), rb(_, _, i), acc);
-    }
-}
-
-// acc += A B^T with A in registers and B in shared memory.
-template <typename Acc, typename RA, typename RB, typename SB, typename Mma, typename CpB, typename ThrB>
-__device__ __forceinline__ void gemm_regs_smem(Acc& acc, RA& ra, RB& rb, SB const& sb, Mma mma, CpB cpb,
-                                               ThrB thrb) {
-    Tensor rb_view = thrb.retile_D(rb);
-    cute::copy(cpb, sb(_, _, _0{}), rb_view(_, _, _0{}));
-#pragma unroll
-    for (int i = 0; i < size<2>(ra); ++i) {
-        if (i < size<2>(ra) - 1) {
-            cute::copy(cpb, sb(_, _, i + 1), rb_view(_, _, i + 1));
-        }
-        cute::gemm(mma, ra(_, _, i), rb(_, _, i), acc);
-    }
-}
-
-__device__ __forceinline__ float quad_max(float x) {
-    x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
-    return fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
-}
-
-__device__ __forceinline__ float quad_sum(float x) {
-    x += __shfl_xor_sync(0xffffffff, x, 1);
-    return x + __shfl_xor_sync(0xffffffff, x, 2);
-}
 
 // ---------------------------------------------------------------------------------------------
 // The kernel body.
 
 template <typename Traits>
-__device__ void fna_forward(const FnaForwardParams& p, char* smem_raw) {
+__device__ void fna_forward(const FnaParams& p, char* smem_raw) {
     using Element = typename Traits::Element;
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
     constexpr int kHeadDim = Traits::kHeadDim;
     constexpr int kNWarps = Traits::kNWarps;
     constexpr int kNThreads = Traits::kNThreads;
+    constexpr int kRows = Traits::kRowsPerThread;
 
-    QTile qt;
-    if (!q_tile_of(p, blockIdx.x, qt)) return;
+    TileBox qt;
+    if (!tile_of(p, blockIdx.x, p.q_tile_log2, p.q_tiles, qt)) return;
     const KvBox box = kv_box_of(p, qt);
     const int head = blockIdx.y;
     const int batch = blockIdx.z;
@@ -269,17 +38,17 @@ __device__ void fna_forward(const FnaForwardParams& p, char* smem_raw) {
 
     const long long q_row_stride = (long long)p.heads * p.head_dim;
     const long long kv_row_stride = (long long)p.heads_kv * p.head_dim;
-    const Element* q_base = reinterpret_cast<const Element*>(p.q) +
-                            ((long long)batch * p.tokens * p.heads + head) * p.head_dim;
+    const long long q_offset = ((long long)batch * p.tokens * p.heads + head) * p.head_dim;
     const long long kv_offset = ((long long)batch * p.tokens * p.heads_kv + head_kv) * p.head_dim;
+    const Element* q_base = reinterpret_cast<const Element*>(p.q) + q_offset;
     const Element* k_base = reinterpret_cast<const Element*>(p.k) + kv_offset;
     const Element* v_base = reinterpret_cast<const Element*>(p.v) + kv_offset;
 
     Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw)), typename Traits::SmemLayoutQ{});
     Tensor sK = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutKV{});
     Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutKV{});
-    Tensor sVt = make_tensor(sV.data(), typename Traits::SmemLayoutVt{});
-    Tensor sVtNoSwizzle = make_tensor(sV.data().get(), typename Traits::SmemLayoutVtNoSwizzle{});
+    Tensor sVt = make_tensor(sV.data(), typename Traits::SmemLayoutKVt{});
+    Tensor sVtNoSwizzle = make_tensor(sV.data().get(), typename Traits::SmemLayoutKVtNoSwizzle{});
 
     typename Traits::TiledMma tiled_mma;
     auto thr_mma = tiled_mma.get_thread_slice(threadIdx.x);
@@ -298,25 +67,14 @@ __device__ void fna_forward(const FnaForwardParams& p, char* smem_raw) {
     auto thr_copy_v = copy_v.get_thread_slice(threadIdx.x);
     Tensor tOsVt = thr_copy_v.partition_S(sVt);
 
-    // This thread's score rows: row r of the (rows, cols) view is tile row
-    // warp * 16 + lane / 4 + (r % 2) * 8 + (r / 2) * 16 * kNWarps. Each keeps its query's window
-    // per axis (padding rows take the last query's window: finite, never stored).
-    constexpr int kRows = 2 * (kBlockM / (16 * kNWarps));
-    const int lane = threadIdx.x % 32;
-    const int warp = threadIdx.x / 32;
+    // This thread's score rows keep their query's window per axis (padding rows take the last
+    // query's window: finite, never stored).
     int win_lo[kRows][3], win_hi[kRows][3];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-        const int row = warp * 16 + lane / 4 + (r % 2) * 8 + (r / 2) * 16 * kNWarps;
         int i[3];
-        tile_coords(row, p.q_tile_log2, qt.first, i);
-#pragma unroll
-        for (int a = 0; a < 3; ++a) {
-            const bool causal = p.causal[a] != 0;
-            const int query = min(i[a], qt.end[a] - 1);
-            win_lo[r][a] = window_start(query, qt.glen[a], p.kernel[a], p.stride[a], causal);
-            win_hi[r][a] = window_end(query, qt.glen[a], p.kernel[a], win_lo[r][a], causal);
-        }
+        tile_coords(acc_row(r, kNWarps), p.q_tile_log2, qt.first, i);
+        query_window(p, i, qt.glen, qt.end, win_lo[r], win_hi[r]);
     }
     float row_max[kRows], row_sum[kRows];
 #pragma unroll
@@ -326,16 +84,10 @@ __device__ void fna_forward(const FnaForwardParams& p, char* smem_raw) {
     }
 
     const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
-    auto tile_origin = [&](int t, int (&origin)[3]) {
-        origin[2] = box.lo[2] + (t % box.tiles[2]) * (1 << p.kv_tile_log2[2]);
-        origin[1] = box.lo[1] + ((t / box.tiles[2]) % box.tiles[1]) * (1 << p.kv_tile_log2[1]);
-        origin[0] = box.lo[0] + (t / (box.tiles[2] * box.tiles[1])) * (1 << p.kv_tile_log2[0]);
-    };
-
     stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, q_row_stride, p, p.q_tile_log2, qt.first, qt.end,
                                              qt.group);
     int origin[3];
-    tile_origin(0, origin);
+    walk_origin(0, box.lo, box.tiles, p.kv_tile_log2, origin);
     stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, kv_row_stride, p, p.kv_tile_log2, origin, box.hi,
                                              qt.group);
     cute::cp_async_fence();
@@ -358,32 +110,19 @@ __device__ void fna_forward(const FnaForwardParams& p, char* smem_raw) {
         for (int a = 0; a < 3; ++a) {
             full &= origin[a] >= box.inner_lo[a] && origin[a] + (1 << p.kv_tile_log2[a]) <= box.inner_hi[a];
         }
-        if (!full) {
-#pragma unroll
-            for (int c = 0; c < size<1>(scores); ++c) {
-                const int col = (lane % 4) * 2 + (c % 2) + (c / 2) * 8;
-                int j[3];
-                tile_coords(col, p.kv_tile_log2, origin, j);
-#pragma unroll
-                for (int r = 0; r < kRows; ++r) {
-                    const bool sees = win_lo[r][0] <= j[0] && j[0] < win_hi[r][0] && win_lo[r][1] <= j[1] &&
-                                      j[1] < win_hi[r][1] && win_lo[r][2] <= j[2] && j[2] < win_hi[r][2];
-                    if (!sees) scores(r, c) = -INFINITY;
-                }
-            }
-        }
+        if (!full) mask_scores<kRows>(scores, win_lo, win_hi, p.kv_tile_log2, origin);
 
         cute::cp_async_wait<0>();
         __syncthreads();  // V(t) landed; every warp is done with K(t)
         if (t + 1 < n_tiles) {
-            tile_origin(t + 1, origin);
+            walk_origin(t + 1, box.lo, box.tiles, p.kv_tile_log2, origin);
             stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, kv_row_stride, p, p.kv_tile_log2, origin,
                                                      box.hi, qt.group);
             cute::cp_async_fence();
         }
 
-        // Online softmax (base-2 exponentials of scale * log2(e) * s), rows that saw no key yet
-        // keep max -inf and sum 0.
+        // Online softmax (base-2 exponentials of scale * log2(e) * s; the scale is positive);
+        // rows that saw no key yet keep max -inf and sum 0.
         Tensor o_rows = make_tensor(acc_o.data(), rowcol(acc_o.layout()));
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
@@ -411,61 +150,31 @@ __device__ void fna_forward(const FnaForwardParams& p, char* smem_raw) {
 
     // Epilogue: normalise, LSE (natural log), O through shared memory to 16-byte stores.
     Tensor o_rows = make_tensor(acc_o.data(), rowcol(acc_o.layout()));
-    float lse[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
         const float sum = quad_sum(row_sum[r]);
         const float inv = sum > 0.f ? 1.f / sum : 0.f;
-        lse[r] = sum > 0.f ? row_max[r] * p.scale + __logf(sum) : -INFINITY;
 #pragma unroll
         for (int c = 0; c < size<1>(o_rows); ++c) o_rows(r, c) *= inv;
-    }
-    Tensor o_elems = convert_to<Element>(acc_o);
-    __syncthreads();  // every warp is done reading sQ / sV
-    Tensor sO = make_tensor(sQ.data(), typename Traits::SmemLayoutQ{});
-    auto copy_o = make_tiled_copy_C(typename Traits::SmemCopyAtomO{}, tiled_mma);
-    auto thr_copy_o = copy_o.get_thread_slice(threadIdx.x);
-    Tensor tOrO = thr_copy_o.retile_S(o_elems);
-    Tensor tOsO = thr_copy_o.partition_D(sO);
-    cute::copy(copy_o, tOrO, tOsO);
-
-    if (lane % 4 == 0) {
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-            const int row = warp * 16 + lane / 4 + (r % 2) * 8 + (r / 2) * 16 * kNWarps;
-            int i[3];
-            tile_coords(row, p.q_tile_log2, qt.first, i);
-            if (i[0] < qt.end[0] && i[1] < qt.end[1] && i[2] < qt.end[2]) {
-                const long long token = token_of(p, i, qt.group);
-                p.lse[((long long)batch * p.tokens + token) * p.heads + head] = lse[r];
-            }
-        }
-    }
-    __syncthreads();
-
-    Element* o_base = reinterpret_cast<Element*>(p.out) + ((long long)batch * p.tokens * p.heads + head) * p.head_dim;
-    constexpr int kChunks = kHeadDim / 8;
-#pragma unroll
-    for (int idx = threadIdx.x; idx < kBlockM * kChunks; idx += kNThreads) {
-        const int r = idx / kChunks;
-        const int c = (idx % kChunks) * 8;
         int i[3];
-        tile_coords(r, p.q_tile_log2, qt.first, i);
-        if (i[0] < qt.end[0] && i[1] < qt.end[1] && i[2] < qt.end[2] && c < p.head_dim) {
+        tile_coords(acc_row(r, kNWarps), p.q_tile_log2, qt.first, i);
+        if (threadIdx.x % 4 == 0 && i[0] < qt.end[0] && i[1] < qt.end[1] && i[2] < qt.end[2]) {
             const long long token = token_of(p, i, qt.group);
-            *reinterpret_cast<uint4*>(o_base + token * q_row_stride + c) =
-                *reinterpret_cast<const uint4*>(&sO(r, c));
+            p.lse[((long long)batch * p.tokens + token) * p.heads + head] =
+                sum > 0.f ? row_max[r] * p.scale + __logf(sum) : -INFINITY;
         }
     }
+    __syncthreads();  // every warp is done reading sQ / sV
+    store_rows<Traits, kBlockM>(acc_o, sQ, reinterpret_cast<Element*>(p.out) + q_offset, q_row_stride, p,
+                                p.q_tile_log2, qt.first, qt.end, qt.group);
 }
 
 }  // namespace natten_native
 
 // One extern "C" entry point per instantiation (element type, head dim, block sizes, warps).
 #define NATTEN_FNA_FORWARD_KERNEL(NAME, ELEMENT, HEAD_DIM, BLOCK_M, BLOCK_N, WARPS)                   \
-    extern "C" __global__ void __launch_bounds__(WARPS * 32)                                         \
-        NAME(const natten_native::FnaForwardParams p) {                                              \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32) NAME(const natten_native::FnaParams p) { \
         extern __shared__ __align__(128) char smem[];                                                \
-        natten_native::fna_forward<natten_native::FnaForwardTraits<ELEMENT, HEAD_DIM, BLOCK_M, BLOCK_N, \
-                                                                   WARPS>>(p, smem);                 \
+        natten_native::fna_forward<natten_native::FnaTraits<ELEMENT, HEAD_DIM, BLOCK_M, BLOCK_N, WARPS>>( \
+            p, smem);                                                                                \
     }

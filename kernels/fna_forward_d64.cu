@@ -1,6 +1,5 @@
 // Native FNA forward, head dim 64: f16 and bf16 (block 128 queries x 64 keys, 4 warps).
-// Generated pattern; the kernel body is fna_forward.cuh. The Rust side lists these entry points in
-// src/backend/native/kernels.rs.
+// The kernel body is fna_forward.cuh; src/backend/native/device.rs loads these entry points.
 #include "fna_forward.cuh"
 
 NATTEN_FNA_FORWARD_KERNEL(natten_fna_forward_f16_d64, cutlass::half_t, 64, 128, 64, 4)

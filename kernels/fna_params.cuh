@@ -1,18 +1,26 @@
-// Launch parameters of the native FNA forward: one struct passed by value. The Rust mirror is
-// `FnaForwardParams` in src/backend/native/params.rs (#[repr(C)], same fields, same order).
+// Launch parameters of the native FNA kernels (forward, dQ pass, dK/dV pass): one struct passed
+// by value. The Rust mirror is `FnaParams` in src/backend/native/plan.rs (#[repr(C)], same
+// fields, same order).
 #pragma once
 
 namespace natten_native {
 
-struct FnaForwardParams {
+struct FnaParams {
     // Q [batch, tokens, heads, head_dim], K [batch, tokens, heads_kv, head_dim],
-    // V [batch, tokens, heads_kv, head_dim], out like Q, all contiguous (heads-last);
-    // lse [batch, tokens, heads] f32. Spatial axes are flattened row-major into `tokens`.
+    // V [batch, tokens, heads_kv, head_dim], out / d_out / dq like Q, dk / dv like K, all
+    // contiguous (heads-last); lse and delta [batch, tokens, heads] f32. Spatial axes are
+    // flattened row-major into `tokens`. The forward uses q, k, v, out, lse; the backward passes
+    // all of them (delta is written by the dQ pass and read by the dK/dV pass).
     const void* q;
     const void* k;
     const void* v;
     void* out;
     float* lse;
+    const void* d_out;
+    void* dq;
+    void* dk;
+    void* dv;
+    float* delta;
     int batch;
     int tokens;
     int heads;
@@ -25,10 +33,12 @@ struct FnaForwardParams {
     int dilation[3];
     int causal[3];
     // Tile shapes as log2 of the extent per axis (extents are powers of two whose product is
-    // the kernel's block size), and the number of Q tiles per axis in dilation group 0.
+    // the kernel's block size), and the number of Q tiles / KV tiles per axis in dilation
+    // group 0 (the longest): the launch grids of the query-side and key-side passes.
     int q_tile_log2[3];
     int kv_tile_log2[3];
     int q_tiles[3];
+    int kv_tiles[3];
     float scale;       // softmax scale
     float scale_log2;  // scale * log2(e)
 };

@@ -45,3 +45,26 @@ __device__ __forceinline__ int window_end(int i, int glen, int kernel, int start
 }
 
 }  // namespace natten_native
+
+namespace natten_native {
+
+// Group-local queries that see group-local key `j` on one axis: [lo, hi) (empty when lo >= hi).
+// Window starts and ends are monotone in the query and a query's window lies within 2 * kernel
+// of it, so the search covers every candidate.
+__device__ __forceinline__ void inverse_window(int j, int glen, int kernel, int stride, bool causal, int& lo,
+                                               int& hi) {
+    int first = max(j - 2 * kernel, 0);
+    int last = min(j + 2 * kernel + 1, glen);
+    lo = glen;
+    hi = 0;
+    for (int i = first; i < last; ++i) {
+        int start = window_start(i, glen, kernel, stride, causal);
+        int end = window_end(i, glen, kernel, start, causal);
+        if (start <= j && j < end) {
+            lo = min(lo, i);
+            hi = i + 1;
+        }
+    }
+}
+
+}  // namespace natten_native

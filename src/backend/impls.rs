@@ -152,6 +152,19 @@ where
         d_out: FloatTensor<Self>,
         problem: &NaProblem,
     ) -> AttentionGradients<Self> {
+        #[cfg(feature = "cuda-native")]
+        if let Some([dq, dk, dv]) = super::native::try_na_backward(
+            [&q, &k, &v, &out, &lse, &d_out],
+            extra.is_some(),
+            problem,
+        ) {
+            return AttentionGradients {
+                dq,
+                dk,
+                dv,
+                extra: None,
+            };
+        }
         if !cube::runs(problem.backend, &q, &v) {
             return reference::na_backward::<Self>(q, k, v, extra, out, lse, d_out, problem);
         }

@@ -20,11 +20,19 @@ pub fn built_head_dims() -> Vec<usize> {
     fatbins::FNA_FORWARD_FATBINS.iter().map(|(d, _)| *d).collect()
 }
 
+/// The two element types of every kernel, in the order kernels are stored.
+const ELEMENTS: [&str; 2] = ["f16", "bf16"];
+
+/// A kernel per element type (f16, bf16).
+type PerElement = [CudaFunction; 2];
+
 /// Loaded kernels of one device.
 pub struct NativeDevice {
     pub stream: Arc<CudaStream>,
-    /// `(head dim, f16 kernel, bf16 kernel)` per built head dim.
-    forward: Vec<(usize, CudaFunction, CudaFunction)>,
+    /// Forward kernel per built head dim.
+    forward: Vec<(usize, PerElement)>,
+    /// Backward kernels (dQ pass, dK/dV pass) per built head dim.
+    backward: Vec<(usize, PerElement, PerElement)>,
 }
 
 impl NativeDevice {
@@ -32,9 +40,22 @@ impl NativeDevice {
     pub fn forward(&self, kernel_dim: usize, bf16: bool) -> Option<&CudaFunction> {
         self.forward
             .iter()
-            .find(|(d, _, _)| *d == kernel_dim)
-            .map(|(_, f16, bf)| if bf16 { bf } else { f16 })
+            .find(|(d, _)| *d == kernel_dim)
+            .map(|(_, f)| &f[bf16 as usize])
     }
+
+    /// The backward kernels (dQ pass, dK/dV pass) for `kernel_dim` and the element type.
+    pub fn backward(&self, kernel_dim: usize, bf16: bool) -> Option<(&CudaFunction, &CudaFunction)> {
+        self.backward
+            .iter()
+            .find(|(d, _, _)| *d == kernel_dim)
+            .map(|(_, dq, dkdv)| (&dq[bf16 as usize], &dkdv[bf16 as usize]))
+    }
+}
+
+/// Head dims whose backward kernels were built into this binary.
+pub fn built_backward_head_dims() -> Vec<usize> {
+    fatbins::FNA_BACKWARD_FATBINS.iter().map(|(d, _)| *d).collect()
 }
 
 /// The minimum compute capability of the kernels (SM80: `mma.sync` m16n8k16 and `cp.async`).
@@ -74,27 +95,52 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
     let stream = ctx
         .new_stream()
         .map_err(|e| format!("CUDA device {index}: new stream: {e}"))?;
-    let mut forward = Vec::new();
-    for (dim, fatbin) in fatbins::FNA_FORWARD_FATBINS {
+    let load_family = |fatbin: &[u8], dim: usize, names: &[&str]| -> Result<Vec<PerElement>, String> {
         let module = ctx
             .load_module(cudarc::nvrtc::Ptx::from_binary(fatbin.to_vec()))
             .map_err(|e| format!("loading the head-dim-{dim} kernels: {e}"))?;
-        let mut pair = Vec::new();
-        for element in ["f16", "bf16"] {
-            let name = format!("natten_fna_forward_{element}_d{dim}");
-            let f = module
-                .load_function(&name)
-                .map_err(|e| format!("kernel {name}: {e}"))?;
-            f.set_attribute(
-                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                plan::shared_bytes(*dim) as i32,
-            )
-            .map_err(|e| format!("kernel {name}: shared memory: {e}"))?;
-            pair.push(f);
-        }
-        let bf16 = pair.pop().expect("two kernels");
-        let f16 = pair.pop().expect("two kernels");
-        forward.push((*dim, f16, bf16));
+        let shared = if names[0].contains("backward") {
+            plan::backward_shared_bytes(dim)
+        } else {
+            plan::shared_bytes(dim)
+        };
+        names
+            .iter()
+            .map(|prefix| {
+                let [f16, bf16] = ELEMENTS.map(|element| {
+                    let name = format!("{prefix}_{element}_d{dim}");
+                    let f = module
+                        .load_function(&name)
+                        .map_err(|e| format!("kernel {name}: {e}"))?;
+                    f.set_attribute(
+                        CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        shared as i32,
+                    )
+                    .map_err(|e| format!("kernel {name}: shared memory: {e}"))?;
+                    Ok::<_, String>(f)
+                });
+                Ok([f16?, bf16?])
+            })
+            .collect()
+    };
+    let mut forward = Vec::new();
+    for (dim, fatbin) in fatbins::FNA_FORWARD_FATBINS {
+        let mut kernels = load_family(fatbin, *dim, &["natten_fna_forward"])?;
+        forward.push((*dim, kernels.remove(0)));
     }
-    Ok(Arc::new(NativeDevice { stream, forward }))
+    let mut backward = Vec::new();
+    for (dim, fatbin) in fatbins::FNA_BACKWARD_FATBINS {
+        let mut kernels = load_family(
+            fatbin,
+            *dim,
+            &["natten_fna_backward_dq", "natten_fna_backward_dkdv"],
+        )?;
+        let dkdv = kernels.remove(1);
+        backward.push((*dim, kernels.remove(0), dkdv));
+    }
+    Ok(Arc::new(NativeDevice {
+        stream,
+        forward,
+        backward,
+    }))
 }

@@ -18,18 +18,104 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 
 use super::device::NativeDevice;
-use super::plan::{CallShape, FnaForwardParams, THREADS, shared_bytes};
+use super::plan::{
+    CallShape, FnaParams, THREADS, backward_shared_bytes, shared_bytes,
+};
 use crate::backend::{NaProblem, TileConfig};
 
 type CudaTensor = CubeTensor<CudaRuntime>;
 
+/// The element type of the kernels for `dtype`: `Ok(true)` for bf16, `Ok(false)` for f16.
+fn is_bf16(dtype: DType) -> Result<bool, String> {
+    match dtype {
+        DType::BF16 => Ok(true),
+        DType::F16 => Ok(false),
+        other => Err(format!("dtype {other:?}")),
+    }
+}
+
+fn empty(like: &CudaTensor, shape: Shape, dtype: DType) -> CudaTensor {
+    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, dtype)
+}
+
+/// The call's shape from Q `[batch, tokens, heads, head_dim]` and K, checking that 32-bit
+/// element offsets inside one batch entry suffice.
+fn call_shape(q: &CudaTensor, k: &CudaTensor) -> Result<CallShape, String> {
+    let [batch, tokens, heads, head_dim] = q.meta.shape().dims();
+    let heads_kv = k.meta.shape()[2];
+    if tokens
+        .checked_mul(heads.max(heads_kv) * head_dim)
+        .is_none_or(|n| n > i32::MAX as usize)
+    {
+        return Err("more than 2^31 elements per batch entry".into());
+    }
+    Ok(CallShape {
+        batch,
+        tokens,
+        heads,
+        heads_kv,
+        head_dim,
+    })
+}
+
+/// One kernel launch of a call: the function, its grid and dynamic shared memory.
+struct Launch<'a> {
+    function: &'a CudaFunction,
+    grid: (u32, u32, u32),
+    shared_bytes: u32,
+}
+
+/// The synchronisation protocol (module docs): syncs cubecl's stream, pins `buffers`, writes
+/// their device pointers into the parameters with `set_pointers`, runs `launches` in order on
+/// our stream and waits for them.
+fn run_on_burn_buffers(
+    device: &NativeDevice,
+    buffers: &[&CudaTensor],
+    mut params: FnaParams,
+    set_pointers: impl FnOnce(&mut FnaParams, &[u64]),
+    launches: &[Launch<'_>],
+) -> Result<(), String> {
+    let client = &buffers[0].client;
+    cubecl::future::block_on(client.sync()).map_err(|e| format!("cubecl sync: {e:?}"))?;
+    let resources = buffers
+        .iter()
+        .map(|t| {
+            client
+                .get_resource(t.handle.clone())
+                .map_err(|e| format!("buffer: {e:?}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let pointers: Vec<u64> = resources.iter().map(|r| r.resource().ptr).collect();
+    if pointers.iter().any(|p| p % 16 != 0) {
+        return Err("a buffer is not 16-byte aligned".into());
+    }
+    set_pointers(&mut params, &pointers);
+    let stream = &device.stream;
+    for launch in launches {
+        let config = LaunchConfig {
+            grid_dim: launch.grid,
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: launch.shared_bytes,
+        };
+        let mut builder = stream.launch_builder(launch.function);
+        builder.arg(&params);
+        // SAFETY: every native kernel takes `FnaParams` by value (kernels/fna_params.cuh), and
+        // every pointer in it is a pinned, contiguous buffer of the shape the kernel indexes.
+        unsafe { builder.launch(config) }.map_err(|e| format!("launch: {e}"))?;
+    }
+    if let Err(e) = stream.synchronize() {
+        panic!("burn-natten: a native FNA kernel failed on the GPU: {e}");
+    }
+    drop(resources);
+    Ok(())
+}
+
 /// Runs the native FNA forward; returns (out, lse) or why it could not launch (nothing was
 /// written then). A failure after the launch (a kernel fault) leaves the CUDA context unusable
 /// and is a panic with the driver's message.
-#[allow(clippy::too_many_arguments)]
 pub fn na_forward(
     device: &NativeDevice,
     q: &CudaTensor,
@@ -44,78 +130,77 @@ pub fn na_forward(
         into_contiguous(k.clone()),
         into_contiguous(v.clone()),
     );
-    let [batch, tokens, heads, head_dim] = q.meta.shape().dims();
-    let heads_kv = k.meta.shape()[2];
-    if tokens.checked_mul(heads.max(heads_kv) * head_dim).is_none_or(|n| n > i32::MAX as usize) {
-        return Err("more than 2^31 elements per batch entry".into());
-    }
-    let bf16 = match q.dtype {
-        DType::BF16 => true,
-        DType::F16 => false,
-        other => return Err(format!("dtype {other:?}")),
-    };
+    let shape = call_shape(&q, &k)?;
     let function = device
-        .forward(kernel_dim, bf16)
-        .ok_or_else(|| format!("no kernel for head dim {kernel_dim}"))?;
-    let client = q.client.clone();
-    let out = empty_device_contiguous_dtype(
-        client.clone(),
-        q.device.clone(),
-        Shape::new([batch, tokens, heads, head_dim]),
-        q.dtype,
-    );
-    let lse = empty_device_contiguous_dtype(
-        client.clone(),
-        q.device.clone(),
-        Shape::new([batch, tokens, heads]),
-        DType::F32,
-    );
-
-    let shape = CallShape {
-        batch,
-        tokens,
-        heads,
-        heads_kv,
-        head_dim,
+        .forward(kernel_dim, is_bf16(q.dtype)?)
+        .ok_or_else(|| format!("no forward kernel for head dim {kernel_dim}"))?;
+    let (b, n, h, d) = (shape.batch, shape.tokens, shape.heads, shape.head_dim);
+    let out = empty(&q, Shape::new([b, n, h, d]), q.dtype);
+    let lse = empty(&q, Shape::new([b, n, h]), DType::F32);
+    let params = FnaParams::new(problem, shape, tiles);
+    let launch = Launch {
+        function,
+        grid: params.query_grid(),
+        shared_bytes: shared_bytes(kernel_dim),
     };
-    let (mut params, grid) = FnaForwardParams::new(problem, shape, tiles);
-
-    cubecl::future::block_on(client.sync()).map_err(|e| format!("cubecl sync: {e:?}"))?;
-    let resource = |t: &CudaTensor| {
-        client
-            .get_resource(t.handle.clone())
-            .map_err(|e| format!("buffer: {e:?}"))
-    };
-    let (rq, rk, rv, ro, rl) = (
-        resource(&q)?,
-        resource(&k)?,
-        resource(&v)?,
-        resource(&out)?,
-        resource(&lse)?,
-    );
-    params.q = rq.resource().ptr;
-    params.k = rk.resource().ptr;
-    params.v = rv.resource().ptr;
-    params.out = ro.resource().ptr;
-    params.lse = rl.resource().ptr;
-    if [params.q, params.k, params.v, params.out].iter().any(|p| p % 16 != 0) {
-        return Err("a buffer is not 16-byte aligned".into());
-    }
-
-    let config = LaunchConfig {
-        grid_dim: grid,
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: shared_bytes(kernel_dim),
-    };
-    let stream = &device.stream;
-    let mut launch = stream.launch_builder(function);
-    launch.arg(&params);
-    // SAFETY: the kernel's only parameter is `FnaForwardParams` by value (kernels/fna_params.cuh);
-    // every pointer in it is a pinned, contiguous buffer of the sizes the kernel indexes.
-    unsafe { launch.launch(config) }.map_err(|e| format!("launch: {e}"))?;
-    if let Err(e) = stream.synchronize() {
-        panic!("burn-natten: the native FNA forward kernel failed on the GPU: {e}");
-    }
-    drop((rq, rk, rv, ro, rl));
+    run_on_burn_buffers(
+        device,
+        &[&q, &k, &v, &out, &lse],
+        params,
+        |p, ptr| [p.q, p.k, p.v, p.out, p.lse] = [ptr[0], ptr[1], ptr[2], ptr[3], ptr[4]],
+        &[launch],
+    )?;
     Ok((out, lse))
+}
+
+/// Runs the native FNA backward (dQ pass, then dK/dV pass); returns (dq, dk, dv).
+#[allow(clippy::too_many_arguments)]
+pub fn na_backward(
+    device: &NativeDevice,
+    [q, k, v, out, lse, d_out]: [&CudaTensor; 6],
+    problem: &NaProblem,
+    tiles: &TileConfig,
+    kernel_dim: usize,
+) -> Result<(CudaTensor, CudaTensor, CudaTensor), String> {
+    let [q, k, v, out, lse, d_out] = [q, k, v, out, lse, d_out].map(|t| into_contiguous(t.clone()));
+    let shape = call_shape(&q, &k)?;
+    let (dq_pass, dkdv_pass) = device
+        .backward(kernel_dim, is_bf16(q.dtype)?)
+        .ok_or_else(|| format!("no backward kernels for head dim {kernel_dim}"))?;
+    let (b, n, h, h_kv, d) = (
+        shape.batch,
+        shape.tokens,
+        shape.heads,
+        shape.heads_kv,
+        shape.head_dim,
+    );
+    let dq = empty(&q, Shape::new([b, n, h, d]), q.dtype);
+    let dk = empty(&q, Shape::new([b, n, h_kv, d]), q.dtype);
+    let dv = empty(&q, Shape::new([b, n, h_kv, d]), q.dtype);
+    let delta = empty(&q, Shape::new([b, n, h]), DType::F32);
+    let params = FnaParams::new(problem, shape, tiles);
+    let shared = backward_shared_bytes(kernel_dim);
+    let launches = [
+        Launch {
+            function: dq_pass,
+            grid: params.query_grid(),
+            shared_bytes: shared,
+        },
+        Launch {
+            function: dkdv_pass,
+            grid: params.key_grid(),
+            shared_bytes: shared,
+        },
+    ];
+    run_on_burn_buffers(
+        device,
+        &[&q, &k, &v, &out, &lse, &d_out, &dq, &dk, &dv, &delta],
+        params,
+        |p, ptr| {
+            [p.q, p.k, p.v, p.out, p.lse] = [ptr[0], ptr[1], ptr[2], ptr[3], ptr[4]];
+            [p.d_out, p.dq, p.dk, p.dv, p.delta] = [ptr[5], ptr[6], ptr[7], ptr[8], ptr[9]];
+        },
+        &launches,
+    )?;
+    Ok((dq, dk, dv))
 }

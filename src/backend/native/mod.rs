@@ -6,10 +6,10 @@
 //! - [`device`]: per-device context, stream and loaded kernels;
 //! - [`launch`]: the synchronisation protocol with cubecl and the launch.
 //!
-//! What runs natively: the NA forward (ranks 1-3, kernel size, stride, dilation, per-axis
-//! causal, GQA/MQA) in f16/bf16 with `head_dim == head_dim_v`, a multiple of 8 up to 256, no
-//! extra KV tokens, positive scale, on GPUs of compute capability 8.0 or newer. Everything else
-//! (and the backward) runs the portable CubeCL kernels.
+//! What runs natively: NA forward and backward (ranks 1-3, kernel size, stride, dilation,
+//! per-axis causal, GQA/MQA) in f16/bf16 with `head_dim == head_dim_v`, a multiple of 8 up to
+//! 256 (backward: up to 128), no extra KV tokens, positive scale, on GPUs of compute capability
+//! 8.0 or newer. Everything else runs the portable CubeCL kernels.
 
 mod device;
 mod launch;
@@ -124,6 +124,38 @@ pub fn try_na_forward<R: CubeRuntime>(
         Ok((out, lse)) => Some((cast_owned(out)?, cast_owned(lse)?)),
         Err(reason) => {
             eprintln!("burn-natten: native FNA forward not launched ({reason}); portable kernels run");
+            None
+        }
+    }
+}
+
+/// The native NA backward, under the same conditions as [`try_na_forward`] and a head dim with
+/// backward kernels (up to 128); `None` lets the caller run the portable backward. `out` and
+/// `lse` may come from either forward (same layouts).
+#[allow(clippy::too_many_arguments)]
+pub fn try_na_backward<R: CubeRuntime>(
+    [q, k, v, out, lse, d_out]: [&CubeTensor<R>; 6],
+    has_extra: bool,
+    problem: &NaProblem,
+) -> Option<[CubeTensor<R>; 3]> {
+    if !matches!(problem.backend, NaBackend::Auto | NaBackend::CudaFna) || problem.scale <= 0.0 {
+        return None;
+    }
+    let [q, k, v, out, lse, d_out] =
+        [q, k, v, out, lse, d_out].map(cast::<_, CubeTensor<CudaRuntime>>);
+    let tensors = [q?, k?, v?, out?, lse?, d_out?];
+    let (head_dim, head_dim_v) = (tensors[0].meta.shape()[3], tensors[2].meta.shape()[3]);
+    let device = &tensors[0].device;
+    if unsupported_reason(device, head_dim, head_dim_v, tensors[0].dtype, has_extra).is_some() {
+        return None;
+    }
+    let native = device::native_device(device.index).ok()?;
+    let kernel_dim = plan::kernel_head_dim(head_dim, &device::built_backward_head_dims())?;
+    let tiles = plan::default_backward_tiles(problem);
+    match launch::na_backward(&native, tensors, problem, &tiles, kernel_dim) {
+        Ok((dq, dk, dv)) => Some([cast_owned(dq)?, cast_owned(dk)?, cast_owned(dv)?]),
+        Err(reason) => {
+            eprintln!("burn-natten: native FNA backward not launched ({reason}); portable kernels run");
             None
         }
     }

@@ -16,11 +16,38 @@ pub fn block_sizes(kernel_dim: usize) -> (usize, usize) {
     if kernel_dim <= 128 { (128, 64) } else { (64, 64) }
 }
 
-/// Dynamic shared memory of the kernel for head dim `kernel_dim` (Q tile + K tile + V tile, 2-byte
-/// elements); the kernel checks the same formula with a `static_assert`.
+/// Dynamic shared memory of the forward kernel for head dim `kernel_dim` (Q tile + K tile + V
+/// tile, 2-byte elements).
 pub fn shared_bytes(kernel_dim: usize) -> u32 {
     let (m, n) = block_sizes(kernel_dim);
     ((m + 2 * n) * kernel_dim * 2) as u32
+}
+
+/// Queries and keys per tile of both backward passes (every head dim).
+pub const BACKWARD_BLOCK: usize = 64;
+
+/// Dynamic shared memory of the backward kernels for head dim `kernel_dim`: two tiles of each
+/// side's rows (Q and dO, K and V) and the LSE and delta of 64 query rows (`backward_smem_bytes`
+/// in `kernels/fna_backward.cuh`).
+pub fn backward_shared_bytes(kernel_dim: usize) -> u32 {
+    (4 * BACKWARD_BLOCK * kernel_dim * 2 + 2 * BACKWARD_BLOCK * 4) as u32
+}
+
+/// Default tiles of the backward passes: 64-query Q tiles over the dilation groups, 64-key KV
+/// tiles over the windows.
+pub fn default_backward_tiles(problem: &NaProblem) -> TileConfig {
+    let log2 = BACKWARD_BLOCK.trailing_zeros();
+    let groups: Vec<usize> = problem
+        .spatial
+        .iter()
+        .zip(&problem.axes)
+        .map(|(&len, axis)| len.div_ceil(axis.dilation))
+        .collect();
+    let windows: Vec<usize> = problem.axes.iter().map(|a| a.kernel_size).collect();
+    TileConfig {
+        q_tile: default_tile(&groups, log2),
+        kv_tile: default_tile(&windows, log2),
+    }
 }
 
 /// The kernel head dim for a problem head dim, among `available` (those built).
@@ -95,16 +122,21 @@ pub fn default_tiles(problem: &NaProblem, kernel_dim: usize) -> TileConfig {
     }
 }
 
-/// Launch parameters, the mirror of `FnaForwardParams` in `kernels/fna_params.cuh` (same fields,
+/// Launch parameters of every native kernel, the mirror of `FnaParams` in `kernels/fna_params.cuh` (same fields,
 /// same order, C layout). Device pointers are raw `CUdeviceptr`s of burn-cuda's buffers.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-pub struct FnaForwardParams {
+pub struct FnaParams {
     pub q: u64,
     pub k: u64,
     pub v: u64,
     pub out: u64,
     pub lse: u64,
+    pub d_out: u64,
+    pub dq: u64,
+    pub dk: u64,
+    pub dv: u64,
+    pub delta: u64,
     pub batch: i32,
     pub tokens: i32,
     pub heads: i32,
@@ -118,12 +150,13 @@ pub struct FnaForwardParams {
     pub q_tile_log2: [i32; 3],
     pub kv_tile_log2: [i32; 3],
     pub q_tiles: [i32; 3],
+    pub kv_tiles: [i32; 3],
     pub scale: f32,
     pub scale_log2: f32,
 }
 
 // SAFETY: plain C struct of integers and floats, the kernel's by-value parameter.
-unsafe impl cudarc::driver::DeviceRepr for FnaForwardParams {}
+unsafe impl cudarc::driver::DeviceRepr for FnaParams {}
 
 /// Shapes of one call: `[batch, tokens, heads, head_dim]` of Q and the KV head count.
 #[derive(Debug, Clone, Copy)]
@@ -135,10 +168,10 @@ pub struct CallShape {
     pub head_dim: usize,
 }
 
-impl FnaForwardParams {
+impl FnaParams {
     /// Parameters of `problem` with tiles `tiles` (validated powers of two), pointers zero
-    /// (filled at launch), and the launch grid `(Q tiles x dilation groups, heads, batch)`.
-    pub fn new(problem: &NaProblem, shape: CallShape, tiles: &TileConfig) -> (Self, (u32, u32, u32)) {
+    /// (filled at launch).
+    pub fn new(problem: &NaProblem, shape: CallShape, tiles: &TileConfig) -> Self {
         let pad = 3 - problem.spatial.len();
         let mut p = Self {
             q: 0,
@@ -146,6 +179,11 @@ impl FnaForwardParams {
             v: 0,
             out: 0,
             lse: 0,
+            d_out: 0,
+            dq: 0,
+            dk: 0,
+            dv: 0,
+            delta: 0,
             batch: shape.batch as i32,
             tokens: shape.tokens as i32,
             heads: shape.heads as i32,
@@ -159,6 +197,7 @@ impl FnaForwardParams {
             q_tile_log2: [0; 3],
             kv_tile_log2: [0; 3],
             q_tiles: [1; 3],
+            kv_tiles: [1; 3],
             scale: problem.scale,
             scale_log2: problem.scale * std::f32::consts::LOG2_E,
         };
@@ -172,9 +211,23 @@ impl FnaForwardParams {
             p.q_tile_log2[i] = tiles.q_tile[a].trailing_zeros() as i32;
             p.kv_tile_log2[i] = tiles.kv_tile[a].trailing_zeros() as i32;
             p.q_tiles[i] = len.div_ceil(axis.dilation).div_ceil(tiles.q_tile[a]) as i32;
+            p.kv_tiles[i] = len.div_ceil(axis.dilation).div_ceil(tiles.kv_tile[a]) as i32;
         }
-        let ctas = p.q_tiles.iter().product::<i32>() * p.dilation.iter().product::<i32>();
-        (p, (ctas as u32, shape.heads as u32, shape.batch as u32))
+        p
+    }
+
+    /// The grid of the query-side kernels (forward, dQ pass): `(Q tiles x dilation groups,
+    /// heads, batch)`.
+    pub fn query_grid(&self) -> (u32, u32, u32) {
+        let ctas = self.q_tiles.iter().product::<i32>() * self.dilation.iter().product::<i32>();
+        (ctas as u32, self.heads as u32, self.batch as u32)
+    }
+
+    /// The grid of the key-side kernel (dK/dV pass): `(KV tiles x dilation groups, KV heads,
+    /// batch)`.
+    pub fn key_grid(&self) -> (u32, u32, u32) {
+        let ctas = self.kv_tiles.iter().product::<i32>() * self.dilation.iter().product::<i32>();
+        (ctas as u32, self.heads_kv as u32, self.batch as u32)
     }
 }
 
@@ -202,9 +255,9 @@ mod tests {
 
     #[test]
     fn params_match_the_c_layout() {
-        // 5 pointers, 29 ints, 2 floats: 40 + 116 + 8 = 164, padded to 8
-        assert_eq!(std::mem::size_of::<FnaForwardParams>(), 168);
-        assert_eq!(std::mem::offset_of!(FnaForwardParams, batch), 40);
-        assert_eq!(std::mem::offset_of!(FnaForwardParams, scale), 156);
+        // 10 pointers, 32 ints, 2 floats: 80 + 128 + 8 = 216
+        assert_eq!(std::mem::size_of::<FnaParams>(), 216);
+        assert_eq!(std::mem::offset_of!(FnaParams, batch), 80);
+        assert_eq!(std::mem::offset_of!(FnaParams, scale), 208);
     }
 }

@@ -1,0 +1,383 @@
+// Fused neighborhood attention backward (FNA), SM80-class, deterministic (no atomics): two
+// passes over the same multi-dimensional tiling as the forward (fna_forward.cuh).
+//
+// - dQ pass, one CTA per (Q tile, head, batch): computes delta = rowsum(dO * O) for its rows
+//   (written for the next pass), then walks the Q tile's KV box like the forward:
+//   S = Q K^T, dP = dO V^T, P = exp(scale S - LSE), dS = P (dP - delta), dQ += dS K;
+//   dQ *= scale.
+// - dK/dV pass, one CTA per (KV tile, KV head, batch): walks the box of queries whose windows
+//   reach its keys (inverse windows), for every query head of the GQA group, in the transposed
+//   form that keeps every product's A operand in registers:
+//   S^T = K Q^T, dP^T = V dO^T, P^T = exp(scale S^T - LSE), dS^T = P^T (dP^T - delta),
+//   dV += P^T dO, dK += dS^T Q; dK *= scale.
+// Masking, the full-tile fast path and padding follow the forward: padding queries get
+// LSE = +inf (P = 0) and delta = 0.
+#pragma once
+
+#include "fna_common.cuh"
+
+namespace natten_native {
+
+// Shared tiles of both passes: two tiles of kBlockM rows, two of kBlockN rows, then the LSE (in
+// log2 units) and delta of the kBlockN (dK/dV) or kBlockM (dQ) query rows.
+template <typename Traits>
+constexpr int backward_smem_bytes() {
+    return (2 * Traits::kBlockM + 2 * Traits::kBlockN) * Traits::kHeadDim * 2 +
+           2 * (Traits::kBlockM > Traits::kBlockN ? Traits::kBlockM : Traits::kBlockN) * 4;
+}
+
+template <typename Traits>
+__device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
+    using Element = typename Traits::Element;
+    constexpr int kBlockM = Traits::kBlockM;
+    constexpr int kBlockN = Traits::kBlockN;
+    constexpr int kHeadDim = Traits::kHeadDim;
+    constexpr int kNWarps = Traits::kNWarps;
+    constexpr int kNThreads = Traits::kNThreads;
+    constexpr int kRows = Traits::kRowsPerThread;
+
+    TileBox qt;
+    if (!tile_of(p, blockIdx.x, p.q_tile_log2, p.q_tiles, qt)) return;
+    const KvBox box = kv_box_of(p, qt);
+    const int head = blockIdx.y;
+    const int batch = blockIdx.z;
+    const int head_kv = head / (p.heads / p.heads_kv);
+
+    const long long q_row_stride = (long long)p.heads * p.head_dim;
+    const long long kv_row_stride = (long long)p.heads_kv * p.head_dim;
+    const long long q_offset = ((long long)batch * p.tokens * p.heads + head) * p.head_dim;
+    const long long kv_offset = ((long long)batch * p.tokens * p.heads_kv + head_kv) * p.head_dim;
+    const Element* q_base = reinterpret_cast<const Element*>(p.q) + q_offset;
+    const Element* do_base = reinterpret_cast<const Element*>(p.d_out) + q_offset;
+    const Element* o_base = reinterpret_cast<const Element*>(p.out) + q_offset;
+    const Element* k_base = reinterpret_cast<const Element*>(p.k) + kv_offset;
+    const Element* v_base = reinterpret_cast<const Element*>(p.v) + kv_offset;
+
+    Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw)), typename Traits::SmemLayoutQ{});
+    Tensor sdO = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(sdO.data() + size(sdO), typename Traits::SmemLayoutKV{});
+    Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutKV{});
+    Tensor sKt = make_tensor(sK.data(), typename Traits::SmemLayoutKVt{});
+    Tensor sKtNoSwizzle = make_tensor(sK.data().get(), typename Traits::SmemLayoutKVtNoSwizzle{});
+    float* s_lse = reinterpret_cast<float*>(smem_raw + (2 * kBlockM + 2 * kBlockN) * kHeadDim * 2);
+    float* s_delta = s_lse + kBlockM;
+
+    typename Traits::TiledMma tiled_mma;
+    auto thr_mma = tiled_mma.get_thread_slice(threadIdx.x);
+    Tensor tSrQ = thr_mma.partition_fragment_A(sQ);
+    Tensor tSrK = thr_mma.partition_fragment_B(sK);
+    Tensor tPrdO = thr_mma.partition_fragment_A(sdO);
+    Tensor tPrV = thr_mma.partition_fragment_B(sV);
+    Tensor tQrKt = thr_mma.partition_fragment_B(sKtNoSwizzle);
+    Tensor acc_dq = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+
+    auto copy_a = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
+    auto thr_copy_a = copy_a.get_thread_slice(threadIdx.x);
+    Tensor tSsQ = thr_copy_a.partition_S(sQ);
+    Tensor tPsdO = thr_copy_a.partition_S(sdO);
+    auto copy_b = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
+    auto thr_copy_b = copy_b.get_thread_slice(threadIdx.x);
+    Tensor tSsK = thr_copy_b.partition_S(sK);
+    Tensor tPsV = thr_copy_b.partition_S(sV);
+    auto copy_bt = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, tiled_mma);
+    auto thr_copy_bt = copy_bt.get_thread_slice(threadIdx.x);
+    Tensor tQsKt = thr_copy_bt.partition_S(sKt);
+
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, q_row_stride, p, p.q_tile_log2, qt.first, qt.end,
+                                             qt.group);
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sdO, do_base, q_row_stride, p, p.q_tile_log2, qt.first, qt.end,
+                                             qt.group);
+    int origin[3];
+    walk_origin(0, box.lo, box.tiles, p.kv_tile_log2, origin);
+    stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, kv_row_stride, p, p.kv_tile_log2, origin, box.hi,
+                                             qt.group);
+    stage_tile<kBlockN, kHeadDim, kNThreads>(sV, v_base, kv_row_stride, p, p.kv_tile_log2, origin, box.hi,
+                                             qt.group);
+    cute::cp_async_fence();
+
+    // delta = rowsum(dO * O) in f32 and the LSE in log2 units, per query row; written out for
+    // the dK/dV pass.
+    for (int r = threadIdx.x; r < kBlockM; r += kNThreads) {
+        int i[3];
+        tile_coords(r, p.q_tile_log2, qt.first, i);
+        float lse_log2 = INFINITY, delta = 0.f;
+        if (i[0] < qt.end[0] && i[1] < qt.end[1] && i[2] < qt.end[2]) {
+            const long long token = token_of(p, i, qt.group);
+            const long long row = ((long long)batch * p.tokens + token) * p.heads + head;
+            for (int c = 0; c < p.head_dim; c += 8) {
+                const uint4 o8 = *reinterpret_cast<const uint4*>(o_base + token * q_row_stride + c);
+                const uint4 d8 = *reinterpret_cast<const uint4*>(do_base + token * q_row_stride + c);
+                const Element* o = reinterpret_cast<const Element*>(&o8);
+                const Element* d = reinterpret_cast<const Element*>(&d8);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) delta += float(o[e]) * float(d[e]);
+            }
+            lse_log2 = p.lse[row] * 1.4426950408889634f;
+            p.delta[row] = delta;
+        }
+        s_lse[r] = lse_log2;
+        s_delta[r] = delta;
+    }
+
+    int win_lo[kRows][3], win_hi[kRows][3];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+        int i[3];
+        tile_coords(acc_row(r, kNWarps), p.q_tile_log2, qt.first, i);
+        query_window(p, i, qt.glen, qt.end, win_lo[r], win_hi[r]);
+    }
+    clear(acc_dq);
+
+    const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
+    for (int t = 0; t < n_tiles; ++t) {
+        cute::cp_async_wait<0>();
+        __syncthreads();  // K(t), V(t) (and Q, dO, LSE, delta) are in shared memory
+        Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+        Tensor acc_dp = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+        clear(acc_s);
+        clear(acc_dp);
+        gemm_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
+        gemm_smem(acc_dp, tPrdO, tPrV, tPsdO, tPsV, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
+
+        Tensor scores = make_tensor(acc_s.data(), rowcol(acc_s.layout()));
+        Tensor dp = make_tensor(acc_dp.data(), rowcol(acc_dp.layout()));
+        bool full = qt.no_padding;
+#pragma unroll
+        for (int a = 0; a < 3; ++a) {
+            full &= origin[a] >= box.inner_lo[a] && origin[a] + (1 << p.kv_tile_log2[a]) <= box.inner_hi[a];
+        }
+        if (!full) mask_scores<kRows>(scores, win_lo, win_hi, p.kv_tile_log2, origin);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+            const int row = acc_row(r, kNWarps);
+            const float lse = s_lse[row], delta = s_delta[row];
+#pragma unroll
+            for (int c = 0; c < size<1>(scores); ++c) {
+                const float prob = exp2f(scores(r, c) * p.scale_log2 - lse);
+                scores(r, c) = prob * (dp(r, c) - delta);  // dS / scale
+            }
+        }
+        Tensor ds = convert_to<Element>(acc_s);
+        Tensor tdS = make_tensor(ds.data(), acc_as_a_operand(ds.layout()));
+        gemm_regs_smem(acc_dq, tdS, tQrKt, tQsKt, tiled_mma, copy_bt, thr_copy_bt);
+
+        __syncthreads();  // every warp is done with K(t), V(t)
+        if (t + 1 < n_tiles) {
+            walk_origin(t + 1, box.lo, box.tiles, p.kv_tile_log2, origin);
+            stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, kv_row_stride, p, p.kv_tile_log2, origin,
+                                                     box.hi, qt.group);
+            stage_tile<kBlockN, kHeadDim, kNThreads>(sV, v_base, kv_row_stride, p, p.kv_tile_log2, origin,
+                                                     box.hi, qt.group);
+            cute::cp_async_fence();
+        }
+    }
+    cute::cp_async_wait<0>();
+    __syncthreads();
+#pragma unroll
+    for (int e = 0; e < size(acc_dq); ++e) acc_dq(e) *= p.scale;
+    store_rows<Traits, kBlockM>(acc_dq, sQ, reinterpret_cast<Element*>(p.dq) + q_offset, q_row_stride, p,
+                                p.q_tile_log2, qt.first, qt.end, qt.group);
+}
+
+// The dK/dV pass: here the M side of every product is the CTA's keys (kBlockM of them, tile
+// shape kv_tile_log2) and the N side the walked queries (kBlockN, tile shape q_tile_log2).
+template <typename Traits>
+__device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
+    using Element = typename Traits::Element;
+    constexpr int kBlockM = Traits::kBlockM;
+    constexpr int kBlockN = Traits::kBlockN;
+    constexpr int kHeadDim = Traits::kHeadDim;
+    constexpr int kNWarps = Traits::kNWarps;
+    constexpr int kNThreads = Traits::kNThreads;
+    constexpr int kRows = Traits::kRowsPerThread;
+
+    TileBox kt;
+    if (!tile_of(p, blockIdx.x, p.kv_tile_log2, p.kv_tiles, kt)) return;
+    const int head_kv = blockIdx.y;
+    const int batch = blockIdx.z;
+    const int group_size = p.heads / p.heads_kv;
+
+    // The box of queries whose windows reach a key of this tile, walked in Q tiles.
+    int q_lo[3], q_hi[3], q_tiles[3];
+    bool any = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+        const bool causal = p.causal[a] != 0;
+        int lo, hi, lo_last, hi_last;
+        inverse_window(kt.first[a], kt.glen[a], p.kernel[a], p.stride[a], causal, lo, hi);
+        inverse_window(kt.end[a] - 1, kt.glen[a], p.kernel[a], p.stride[a], causal, lo_last, hi_last);
+        q_lo[a] = lo;
+        q_hi[a] = hi_last;
+        any &= q_lo[a] < q_hi[a];
+        const int extent = 1 << p.q_tile_log2[a];
+        q_tiles[a] = any ? (q_hi[a] - q_lo[a] + extent - 1) / extent : 0;
+    }
+    const int n_tiles = any ? q_tiles[0] * q_tiles[1] * q_tiles[2] : 0;
+
+    const long long q_row_stride = (long long)p.heads * p.head_dim;
+    const long long kv_row_stride = (long long)p.heads_kv * p.head_dim;
+    const long long kv_offset = ((long long)batch * p.tokens * p.heads_kv + head_kv) * p.head_dim;
+    const Element* k_base = reinterpret_cast<const Element*>(p.k) + kv_offset;
+    const Element* v_base = reinterpret_cast<const Element*>(p.v) + kv_offset;
+
+    Tensor sK = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw)), typename Traits::SmemLayoutQ{});
+    Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutQ{});
+    Tensor sQ = make_tensor(sV.data() + size(sV), typename Traits::SmemLayoutKV{});
+    Tensor sdO = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutKV{});
+    Tensor sQt = make_tensor(sQ.data(), typename Traits::SmemLayoutKVt{});
+    Tensor sQtNoSwizzle = make_tensor(sQ.data().get(), typename Traits::SmemLayoutKVtNoSwizzle{});
+    Tensor sdOt = make_tensor(sdO.data(), typename Traits::SmemLayoutKVt{});
+    Tensor sdOtNoSwizzle = make_tensor(sdO.data().get(), typename Traits::SmemLayoutKVtNoSwizzle{});
+    float* s_lse = reinterpret_cast<float*>(smem_raw + (2 * kBlockM + 2 * kBlockN) * kHeadDim * 2);
+    float* s_delta = s_lse + kBlockN;
+
+    typename Traits::TiledMma tiled_mma;
+    auto thr_mma = tiled_mma.get_thread_slice(threadIdx.x);
+    Tensor tSrK = thr_mma.partition_fragment_A(sK);
+    Tensor tSrQ = thr_mma.partition_fragment_B(sQ);
+    Tensor tPrV = thr_mma.partition_fragment_A(sV);
+    Tensor tPrdO = thr_mma.partition_fragment_B(sdO);
+    Tensor tVrdOt = thr_mma.partition_fragment_B(sdOtNoSwizzle);
+    Tensor tKrQt = thr_mma.partition_fragment_B(sQtNoSwizzle);
+    Tensor acc_dk = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+    Tensor acc_dv = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+
+    auto copy_a = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
+    auto thr_copy_a = copy_a.get_thread_slice(threadIdx.x);
+    Tensor tSsK = thr_copy_a.partition_S(sK);
+    Tensor tPsV = thr_copy_a.partition_S(sV);
+    auto copy_b = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
+    auto thr_copy_b = copy_b.get_thread_slice(threadIdx.x);
+    Tensor tSsQ = thr_copy_b.partition_S(sQ);
+    Tensor tPsdO = thr_copy_b.partition_S(sdO);
+    auto copy_bt = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, tiled_mma);
+    auto thr_copy_bt = copy_bt.get_thread_slice(threadIdx.x);
+    Tensor tVsdOt = thr_copy_bt.partition_S(sdOt);
+    Tensor tKsQt = thr_copy_bt.partition_S(sQt);
+
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sK, k_base, kv_row_stride, p, p.kv_tile_log2, kt.first, kt.end,
+                                             kt.group);
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sV, v_base, kv_row_stride, p, p.kv_tile_log2, kt.first, kt.end,
+                                             kt.group);
+    cute::cp_async_fence();
+
+    // This thread's key rows (group-local coordinates; padding keys are never stored).
+    int key[kRows][3];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) tile_coords(acc_row(r, kNWarps), p.kv_tile_log2, kt.first, key[r]);
+    int key_last[3];
+#pragma unroll
+    for (int a = 0; a < 3; ++a) key_last[a] = kt.end[a] - 1;
+
+    clear(acc_dk);
+    clear(acc_dv);
+    for (int h = 0; h < group_size; ++h) {
+        const int head = head_kv * group_size + h;
+        const long long q_offset = ((long long)batch * p.tokens * p.heads + head) * p.head_dim;
+        const Element* q_base = reinterpret_cast<const Element*>(p.q) + q_offset;
+        const Element* do_base = reinterpret_cast<const Element*>(p.d_out) + q_offset;
+        for (int t = 0; t < n_tiles; ++t) {
+            int origin[3];
+            walk_origin(t, q_lo, q_tiles, p.q_tile_log2, origin);
+            __syncthreads();  // every warp is done with the previous Q tile
+            stage_tile<kBlockN, kHeadDim, kNThreads>(sQ, q_base, q_row_stride, p, p.q_tile_log2, origin, q_hi,
+                                                     kt.group);
+            stage_tile<kBlockN, kHeadDim, kNThreads>(sdO, do_base, q_row_stride, p, p.q_tile_log2, origin, q_hi,
+                                                     kt.group);
+            cute::cp_async_fence();
+            for (int c = threadIdx.x; c < kBlockN; c += kNThreads) {
+                int i[3];
+                tile_coords(c, p.q_tile_log2, origin, i);
+                float lse_log2 = INFINITY, delta = 0.f;
+                if (i[0] < q_hi[0] && i[1] < q_hi[1] && i[2] < q_hi[2]) {
+                    const long long row = ((long long)batch * p.tokens + token_of(p, i, kt.group)) * p.heads + head;
+                    lse_log2 = p.lse[row] * 1.4426950408889634f;
+                    delta = p.delta[row];
+                }
+                s_lse[c] = lse_log2;
+                s_delta[c] = delta;
+            }
+            cute::cp_async_wait<0>();
+            __syncthreads();
+
+            Tensor acc_st = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+            Tensor acc_dpt = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+            clear(acc_st);
+            clear(acc_dpt);
+            gemm_smem(acc_st, tSrK, tSrQ, tSsK, tSsQ, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
+            gemm_smem(acc_dpt, tPrV, tPrdO, tPsV, tPsdO, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
+
+            // Full: no padding on either side, and the last query's window starts at or before
+            // the first key and the first query's window ends after the last key, per axis.
+            bool full = kt.no_padding;
+            int q_first[3], q_last[3];
+#pragma unroll
+            for (int a = 0; a < 3; ++a) {
+                q_first[a] = origin[a];
+                q_last[a] = origin[a] + (1 << p.q_tile_log2[a]) - 1;
+                full &= q_last[a] < q_hi[a];
+            }
+            if (full) {
+                int lo_last[3], hi_last[3], lo_first[3], hi_first[3];
+                query_window(p, q_last, kt.glen, q_hi, lo_last, hi_last);
+                query_window(p, q_first, kt.glen, q_hi, lo_first, hi_first);
+#pragma unroll
+                for (int a = 0; a < 3; ++a) full &= lo_last[a] <= kt.first[a] && hi_first[a] > key_last[a];
+            }
+
+            Tensor st = make_tensor(acc_st.data(), rowcol(acc_st.layout()));
+            Tensor dpt = make_tensor(acc_dpt.data(), rowcol(acc_dpt.layout()));
+#pragma unroll
+            for (int c = 0; c < size<1>(st); ++c) {
+                const int col = acc_col(c);
+                const float lse = s_lse[col], delta = s_delta[col];
+                if (!full) {
+                    int i[3], lo[3], hi[3];
+                    tile_coords(col, p.q_tile_log2, origin, i);
+                    query_window(p, i, kt.glen, q_hi, lo, hi);
+#pragma unroll
+                    for (int r = 0; r < kRows; ++r) {
+                        if (!in_window(lo, hi, key[r])) st(r, c) = -INFINITY;
+                    }
+                }
+#pragma unroll
+                for (int r = 0; r < kRows; ++r) {
+                    const float prob = exp2f(st(r, c) * p.scale_log2 - lse);
+                    st(r, c) = prob;
+                    dpt(r, c) = prob * (dpt(r, c) - delta);  // dS^T / scale
+                }
+            }
+            Tensor pt = convert_to<Element>(acc_st);
+            Tensor tPt = make_tensor(pt.data(), acc_as_a_operand(pt.layout()));
+            gemm_regs_smem(acc_dv, tPt, tVrdOt, tVsdOt, tiled_mma, copy_bt, thr_copy_bt);
+            Tensor dst = convert_to<Element>(acc_dpt);
+            Tensor tdSt = make_tensor(dst.data(), acc_as_a_operand(dst.layout()));
+            gemm_regs_smem(acc_dk, tdSt, tKrQt, tKsQt, tiled_mma, copy_bt, thr_copy_bt);
+        }
+    }
+    cute::cp_async_wait<0>();
+    __syncthreads();
+#pragma unroll
+    for (int e = 0; e < size(acc_dk); ++e) acc_dk(e) *= p.scale;
+    store_rows<Traits, kBlockM>(acc_dk, sK, reinterpret_cast<Element*>(p.dk) + kv_offset, kv_row_stride, p,
+                                p.kv_tile_log2, kt.first, kt.end, kt.group);
+    store_rows<Traits, kBlockM>(acc_dv, sV, reinterpret_cast<Element*>(p.dv) + kv_offset, kv_row_stride, p,
+                                p.kv_tile_log2, kt.first, kt.end, kt.group);
+}
+
+}  // namespace natten_native
+
+// extern "C" entry points of the two passes for one instantiation (element type, head dim;
+// 64 x 64 blocks, 4 warps).
+#define NATTEN_FNA_BACKWARD_KERNELS(SUFFIX, ELEMENT, HEAD_DIM)                                          \
+    extern "C" __global__ void __launch_bounds__(128)                                                  \
+        natten_fna_backward_dq_##SUFFIX(const natten_native::FnaParams p) {                            \
+        extern __shared__ __align__(128) char smem[];                                                  \
+        natten_native::fna_backward_dq<natten_native::FnaTraits<ELEMENT, HEAD_DIM, 64, 64, 4>>(p, smem); \
+    }                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(128)                                                  \
+        natten_fna_backward_dkdv_##SUFFIX(const natten_native::FnaParams p) {                          \
+        extern __shared__ __align__(128) char smem[];                                                  \
+        natten_native::fna_backward_dkdv<natten_native::FnaTraits<ELEMENT, HEAD_DIM, 64, 64, 4>>(p,   \
+                                                                                                 smem); \
+    }

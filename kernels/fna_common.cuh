@@ -1,0 +1,329 @@
+// What the native FNA kernels share: tile traits (shared-memory layouts, the tiled MMA), the
+// multi-dimensional tile geometry in group-local coordinates, gathered cp.async staging, and
+// register-tile helpers for the SM80 m16n8k16 MMA (f16/bf16 in, f32 accumulate).
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/array.h>
+#include <cutlass/numeric_conversion.h>
+#include <cutlass/numeric_types.h>
+
+#include "fna_params.cuh"
+#include "na_window.cuh"
+
+namespace natten_native {
+
+using namespace cute;
+
+template <typename Element_, int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_>
+struct FnaTraits {
+    using Element = Element_;
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kBlockM = kBlockM_;
+    static constexpr int kBlockN = kBlockN_;
+    static constexpr int kNWarps = kNWarps_;
+    static constexpr int kNThreads = kNWarps * 32;
+    static_assert(kHeadDim % 32 == 0);
+    static_assert(kBlockM % (16 * kNWarps) == 0);
+    static_assert(kBlockN % 16 == 0);
+
+    // Shared tiles: 8-row atoms of 32 or 64 columns, XOR-swizzled so that ldmatrix reads and the
+    // 16-byte cp.async writes are free of bank conflicts.
+    static constexpr int kBlockKSmem = kHeadDim % 64 == 0 ? 64 : 32;
+    static constexpr int kSwizzle = kBlockKSmem == 32 ? 2 : 3;
+    using SmemLayoutAtom = decltype(composition(
+        Swizzle<kSwizzle, 3, 3>{},
+        Layout<Shape<_8, Int<kBlockKSmem>>, Stride<Int<kBlockKSmem>, _1>>{}));
+    using SmemLayoutQ = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    using SmemLayoutKV = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+    // Row tiles read transposed (head dim x rows) as the B operand of a product over the rows:
+    // V^T in O += P V, K^T in dQ += dS K, dO^T and Q^T in dV += P^T dO and dK += dS^T Q.
+    using SmemLayoutKVt = decltype(composition(
+        SmemLayoutKV{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockN>>{}, GenRowMajor{})));
+    using SmemLayoutKVtNoSwizzle = decltype(get_nonswizzle_portion(SmemLayoutKVt{}));
+    using SmemLayoutQt = decltype(composition(
+        SmemLayoutQ{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockM>>{}, GenRowMajor{})));
+    using SmemLayoutQtNoSwizzle = decltype(get_nonswizzle_portion(SmemLayoutQt{}));
+
+    using MmaAtom = std::conditional_t<std::is_same_v<Element, cutlass::half_t>,
+                                       MMA_Atom<SM80_16x8x16_F32F16F16F32_TN>,
+                                       MMA_Atom<SM80_16x8x16_F32BF16BF16F32_TN>>;
+    // Warps side by side along M: warp w owns rows [16 w, 16 w + 16) of every 16 * kNWarps.
+    using TiledMma = TiledMMA<MmaAtom, Layout<Shape<Int<kNWarps>, _1, _1>>,
+                              Tile<Int<16 * kNWarps>, _16, _16>>;
+    using SmemCopyAtom = Copy_Atom<SM75_U32x4_LDSM_N, Element>;
+    using SmemCopyAtomTransposed = Copy_Atom<SM75_U16x8_LDSM_T, Element>;
+    using SmemCopyAtomO = Copy_Atom<DefaultCopy, Element>;
+
+    // Rows of this thread in the (rows, cols) view of an M x N accumulator: row r is tile row
+    // warp * 16 + lane / 4 + (r % 2) * 8 + (r / 2) * 16 * kNWarps.
+    static constexpr int kRowsPerThread = 2 * (kBlockM / (16 * kNWarps));
+};
+
+__device__ __forceinline__ int acc_row(int r, int nwarps) {
+    return (threadIdx.x / 32) * 16 + (threadIdx.x % 32) / 4 + (r % 2) * 8 + (r / 2) * 16 * nwarps;
+}
+
+// Column c of the (rows, cols) view of an accumulator, as a column of the tile.
+__device__ __forceinline__ int acc_col(int c) {
+    return (threadIdx.x % 4) * 2 + (c % 2) + (c / 2) * 8;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tile geometry (the multi-dimensional tiling, in group-local coordinates).
+
+// A CTA's tile (a Q tile for the query-side passes, a KV tile for the dK/dV pass): per axis its
+// dilation group, the group's length, and the group-local tokens [first, end) (end clipped to
+// the group).
+struct TileBox {
+    int group[3];
+    int glen[3];
+    int first[3];
+    int end[3];
+    bool no_padding;  // every axis holds a whole tile
+};
+
+// Decodes blockIdx.x for tiles of extents 2^log2 (counts[a] tiles per axis in group 0): tiles
+// fastest (axis 2 first), then dilation groups. False when the tile lies past the end of a short
+// dilation group (nothing to do).
+__device__ __forceinline__ bool tile_of(const FnaParams& p, int cta, const int (&log2)[3], const int (&counts)[3],
+                                        TileBox& t) {
+    int x = cta;
+    int tile[3], group[3];
+    tile[2] = x % counts[2]; x /= counts[2];
+    tile[1] = x % counts[1]; x /= counts[1];
+    tile[0] = x % counts[0]; x /= counts[0];
+    group[2] = x % p.dilation[2]; x /= p.dilation[2];
+    group[1] = x % p.dilation[1];
+    group[0] = x / p.dilation[1];
+    t.no_padding = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+        int extent = 1 << log2[a];
+        t.group[a] = group[a];
+        t.glen[a] = group_len(p.len[a], p.dilation[a], group[a]);
+        t.first[a] = tile[a] * extent;
+        t.end[a] = min(t.first[a] + extent, t.glen[a]);
+        if (t.first[a] >= t.glen[a]) return false;
+        t.no_padding &= (t.end[a] - t.first[a] == extent);
+    }
+    return true;
+}
+
+// The KV box of a Q tile, [lo, hi) per axis, and its inner box [inner_lo, inner_hi) of keys that
+// every query of the tile sees (window starts and ends are monotone in the query).
+struct KvBox {
+    int lo[3];
+    int hi[3];
+    int inner_lo[3];
+    int inner_hi[3];
+    int tiles[3];  // KV tiles per axis
+};
+
+__device__ __forceinline__ KvBox kv_box_of(const FnaParams& p, const TileBox& t) {
+    KvBox b;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+        const bool causal = p.causal[a] != 0;
+        int first = t.first[a], last = t.end[a] - 1;
+        int first_start = window_start(first, t.glen[a], p.kernel[a], p.stride[a], causal);
+        int last_start = window_start(last, t.glen[a], p.kernel[a], p.stride[a], causal);
+        b.lo[a] = first_start;
+        b.hi[a] = window_end(last, t.glen[a], p.kernel[a], last_start, causal);
+        b.inner_lo[a] = last_start;
+        b.inner_hi[a] = window_end(first, t.glen[a], p.kernel[a], first_start, causal);
+        int extent = 1 << p.kv_tile_log2[a];
+        b.tiles[a] = (b.hi[a] - b.lo[a] + extent - 1) / extent;
+    }
+    return b;
+}
+
+// Flat token index (row-major over the spatial grid) of the group-local coordinates `j` of
+// dilation groups `group`.
+__device__ __forceinline__ int token_of(const FnaParams& p, const int (&j)[3], const int (&group)[3]) {
+    int x0 = j[0] * p.dilation[0] + group[0];
+    int x1 = j[1] * p.dilation[1] + group[1];
+    int x2 = j[2] * p.dilation[2] + group[2];
+    return (x0 * p.len[1] + x1) * p.len[2] + x2;
+}
+
+// Coordinates of row `r` of a tile (row-major over the tile's box) at `origin`.
+__device__ __forceinline__ void tile_coords(int r, const int (&log2)[3], const int (&origin)[3], int (&j)[3]) {
+    j[2] = origin[2] + (r & ((1 << log2[2]) - 1));
+    j[1] = origin[1] + ((r >> log2[2]) & ((1 << log2[1]) - 1));
+    j[0] = origin[0] + (r >> (log2[2] + log2[1]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Staging: gather tile rows from global memory into a swizzled shared tile with 16-byte
+// cp.async; rows outside `bound` (padding) and columns past the head dim are zero-filled.
+
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
+    const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    const int bytes = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+}
+
+template <int kRows, int kHeadDim, int kNThreads, typename Element, typename SmemTensor>
+__device__ __forceinline__ void stage_tile(SmemTensor& smem, const Element* base, long long row_stride,
+                                           const FnaParams& p, const int (&log2)[3],
+                                           const int (&origin)[3], const int (&bound)[3],
+                                           const int (&group)[3]) {
+    constexpr int kChunks = kHeadDim / 8;
+#pragma unroll
+    for (int idx = threadIdx.x; idx < kRows * kChunks; idx += kNThreads) {
+        const int r = idx / kChunks;
+        const int c = (idx % kChunks) * 8;
+        int j[3];
+        tile_coords(r, log2, origin, j);
+        const bool row_ok = j[0] < bound[0] && j[1] < bound[1] && j[2] < bound[2];
+        const bool ok = row_ok && c < p.head_dim;
+        const Element* src = ok ? base + (long long)token_of(p, j, group) * row_stride + c : base;
+        cp_async_16(&smem(r, c), src, ok);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Register-tile helpers (accumulator layouts of the SM80 m16n8k16 MMA).
+
+// (MMA=4, MMA_M, MMA_N) -> (rows=(2, MMA_M), cols=(2, MMA_N)).
+template <typename Layout>
+__device__ __forceinline__ auto rowcol(Layout acc) {
+    auto l = logical_divide(acc, Shape<_2>{});
+    return make_layout(make_layout(get<0, 1>(l), get<1>(l)), make_layout(get<0, 0>(l), get<2>(l)));
+}
+
+// An f32 accumulator (MMA=4, MMA_M, MMA_N) as the A operand of the next MMA:
+// ((4, 2), MMA_M, MMA_N / 2).
+template <typename Layout>
+__device__ __forceinline__ auto acc_as_a_operand(Layout acc) {
+    auto l = logical_divide(acc, Shape<Underscore, Underscore, _2>{});
+    return make_layout(make_layout(get<0>(l), get<2, 0>(l)), get<1>(l), get<2, 1>(l));
+}
+
+template <typename To, typename Engine, typename Layout>
+__device__ __forceinline__ auto convert_to(Tensor<Engine, Layout> const& t) {
+    using From = typename Engine::value_type;
+    constexpr int n = decltype(size(t))::value;
+    cutlass::NumericArrayConverter<To, From, n> op;
+    auto frag = op(*reinterpret_cast<const cutlass::Array<From, n>*>(t.data()));
+    return make_tensor(make_rmem_ptr<To>(&frag), t.layout());
+}
+
+// acc += A B^T with both operands in shared memory, loading k-slices one step ahead.
+template <typename Acc, typename RA, typename RB, typename SA, typename SB, typename Mma, typename CpA,
+          typename CpB, typename ThrA, typename ThrB>
+__device__ __forceinline__ void gemm_smem(Acc& acc, RA& ra, RB& rb, SA const& sa, SB const& sb, Mma mma,
+                                          CpA cpa, CpB cpb, ThrA thra, ThrB thrb) {
+    Tensor ra_view = thra.retile_D(ra);
+    Tensor rb_view = thrb.retile_D(rb);
+    cute::copy(cpa, sa(_, _, _0{}), ra_view(_, _, _0{}));
+    cute::copy(cpb, sb(_, _, _0{}), rb_view(_, _, _0{}));
+#pragma unroll
+    for (int i = 0; i < size<2>(ra); ++i) {
+        if (i < size<2>(ra) - 1) {
+            cute::copy(cpa, sa(_, _, i + 1), ra_view(_, _, i + 1));
+            cute::copy(cpb, sb(_, _, i + 1), rb_view(_, _, i + 1));
+        }
+        cute::gemm(mma, ra(_, _, i), rb(_, _, i), acc);
+    }
+}
+
+// acc += A B^T with A in registers and B in shared memory.
+template <typename Acc, typename RA, typename RB, typename SB, typename Mma, typename CpB, typename ThrB>
+__device__ __forceinline__ void gemm_regs_smem(Acc& acc, RA& ra, RB& rb, SB const& sb, Mma mma, CpB cpb,
+                                               ThrB thrb) {
+    Tensor rb_view = thrb.retile_D(rb);
+    cute::copy(cpb, sb(_, _, _0{}), rb_view(_, _, _0{}));
+#pragma unroll
+    for (int i = 0; i < size<2>(ra); ++i) {
+        if (i < size<2>(ra) - 1) {
+            cute::copy(cpb, sb(_, _, i + 1), rb_view(_, _, i + 1));
+        }
+        cute::gemm(mma, ra(_, _, i), rb(_, _, i), acc);
+    }
+}
+
+__device__ __forceinline__ float quad_max(float x) {
+    x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
+    return fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
+}
+
+__device__ __forceinline__ float quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffff, x, 1);
+    return x + __shfl_xor_sync(0xffffffff, x, 2);
+}
+
+// Origin (group-local, per axis) of tile t of a walk over a box starting at `lo` with `tiles`
+// tiles of extents 2^log2 per axis (axis 2 fastest).
+__device__ __forceinline__ void walk_origin(int t, const int (&lo)[3], const int (&tiles)[3], const int (&log2)[3],
+                                            int (&origin)[3]) {
+    origin[2] = lo[2] + (t % tiles[2]) * (1 << log2[2]);
+    origin[1] = lo[1] + ((t / tiles[2]) % tiles[1]) * (1 << log2[1]);
+    origin[0] = lo[0] + (t / (tiles[2] * tiles[1])) * (1 << log2[0]);
+}
+
+// Whether the group-local key `j` lies in the window [lo, hi) on every axis.
+__device__ __forceinline__ bool in_window(const int (&lo)[3], const int (&hi)[3], const int (&j)[3]) {
+    return lo[0] <= j[0] && j[0] < hi[0] && lo[1] <= j[1] && j[1] < hi[1] && lo[2] <= j[2] && j[2] < hi[2];
+}
+
+// The window of the group-local query `i` (clipped to the last real query `end - 1` per axis, so
+// that padding rows get a finite window) on every axis.
+__device__ __forceinline__ void query_window(const FnaParams& p, const int (&i)[3], const int (&glen)[3],
+                                             const int (&end)[3], int (&lo)[3], int (&hi)[3]) {
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+        const bool causal = p.causal[a] != 0;
+        const int query = min(i[a], end[a] - 1);
+        lo[a] = window_start(query, glen[a], p.kernel[a], p.stride[a], causal);
+        hi[a] = window_end(query, glen[a], p.kernel[a], lo[a], causal);
+    }
+}
+
+// Sets to -inf the scores (rows = queries with windows win_lo/win_hi, columns = keys of the KV
+// tile at `origin`) of keys outside their query's window.
+template <int kRows, typename Scores>
+__device__ __forceinline__ void mask_scores(Scores& scores, const int (&win_lo)[kRows][3], const int (&win_hi)[kRows][3],
+                                            const int (&kv_log2)[3], const int (&origin)[3]) {
+#pragma unroll
+    for (int c = 0; c < size<1>(scores); ++c) {
+        int j[3];
+        tile_coords(acc_col(c), kv_log2, origin, j);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+            if (!in_window(win_lo[r], win_hi[r], j)) scores(r, c) = -INFINITY;
+        }
+    }
+}
+
+// Writes an f32 accumulator tile (kRowsTile x kHeadDim, the TiledMma's C layout) as `Element`
+// rows of a heads-last tensor: through the shared tile `smem` (free for reuse: the caller
+// synchronised), then 16-byte stores of the rows inside `bound`.
+template <typename Traits, int kRowsTile, typename Acc, typename SmemTensor>
+__device__ __forceinline__ void store_rows(Acc& acc, SmemTensor& smem, typename Traits::Element* base,
+                                           long long row_stride, const FnaParams& p, const int (&log2)[3],
+                                           const int (&origin)[3], const int (&bound)[3], const int (&group)[3]) {
+    using Element = typename Traits::Element;
+    typename Traits::TiledMma tiled_mma;
+    Tensor elems = convert_to<Element>(acc);
+    auto copy = make_tiled_copy_C(typename Traits::SmemCopyAtomO{}, tiled_mma);
+    auto thr_copy = copy.get_thread_slice(threadIdx.x);
+    Tensor src = thr_copy.retile_S(elems);
+    Tensor dst = thr_copy.partition_D(smem);
+    cute::copy(copy, src, dst);
+    __syncthreads();
+    constexpr int kChunks = Traits::kHeadDim / 8;
+    for (int idx = threadIdx.x; idx < kRowsTile * kChunks; idx += Traits::kNThreads) {
+        const int r = idx / kChunks;
+        const int c = (idx % kChunks) * 8;
+        int i[3];
+        tile_coords(r, log2, origin, i);
+        if (i[0] < bound[0] && i[1] < bound[1] && i[2] < bound[2] && c < p.head_dim) {
+            *reinterpret_cast<uint4*>(base + (long long)token_of(p, i, group) * row_stride + c) =
+                *reinterpret_cast<const uint4*>(&smem(r, c));
+        }
+    }
+}
+
+}  // namespace natten_native
