@@ -29,18 +29,19 @@ type PerElement = [CudaFunction; 2];
 /// Loaded kernels of one device.
 pub struct NativeDevice {
     pub stream: Arc<CudaStream>,
-    /// Forward kernel per built head dim.
-    forward: Vec<(usize, PerElement)>,
+    /// Forward kernel per built head dim and queries per tile.
+    forward: Vec<((usize, usize), PerElement)>,
     /// Backward kernels (dQ pass, dK/dV pass) per built head dim.
     backward: Vec<(usize, PerElement, PerElement)>,
 }
 
 impl NativeDevice {
-    /// The forward kernel for `kernel_dim` and the element type (`bf16` or f16).
-    pub fn forward(&self, kernel_dim: usize, bf16: bool) -> Option<&CudaFunction> {
+    /// The forward kernel for `kernel_dim`, `block_m` queries per tile and the element type
+    /// (`bf16` or f16).
+    pub fn forward(&self, kernel_dim: usize, block_m: usize, bf16: bool) -> Option<&CudaFunction> {
         self.forward
             .iter()
-            .find(|(d, _)| *d == kernel_dim)
+            .find(|(key, _)| *key == (kernel_dim, block_m))
             .map(|(_, f)| &f[bf16 as usize])
     }
 
@@ -95,20 +96,17 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
     let stream = ctx
         .new_stream()
         .map_err(|e| format!("CUDA device {index}: new stream: {e}"))?;
-    let load_family = |fatbin: &[u8], dim: usize, names: &[&str]| -> Result<Vec<PerElement>, String> {
+    // Kernels `{prefix}_{element}_d{dim}{suffix}` of one fatbin, each given `shared` bytes of
+    // dynamic shared memory.
+    let load_family = |fatbin: &[u8], dim: usize, names: &[(&str, &str, u32)]| -> Result<Vec<PerElement>, String> {
         let module = ctx
             .load_module(cudarc::nvrtc::Ptx::from_binary(fatbin.to_vec()))
             .map_err(|e| format!("loading the head-dim-{dim} kernels: {e}"))?;
-        let shared = if names[0].contains("backward") {
-            plan::backward_shared_bytes(dim)
-        } else {
-            plan::shared_bytes(dim)
-        };
         names
             .iter()
-            .map(|prefix| {
+            .map(|&(prefix, suffix, shared)| {
                 let [f16, bf16] = ELEMENTS.map(|element| {
-                    let name = format!("{prefix}_{element}_d{dim}");
+                    let name = format!("{prefix}_{element}_d{dim}{suffix}");
                     let f = module
                         .load_function(&name)
                         .map_err(|e| format!("kernel {name}: {e}"))?;
@@ -124,16 +122,26 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
             .collect()
     };
     let mut forward = Vec::new();
-    for (dim, fatbin) in fatbins::FNA_FORWARD_FATBINS {
-        let mut kernels = load_family(fatbin, *dim, &["natten_fna_forward"])?;
-        forward.push((*dim, kernels.remove(0)));
+    for &(dim, fatbin) in fatbins::FNA_FORWARD_FATBINS {
+        let blocks = plan::forward_block_m(dim);
+        let names: Vec<_> = blocks
+            .iter()
+            .map(|&m| ("natten_fna_forward", format!("_m{m}"), plan::shared_bytes(dim, m)))
+            .collect();
+        let names: Vec<_> = names.iter().map(|(p, s, b)| (*p, s.as_str(), *b)).collect();
+        let kernels = load_family(fatbin, dim, &names)?;
+        forward.extend(blocks.iter().map(|&m| (dim, m)).zip(kernels));
     }
     let mut backward = Vec::new();
     for (dim, fatbin) in fatbins::FNA_BACKWARD_FATBINS {
+        let shared = plan::backward_shared_bytes(*dim);
         let mut kernels = load_family(
             fatbin,
             *dim,
-            &["natten_fna_backward_dq", "natten_fna_backward_dkdv"],
+            &[
+                ("natten_fna_backward_dq", "", shared),
+                ("natten_fna_backward_dkdv", "", shared),
+            ],
         )?;
         let dkdv = kernels.remove(1);
         backward.push((*dim, kernels.remove(0), dkdv));

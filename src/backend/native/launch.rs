@@ -131,9 +131,10 @@ pub fn na_forward(
         into_contiguous(v.clone()),
     );
     let shape = call_shape(&q, &k)?;
+    let block_m: usize = tiles.q_tile.iter().product();
     let function = device
-        .forward(kernel_dim, is_bf16(q.dtype)?)
-        .ok_or_else(|| format!("no forward kernel for head dim {kernel_dim}"))?;
+        .forward(kernel_dim, block_m, is_bf16(q.dtype)?)
+        .ok_or_else(|| format!("no forward kernel for head dim {kernel_dim}, {block_m} queries"))?;
     let (b, n, h, d) = (shape.batch, shape.tokens, shape.heads, shape.head_dim);
     let out = empty(&q, Shape::new([b, n, h, d]), q.dtype);
     let lse = empty(&q, Shape::new([b, n, h]), DType::F32);
@@ -141,7 +142,7 @@ pub fn na_forward(
     let launch = Launch {
         function,
         grid: params.query_grid(),
-        shared_bytes: shared_bytes(kernel_dim),
+        shared_bytes: shared_bytes(kernel_dim, block_m),
     };
     run_on_burn_buffers(
         device,

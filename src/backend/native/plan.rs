@@ -10,17 +10,19 @@ pub const KERNEL_HEAD_DIMS: [usize; 4] = [32, 64, 128, 256];
 /// Threads per CTA of every instantiation (4 warps).
 pub const THREADS: u32 = 128;
 
-/// Queries (`block_m`) and keys (`block_n`) per tile of the kernel for head dim `kernel_dim`, as
-/// instantiated in `kernels/fna_forward_d*.cu`.
-pub fn block_sizes(kernel_dim: usize) -> (usize, usize) {
-    if kernel_dim <= 128 { (128, 64) } else { (64, 64) }
+/// Keys per KV tile of every forward kernel.
+pub const FORWARD_BLOCK_N: usize = 64;
+
+/// Queries per Q tile of the forward kernels for head dim `kernel_dim`, as instantiated in
+/// `kernels/fna_forward_d*.cu` (entry points `natten_fna_forward_<element>_d<dim>_m<queries>`).
+pub fn forward_block_m(kernel_dim: usize) -> &'static [usize] {
+    if kernel_dim <= 128 { &[128, 64] } else { &[64] }
 }
 
-/// Dynamic shared memory of the forward kernel for head dim `kernel_dim` (Q tile + K tile + V
-/// tile, 2-byte elements).
-pub fn shared_bytes(kernel_dim: usize) -> u32 {
-    let (m, n) = block_sizes(kernel_dim);
-    ((m + 2 * n) * kernel_dim * 2) as u32
+/// Dynamic shared memory of the forward kernel with `block_m` queries per tile (Q tile + K tile
+/// + V tile, 2-byte elements).
+pub fn shared_bytes(kernel_dim: usize, block_m: usize) -> u32 {
+    ((block_m + 2 * FORWARD_BLOCK_N) * kernel_dim * 2) as u32
 }
 
 /// Queries and keys per tile of both backward passes (every head dim).
@@ -71,15 +73,14 @@ fn factorizations(rank: usize, log2: u32) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// The tile configurations of the kernel for head dim `kernel_dim` on a rank-`rank` problem:
-/// every Q tile and KV tile whose per-axis extents are powers of two multiplying to the block
-/// sizes.
+/// The tile configurations of the forward kernels for head dim `kernel_dim` on a rank-`rank`
+/// problem: every Q tile and KV tile whose per-axis extents are powers of two multiplying to the
+/// block sizes of one of the kernels (the Q tile's size selects the kernel).
 pub fn tile_configs(rank: usize, kernel_dim: usize) -> Vec<TileConfig> {
-    let (m, n) = block_sizes(kernel_dim);
-    let q_tiles = factorizations(rank, m.trailing_zeros());
-    let kv_tiles = factorizations(rank, n.trailing_zeros());
-    q_tiles
+    let kv_tiles = factorizations(rank, FORWARD_BLOCK_N.trailing_zeros());
+    forward_block_m(kernel_dim)
         .iter()
+        .flat_map(|m| factorizations(rank, m.trailing_zeros()))
         .flat_map(|q| {
             kv_tiles.iter().map(move |kv| TileConfig {
                 q_tile: q.clone(),
@@ -106,9 +107,12 @@ fn default_tile(extents: &[usize], log2: u32) -> Vec<usize> {
 }
 
 /// The default tile configuration of a problem: Q tiles sized by the dilation groups' lengths,
-/// KV tiles by the window sizes.
+/// KV tiles by the window sizes; 128-query tiles for 1-D problems, 64-query tiles (less KV-box
+/// overcompute) for 2-D and 3-D ones where the kernel has them.
 pub fn default_tiles(problem: &NaProblem, kernel_dim: usize) -> TileConfig {
-    let (m, n) = block_sizes(kernel_dim);
+    let blocks = forward_block_m(kernel_dim);
+    let m = if problem.spatial.len() == 1 { blocks[0] } else { *blocks.last().expect("a kernel") };
+    let n = FORWARD_BLOCK_N;
     let groups: Vec<usize> = problem
         .spatial
         .iter()
