@@ -50,7 +50,10 @@ fn main() {
     }
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let kernels = root.join("kernels");
-    for entry in std::fs::read_dir(&kernels).expect("kernels/ exists").flatten() {
+    for entry in std::fs::read_dir(&kernels)
+        .expect("kernels/ exists")
+        .flatten()
+    {
         println!("cargo:rerun-if-changed={}", entry.path().display());
     }
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));

@@ -102,7 +102,10 @@ fn prepare<B: NattenBackend, const R: usize, const D: usize>(
     };
     if problem.backend == NaBackend::CudaFna {
         let reason = if problem.scale <= 0.0 {
-            Some(format!("scale {}: the native kernels need a positive scale", problem.scale))
+            Some(format!(
+                "scale {}: the native kernels need a positive scale",
+                problem.scale
+            ))
         } else {
             B::cuda_fna_unsupported(
                 &q.device(),

@@ -125,7 +125,11 @@ fn native_large_problems_match_f32() {
         problem(
             5,
             vec![10, 12, 14],
-            vec![axis(5, 1, 1, false), axis(3, 1, 2, false), axis(7, 2, 1, true)],
+            vec![
+                axis(5, 1, 1, false),
+                axis(3, 1, 2, false),
+                axis(7, 2, 1, true),
+            ],
             1,
             1,
             64,
@@ -195,7 +199,10 @@ fn native_auto_picks_native() {
     let portable = na2d(q, k, v, &opts.with_backend(NaBackend::CubeFna)).unwrap();
     let (auto, native, portable) = (values(auto), values(native), values(portable));
     assert_eq!(auto, native, "Auto did not run the native kernel");
-    assert_ne!(native, portable, "native and portable paths agree bit for bit: suspicious");
+    assert_ne!(
+        native, portable,
+        "native and portable paths agree bit for bit: suspicious"
+    );
 }
 
 /// Interleaves Burn ops (queued on cubecl's stream) and native calls (on our stream) for
@@ -231,7 +238,10 @@ fn native_stress_interleaves_with_burn_ops() {
         drift = drift + diff + scratch.sum().reshape([1]) * 0.0;
     }
     let drift = values(drift)[0];
-    assert_eq!(drift, 0.0, "outputs drifted over {iterations} interleaved calls");
+    assert_eq!(
+        drift, 0.0,
+        "outputs drifted over {iterations} interleaved calls"
+    );
 }
 
 /// What the native kernels do not take is a clear `Unsupported` error with `CudaFna`.
@@ -280,7 +290,9 @@ fn native_tile_configurations_match_reference() {
         return;
     }
     let [q, k, v] = inputs_2d(DType::BF16, 64);
-    let opts = NaOptions::new([7, 9]).with_dilation([2, 1]).with_causal([false, true]);
+    let opts = NaOptions::new([7, 9])
+        .with_dilation([2, 1])
+        .with_causal([false, true]);
     let f32 = |t: &Tensor<Cuda, 5>| t.clone().cast(DType::F32);
     let want = na2d(
         f32(&q),
@@ -290,7 +302,12 @@ fn native_tile_configurations_match_reference() {
     )
     .unwrap();
     let want = values(want);
-    let configs = [([8, 16], [8, 8]), ([2, 64], [16, 4]), ([8, 8], [4, 16]), ([1, 64], [64, 1])];
+    let configs = [
+        ([8, 16], [8, 8]),
+        ([2, 64], [16, 4]),
+        ([8, 8], [4, 16]),
+        ([1, 64], [64, 1]),
+    ];
     for (q_tile, kv_tile) in configs {
         let o = opts
             .clone()

@@ -17,7 +17,10 @@ mod fatbins {
 /// Head dims whose kernels were built into this binary (`BURN_NATTEN_NATIVE_HEAD_DIMS` at build
 /// time; all of [`plan::KERNEL_HEAD_DIMS`] by default).
 pub fn built_head_dims() -> Vec<usize> {
-    fatbins::FNA_FORWARD_FATBINS.iter().map(|(d, _)| *d).collect()
+    fatbins::FNA_FORWARD_FATBINS
+        .iter()
+        .map(|(d, _)| *d)
+        .collect()
 }
 
 /// The two element types of every kernel, in the order kernels are stored.
@@ -46,7 +49,11 @@ impl NativeDevice {
     }
 
     /// The backward kernels (dQ pass, dK/dV pass) for `kernel_dim` and the element type.
-    pub fn backward(&self, kernel_dim: usize, bf16: bool) -> Option<(&CudaFunction, &CudaFunction)> {
+    pub fn backward(
+        &self,
+        kernel_dim: usize,
+        bf16: bool,
+    ) -> Option<(&CudaFunction, &CudaFunction)> {
         self.backward
             .iter()
             .find(|(d, _, _)| *d == kernel_dim)
@@ -56,7 +63,10 @@ impl NativeDevice {
 
 /// Head dims whose backward kernels were built into this binary.
 pub fn built_backward_head_dims() -> Vec<usize> {
-    fatbins::FNA_BACKWARD_FATBINS.iter().map(|(d, _)| *d).collect()
+    fatbins::FNA_BACKWARD_FATBINS
+        .iter()
+        .map(|(d, _)| *d)
+        .collect()
 }
 
 /// The minimum compute capability of the kernels (SM80: `mma.sync` m16n8k16 and `cp.async`).
@@ -72,10 +82,7 @@ pub fn native_device(index: usize) -> Result<Arc<NativeDevice>, String> {
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    devices
-        .entry(index)
-        .or_insert_with(|| load(index))
-        .clone()
+    devices.entry(index).or_insert_with(|| load(index)).clone()
 }
 
 fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
@@ -98,7 +105,10 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
         .map_err(|e| format!("CUDA device {index}: new stream: {e}"))?;
     // Kernels `{prefix}_{element}_d{dim}{suffix}` of one fatbin, each given `shared` bytes of
     // dynamic shared memory.
-    let load_family = |fatbin: &[u8], dim: usize, names: &[(&str, &str, u32)]| -> Result<Vec<PerElement>, String> {
+    let load_family = |fatbin: &[u8],
+                       dim: usize,
+                       names: &[(&str, &str, u32)]|
+     -> Result<Vec<PerElement>, String> {
         let module = ctx
             .load_module(cudarc::nvrtc::Ptx::from_binary(fatbin.to_vec()))
             .map_err(|e| format!("loading the head-dim-{dim} kernels: {e}"))?;
@@ -126,7 +136,13 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
         let blocks = plan::forward_block_m(dim);
         let names: Vec<_> = blocks
             .iter()
-            .map(|&m| ("natten_fna_forward", format!("_m{m}"), plan::shared_bytes(dim, m)))
+            .map(|&m| {
+                (
+                    "natten_fna_forward",
+                    format!("_m{m}"),
+                    plan::shared_bytes(dim, m),
+                )
+            })
             .collect();
         let names: Vec<_> = names.iter().map(|(p, s, b)| (*p, s.as_str(), *b)).collect();
         let kernels = load_family(fatbin, dim, &names)?;

@@ -21,9 +21,7 @@ use cubecl::cuda::CudaRuntime;
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 
 use super::device::NativeDevice;
-use super::plan::{
-    CallShape, FnaParams, THREADS, backward_shared_bytes, shared_bytes,
-};
+use super::plan::{CallShape, FnaParams, THREADS, backward_shared_bytes, shared_bytes};
 use crate::backend::{NaProblem, TileConfig};
 
 type CudaTensor = CubeTensor<CudaRuntime>;

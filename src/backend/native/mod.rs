@@ -37,7 +37,9 @@ pub fn unsupported_reason<D: 'static>(
         return Some("the native kernels run on burn-cuda only".into());
     };
     if !matches!(dtype, DType::F16 | DType::BF16) {
-        return Some(format!("dtype {dtype:?}: the native kernels take f16 and bf16"));
+        return Some(format!(
+            "dtype {dtype:?}: the native kernels take f16 and bf16"
+        ));
     }
     if head_dim != head_dim_v {
         return Some(format!(
@@ -88,7 +90,10 @@ fn cast<A: 'static, B: 'static>(a: &A) -> Option<&B> {
 }
 
 fn cast_owned<A: 'static, B: 'static>(a: A) -> Option<B> {
-    (Box::new(a) as Box<dyn Any>).downcast::<B>().ok().map(|b| *b)
+    (Box::new(a) as Box<dyn Any>)
+        .downcast::<B>()
+        .ok()
+        .map(|b| *b)
 }
 
 /// The native NA forward, when it applies to this call (`R` is CUDA, the choice is `Auto` or
@@ -123,7 +128,9 @@ pub fn try_na_forward<R: CubeRuntime>(
     match launch::na_forward(&native, q, k, v, problem, &tiles, kernel_dim) {
         Ok((out, lse)) => Some((cast_owned(out)?, cast_owned(lse)?)),
         Err(reason) => {
-            eprintln!("burn-natten: native FNA forward not launched ({reason}); portable kernels run");
+            eprintln!(
+                "burn-natten: native FNA forward not launched ({reason}); portable kernels run"
+            );
             None
         }
     }
@@ -155,7 +162,9 @@ pub fn try_na_backward<R: CubeRuntime>(
     match launch::na_backward(&native, tensors, problem, &tiles, kernel_dim) {
         Ok((dq, dk, dv)) => Some([cast_owned(dq)?, cast_owned(dk)?, cast_owned(dv)?]),
         Err(reason) => {
-            eprintln!("burn-natten: native FNA backward not launched ({reason}); portable kernels run");
+            eprintln!(
+                "burn-natten: native FNA backward not launched ({reason}); portable kernels run"
+            );
             None
         }
     }
