@@ -141,12 +141,14 @@ where
         args.train_size, args.valid_size, args.backend
     );
     let start = Instant::now();
+    // ANCHOR: learner
     let training = SupervisedTraining::new(&artifacts, train_loader, valid_loader)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
         .renderer(progress::BarRenderer::new())
         .with_application_logger(None)
         .num_epochs(args.epochs);
     let mut result = training.launch(Learner::new(model, AdamWConfig::new().init(), args.lr));
+    // ANCHOR_END: learner
     result.renderer.manual_close();
     let seconds = start.elapsed().as_secs_f64();
 

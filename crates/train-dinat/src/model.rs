@@ -39,6 +39,7 @@ pub struct DinatConfig {
     pub mlp_ratio: usize,
 }
 
+// ANCHOR: block
 /// One block: `x + NA(LN(x))`, then `x + MLP(LN(x))`, on tokens `[batch, h, w, embed_dim]`.
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
@@ -59,6 +60,7 @@ impl<B: NattenBackend> Block<B> {
         x + h
     }
 }
+// ANCHOR_END: block
 
 /// The classifier: images `[batch, 1, size, size]` to logits `[batch, num_classes]`.
 #[derive(Module, Debug)]
@@ -92,12 +94,14 @@ impl DinatConfig {
         let d = self.embed_dim;
         let blocks = (0..self.depth)
             .map(|i| {
-                let dilation = 1 + i % 2;
+                // ANCHOR: attention
+                let dilation = 1 + i % 2; // DiNAT: local (1) and sparse global (2) in turn
                 Ok(Block {
                     norm1: LayerNormConfig::new(d).init(device),
                     attn: NeighborhoodAttention2dConfig::new(d, self.num_heads, [self.kernel_size; 2])
                         .with_dilation([dilation; 2])
                         .init(device)?,
+                    // ANCHOR_END: attention
                     norm2: LayerNormConfig::new(d).init(device),
                     fc1: LinearConfig::new(d, d * self.mlp_ratio).init(device),
                     fc2: LinearConfig::new(d * self.mlp_ratio, d).init(device),
