@@ -122,7 +122,10 @@ pub struct ShapeBatcher {
 impl<B: Backend> Batcher<B, ShapeItem, ShapeBatch<B>> for ShapeBatcher {
     fn batch(&self, items: Vec<ShapeItem>, device: &B::Device) -> ShapeBatch<B> {
         let n = items.len();
-        let pixels: Vec<f32> = items.iter().flat_map(|i| i.pixels.iter().copied()).collect();
+        let pixels: Vec<f32> = items
+            .iter()
+            .flat_map(|i| i.pixels.iter().copied())
+            .collect();
         let labels: Vec<i64> = items.iter().map(|i| i.label as i64).collect();
         ShapeBatch {
             images: Tensor::from_data(

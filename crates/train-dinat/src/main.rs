@@ -104,7 +104,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             train::<burn::backend::Autodiff<burn::backend::Cuda>>(&args, Default::default())
         }
         #[allow(unreachable_patterns)]
-        other => Err(format!("backend {other:?}: build with the crate feature of that name").into()),
+        other => {
+            Err(format!("backend {other:?}: build with the crate feature of that name").into())
+        }
     }
 }
 
@@ -120,7 +122,9 @@ where
         .with_embed_dim(args.embed_dim);
     let model: Dinat<B> = config.init(args.image_size, &device)?;
 
-    let batcher = ShapeBatcher { size: args.image_size };
+    let batcher = ShapeBatcher {
+        size: args.image_size,
+    };
     let train_set = shapes(args.train_size, args.image_size, args.noise, args.seed);
     let valid_set = shapes(args.valid_size, args.image_size, args.noise, args.seed + 1);
     let train_loader = DataLoaderBuilder::new(batcher.clone())
@@ -131,14 +135,25 @@ where
     let valid_loader = DataLoaderBuilder::new(batcher.clone())
         .batch_size(args.batch_size)
         .set_device(device.clone())
-        .build(shapes(args.valid_size, args.image_size, args.noise, args.seed + 1));
+        .build(shapes(
+            args.valid_size,
+            args.image_size,
+            args.noise,
+            args.seed + 1,
+        ));
 
     // burn-train's metric logs (read back below for the plot); removed at the end.
     let artifacts = std::env::temp_dir().join(format!("train-dinat-{}", std::process::id()));
     println!(
         "DiNAT-style classifier: {} blocks, embed {}, {} classes, {}x{} images; {} train / {} valid; {:?}",
-        args.depth, args.embed_dim, CLASSES.len(), args.image_size, args.image_size,
-        args.train_size, args.valid_size, args.backend
+        args.depth,
+        args.embed_dim,
+        CLASSES.len(),
+        args.image_size,
+        args.image_size,
+        args.train_size,
+        args.valid_size,
+        args.backend
     );
     let start = Instant::now();
     // ANCHOR: learner
@@ -152,10 +167,20 @@ where
     result.renderer.manual_close();
     let seconds = start.elapsed().as_secs_f64();
 
-    let accuracy = accuracy(&result.model, &batcher, &valid_set, args.batch_size, &device);
+    let accuracy = accuracy(
+        &result.model,
+        &batcher,
+        &valid_set,
+        args.batch_size,
+        &device,
+    );
     curves(&artifacts, &args.plot)?;
     std::fs::remove_dir_all(&artifacts).ok();
-    println!("trained {} epochs in {seconds:.1} s; plot: {}", args.epochs, args.plot.display());
+    println!(
+        "trained {} epochs in {seconds:.1} s; plot: {}",
+        args.epochs,
+        args.plot.display()
+    );
     println!(
         "final validation accuracy: {accuracy:.2}% (chance: {:.2}%)",
         100.0 / CLASSES.len() as f64
@@ -188,10 +213,16 @@ fn accuracy<B: NattenBackend>(
 }
 
 /// Reads the per-epoch means that burn-train logged and plots them.
-fn curves(artifacts: &std::path::Path, png: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+fn curves(
+    artifacts: &std::path::Path,
+    png: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
     let summary = LearnerSummary::new(artifacts, &["Loss", "Accuracy"])?;
     let series = |name: &str| {
-        let splits = [("train", &summary.metrics.train), ("valid", &summary.metrics.valid)];
+        let splits = [
+            ("train", &summary.metrics.train),
+            ("valid", &summary.metrics.valid),
+        ];
         splits
             .iter()
             .filter_map(|(split, metrics)| {

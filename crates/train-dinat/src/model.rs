@@ -10,7 +10,9 @@ use burn::nn::{Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
-use burn_natten::{NattenBackend, NattenError, NeighborhoodAttention2d, NeighborhoodAttention2dConfig};
+use burn_natten::{
+    NattenBackend, NattenError, NeighborhoodAttention2d, NeighborhoodAttention2dConfig,
+};
 
 use crate::data::ShapeBatch;
 
@@ -56,7 +58,10 @@ impl<B: NattenBackend> Block<B> {
         // The shapes were checked when the model was built; a failure here is a bug.
         let attended = self.attn.forward(self.norm1.forward(x.clone()));
         let x = x + attended.expect("token grid and window were validated at init");
-        let h = self.fc2.forward(self.act.forward(self.fc1.forward(self.norm2.forward(x.clone()))));
+        let h = self.fc2.forward(
+            self.act
+                .forward(self.fc1.forward(self.norm2.forward(x.clone()))),
+        );
         x + h
     }
 }
@@ -77,7 +82,11 @@ impl DinatConfig {
     /// # Errors
     /// `NattenError::InvalidArgument` when the token grid (`image_size / patch`) is too small
     /// for the window at dilation 2, or when `embed_dim` is not a multiple of `num_heads`.
-    pub fn init<B: Backend>(&self, image_size: usize, device: &B::Device) -> Result<Dinat<B>, NattenError> {
+    pub fn init<B: Backend>(
+        &self,
+        image_size: usize,
+        device: &B::Device,
+    ) -> Result<Dinat<B>, NattenError> {
         let grid = image_size / self.patch;
         let dilations = if self.depth > 1 { 2 } else { 1 };
         if image_size % self.patch != 0 || grid < self.kernel_size * dilations {
@@ -98,9 +107,13 @@ impl DinatConfig {
                 let dilation = 1 + i % 2; // DiNAT: local (1) and sparse global (2) in turn
                 Ok(Block {
                     norm1: LayerNormConfig::new(d).init(device),
-                    attn: NeighborhoodAttention2dConfig::new(d, self.num_heads, [self.kernel_size; 2])
-                        .with_dilation([dilation; 2])
-                        .init(device)?,
+                    attn: NeighborhoodAttention2dConfig::new(
+                        d,
+                        self.num_heads,
+                        [self.kernel_size; 2],
+                    )
+                    .with_dilation([dilation; 2])
+                    .init(device)?,
                     // ANCHOR_END: attention
                     norm2: LayerNormConfig::new(d).init(device),
                     fc1: LinearConfig::new(d, d * self.mlp_ratio).init(device),
@@ -134,7 +147,11 @@ impl<B: NattenBackend> Dinat<B> {
     }
 
     /// Logits, cross-entropy loss and targets, as burn-train's metrics take them.
-    pub fn classify(&self, images: Tensor<B, 4>, targets: Tensor<B, 1, Int>) -> ClassificationOutput<B> {
+    pub fn classify(
+        &self,
+        images: Tensor<B, 4>,
+        targets: Tensor<B, 1, Int>,
+    ) -> ClassificationOutput<B> {
         let output = self.forward(images);
         let loss = CrossEntropyLossConfig::new()
             .init(&output.device())

@@ -15,15 +15,31 @@ pub struct Series {
 }
 
 /// Draws two panels side by side (loss, accuracy in %) into the PNG at `path`.
-pub fn plot(path: &Path, loss: &[Series], accuracy: &[Series]) -> Result<(), Box<dyn std::error::Error>> {
+pub fn plot(
+    path: &Path,
+    loss: &[Series],
+    accuracy: &[Series],
+) -> Result<(), Box<dyn std::error::Error>> {
     // Registering twice (a second plot in one process) is harmless.
     register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
         .map_err(|_| "the embedded DejaVu font did not load")?;
     let root = BitMapBackend::new(path, (960, 400)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(480);
-    panel(&left, "loss (cross-entropy)", loss, None, SeriesLabelPosition::UpperRight)?;
-    panel(&right, "accuracy (%)", accuracy, Some(100.0), SeriesLabelPosition::LowerRight)?;
+    panel(
+        &left,
+        "loss (cross-entropy)",
+        loss,
+        None,
+        SeriesLabelPosition::UpperRight,
+    )?;
+    panel(
+        &right,
+        "accuracy (%)",
+        accuracy,
+        Some(100.0),
+        SeriesLabelPosition::LowerRight,
+    )?;
     root.present()?;
     Ok(())
 }
@@ -35,8 +51,16 @@ fn panel(
     y_max: Option<f64>,
     legend: SeriesLabelPosition,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let epochs = series.iter().map(|s| s.values.len()).max().unwrap_or(1).max(2);
-    let top = series.iter().flat_map(|s| s.values.iter().copied()).fold(0.0f64, f64::max);
+    let epochs = series
+        .iter()
+        .map(|s| s.values.len())
+        .max()
+        .unwrap_or(1)
+        .max(2);
+    let top = series
+        .iter()
+        .flat_map(|s| s.values.iter().copied())
+        .fold(0.0f64, f64::max);
     let y_max = y_max.unwrap_or(top * 1.1).max(1e-3);
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 20))

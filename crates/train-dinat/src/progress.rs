@@ -60,7 +60,9 @@ impl BarRenderer {
         if let MetricState::Numeric(entry, value) = state {
             let value = match value {
                 NumericEntry::Value(v) => v,
-                NumericEntry::Aggregated { aggregated_value, .. } => aggregated_value,
+                NumericEntry::Aggregated {
+                    aggregated_value, ..
+                } => aggregated_value,
             };
             if let Some(name) = self.names.get(&entry.metric_id) {
                 let name = name.clone();

@@ -24,7 +24,11 @@ fn a_tiny_run_writes_the_plot_and_reports_accuracy() {
         png.to_str().expect("utf-8 path"),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let accuracy: f64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("final validation accuracy: "))
@@ -57,7 +61,10 @@ fn a_failed_accuracy_bar_is_an_error() {
         "--valid-size",
         "16",
         "--plot",
-        std::env::temp_dir().join("train-dinat-test-bar.png").to_str().expect("utf-8 path"),
+        std::env::temp_dir()
+            .join("train-dinat-test-bar.png")
+            .to_str()
+            .expect("utf-8 path"),
         "--min-accuracy",
         "100.5",
     ]);
