@@ -10,4 +10,5 @@ mod oracle;
 mod sweeps;
 mod tiles;
 mod training;
+mod tuning_cache;
 mod validation;
