@@ -89,7 +89,7 @@ impl DinatConfig {
     ) -> Result<Dinat<B>, NattenError> {
         let grid = image_size / self.patch;
         let dilations = if self.depth > 1 { 2 } else { 1 };
-        if image_size % self.patch != 0 || grid < self.kernel_size * dilations {
+        if !image_size.is_multiple_of(self.patch) || grid < self.kernel_size * dilations {
             return Err(NattenError::InvalidArgument {
                 argument: "image_size",
                 rule: format!(
