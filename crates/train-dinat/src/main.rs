@@ -89,24 +89,34 @@ struct Args {
     min_accuracy: Option<f64>,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    match run(&Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Trains on the backend `--backend` names.
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     match args.backend {
         BackendArg::Ndarray => {
-            train::<burn::backend::Autodiff<burn::backend::NdArray>>(&args, Default::default())
+            train::<burn::backend::Autodiff<burn::backend::NdArray>>(args, Default::default())
         }
         #[cfg(feature = "wgpu")]
         BackendArg::Wgpu => {
-            train::<burn::backend::Autodiff<burn::backend::Wgpu>>(&args, Default::default())
+            train::<burn::backend::Autodiff<burn::backend::Wgpu>>(args, Default::default())
         }
         #[cfg(feature = "cuda")]
         BackendArg::Cuda => {
-            train::<burn::backend::Autodiff<burn::backend::Cuda>>(&args, Default::default())
+            train::<burn::backend::Autodiff<burn::backend::Cuda>>(args, Default::default())
         }
         #[allow(unreachable_patterns)]
-        other => {
-            Err(format!("backend {other:?}: build with the crate feature of that name").into())
-        }
+        other => Err(
+            format!("backend {other:?}: build train-dinat with its feature of that name").into(),
+        ),
     }
 }
 

@@ -88,15 +88,15 @@ impl DinatConfig {
         device: &B::Device,
     ) -> Result<Dinat<B>, NattenError> {
         let grid = image_size / self.patch;
-        let dilations = if self.depth > 1 { 2 } else { 1 };
-        if !image_size.is_multiple_of(self.patch) || grid < self.kernel_size * dilations {
+        let max_dilation = if self.depth > 1 { 2 } else { 1 };
+        if !image_size.is_multiple_of(self.patch) || grid < self.kernel_size * max_dilation {
             return Err(NattenError::InvalidArgument {
                 argument: "image_size",
                 rule: format!(
-                    "must be a multiple of the patch ({}) with at least kernel_size x 2 = {} \
-                     patches per side, got {image_size}",
+                    "must be a multiple of the patch ({}) with at least kernel_size x dilation \
+                     = {} patches per side, got {image_size} ({grid} patches)",
                     self.patch,
-                    self.kernel_size * dilations
+                    self.kernel_size * max_dilation
                 ),
             });
         }
