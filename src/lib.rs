@@ -65,6 +65,7 @@ mod api;
 pub mod backend;
 mod modules;
 mod options;
+pub mod tuning_cache;
 
 pub use api::{
     attention, attention_with_lse, merge_attentions, na_tile_configs, na1d, na1d_with_extra_kv,

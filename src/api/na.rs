@@ -98,7 +98,19 @@ fn prepare<B: NattenBackend, const R: usize, const D: usize>(
         axes: axes.to_vec(),
         scale: resolve_scale(opts.scale(), s.head_dim)?,
         backend: opts.backend(),
-        tiles: checked_tiles::<B, R, D>(opts, &q, s.head_dim, s.head_dim_v)?,
+        tiles: match checked_tiles::<B, R, D>(opts, &q, s.head_dim, s.head_dim_v)? {
+            // Left to the library: a configuration tuned by `natten-profile --optimize`, if
+            // the cache has one that the backend still offers on this device.
+            None if opts.backend() == NaBackend::Auto => crate::tuning_cache::cached_tiles::<B>(
+                &q.device(),
+                &s.spatial,
+                &axes,
+                s.head_dim,
+                s.head_dim_v,
+                q.dtype(),
+            ),
+            chosen => chosen,
+        },
     };
     if problem.backend == NaBackend::CudaFna {
         let reason = if problem.scale <= 0.0 {

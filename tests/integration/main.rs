@@ -12,4 +12,5 @@ mod oracle;
 mod sweeps;
 mod tiles;
 mod training;
+mod tuning_cache;
 mod validation;

@@ -26,6 +26,10 @@ pub struct Args {
     /// KV tile shape of the fused forward (one value per axis; with `--q-tile`).
     #[arg(long, num_args = 1..=3, requires = "q_tile")]
     pub kv_tile: Option<Vec<usize>>,
+    /// Extra key/value tokens that every query attends to beside its neighbourhood
+    /// (`na{1,2,3}d_with_extra_kv`); the dense baseline attends to them too.
+    #[arg(long, default_value_t = 0)]
+    pub extra_kv: usize,
     /// Causal flag per axis (one value is broadcast).
     #[arg(short = 'c', long, num_args = 1..=3, default_value = "false")]
     pub causal: Vec<bool>,
@@ -59,6 +63,15 @@ pub struct Args {
     /// Also time the reference implementation on the same device, and report the speedup.
     #[arg(long)]
     pub compare_reference: bool,
+    /// Skip the dense-attention baseline (`burn_natten::attention` over all tokens, the same
+    /// heads and dims, timed by default to report the speedup of NA over it).
+    #[arg(long)]
+    pub no_dense: bool,
+    /// Time every tile configuration of the fused forward, print the fastest and store it in
+    /// the tile cache (`$BURN_NATTEN_CACHE`, else `~/.cache/burn-natten/tiles.json`), which
+    /// `NaBackend::Auto` reads when no tiles are given.
+    #[arg(long, conflicts_with_all = ["dry_run", "q_tile", "compare_reference"])]
+    pub optimize: bool,
     /// Untimed warm-up runs (kernel compilation, autotune).
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,

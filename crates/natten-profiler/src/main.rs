@@ -8,16 +8,18 @@
 
 mod args;
 mod dry_run;
+mod optimize;
 mod timing;
 
 use burn_natten::burn::tensor::DType;
 use burn_natten::burn::tensor::backend::Backend;
 use burn_natten::natten_core::{flops, validate::validate_axes};
+use burn_natten::tuning_cache::{cache_path, tuned_tiles};
 use burn_natten::{AxisParams, NaBackend, NattenError};
 use clap::Parser;
 
 use args::{Args, DeviceBackend, Dtype, Implementation};
-use timing::{Problem, Timing, time};
+use timing::{Op, Problem, Timing, time};
 
 #[derive(serde::Serialize)]
 struct Report {
@@ -35,12 +37,20 @@ struct Report {
     heads_kv: usize,
     dim: usize,
     dim_value: usize,
+    extra_kv: usize,
+    /// `(q_tile, kv_tile)` that `NaBackend::Auto` took from the tile cache (`--optimize`), if
+    /// any.
+    tiles_from_cache: Option<(Vec<usize>, Vec<usize>)>,
     forward_tflops_count: f64,
     timing: Timing,
     forward_tflops: f64,
     forward_backward_tflops: Option<f64>,
     reference: Option<Timing>,
     forward_speedup_over_reference: Option<f64>,
+    /// Dense attention over all tokens (+ extra), same heads and dims, same implementation.
+    dense: Option<Timing>,
+    forward_speedup_over_dense: Option<f64>,
+    forward_backward_speedup_over_dense: Option<f64>,
 }
 
 fn problem(args: Args) -> Result<Problem, String> {
@@ -70,6 +80,7 @@ fn problem(args: Args) -> Result<Problem, String> {
         Dtype::Bf16 => DType::BF16,
     };
     Ok(Problem {
+        choice: choice(args.implementation),
         dim_value: args.dim_value.unwrap_or(args.dim),
         heads_kv,
         axes,
@@ -93,10 +104,32 @@ where
 {
     let device = B::Device::default();
     let a = &p.args;
-    let timing = time::<B>(p, choice(a.implementation), &device)?;
+    let na = |choice| Op::Na {
+        choice,
+        tiles: None,
+    };
+    let timing = time::<B>(p, na(p.choice), &device)?;
+    let tiles_from_cache = (p.choice == NaBackend::Auto && a.q_tile.is_none())
+        .then(cache_path)
+        .flatten()
+        .and_then(|path| {
+            tuned_tiles::<B>(
+                &path,
+                &device,
+                &a.input_size,
+                &p.axes,
+                a.dim,
+                p.dim_value,
+                p.dtype,
+            )
+        })
+        .map(|t| (t.q_tile, t.kv_tile));
     let reference = a
         .compare_reference
-        .then(|| time::<B>(p, NaBackend::Reference, &device))
+        .then(|| time::<B>(p, na(NaBackend::Reference), &device))
+        .transpose()?;
+    let dense = (!a.no_dense)
+        .then(|| time::<B>(p, Op::Dense { choice: p.choice }, &device))
         .transpose()?;
     let shape = burn_natten::natten_core::AttentionShape {
         batch: a.batch,
@@ -107,7 +140,10 @@ where
         head_dim: a.dim,
         head_dim_v: p.dim_value,
     };
-    let fwd_flops = flops::forward_flops(&shape, flops::na_pair_count(&a.input_size, &p.axes, 0));
+    let fwd_flops = flops::forward_flops(
+        &shape,
+        flops::na_pair_count(&a.input_size, &p.axes, a.extra_kv),
+    );
     let tflops = |ms: f64, f: f64| f / (ms * 1e-3) / 1e12;
     Ok(Report {
         device: format!("{} ({device:?})", B::name(&device)),
@@ -124,6 +160,8 @@ where
         heads_kv: p.heads_kv,
         dim: a.dim,
         dim_value: p.dim_value,
+        extra_kv: a.extra_kv,
+        tiles_from_cache,
         forward_tflops_count: fwd_flops / 1e12,
         timing,
         forward_tflops: tflops(timing.forward_ms, fwd_flops),
@@ -132,6 +170,10 @@ where
             .map(|ms| tflops(ms, 3.5 * fwd_flops)),
         reference,
         forward_speedup_over_reference: reference.map(|r| r.forward_ms / timing.forward_ms),
+        dense,
+        forward_speedup_over_dense: dense.map(|d| d.forward_ms / timing.forward_ms),
+        forward_backward_speedup_over_dense: dense
+            .and_then(|d| Some(d.forward_backward_ms? / timing.forward_backward_ms?)),
     })
 }
 
@@ -142,9 +184,12 @@ fn print_table(r: &Report) {
         r.input_size, r.window_size, r.stride, r.dilation, r.causal
     );
     println!(
-        "                 batch {} heads {} (kv {}) dim {} (v {}) {:?}",
-        r.batch, r.heads, r.heads_kv, r.dim, r.dim_value, r.dtype
+        "                 batch {} heads {} (kv {}) dim {} (v {}) extra kv {} {:?}",
+        r.batch, r.heads, r.heads_kv, r.dim, r.dim_value, r.extra_kv, r.dtype
     );
+    if let Some((q, kv)) = &r.tiles_from_cache {
+        println!("tiles            q_tile {q:?} kv_tile {kv:?} (from the tile cache)");
+    }
     println!(
         "{:<16} {:>12} {:>12} {:>14} {:>12}",
         "implementation", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "TFLOP/s"
@@ -181,6 +226,21 @@ fn print_table(r: &Report) {
             r.forward_speedup_over_reference.unwrap()
         );
     }
+    if let (Some(dense), Some(speedup)) = (&r.dense, r.forward_speedup_over_dense) {
+        let dense_ms = |ms: Option<f64>| ms.map_or("-".into(), |ms| format!("{ms:.3}"));
+        println!(
+            "{:<16} {:>12.3} {:>12} {:>14} {:>12}",
+            "dense attention",
+            dense.forward_ms,
+            "-",
+            dense_ms(dense.forward_backward_ms),
+            "-"
+        );
+        let backward = r
+            .forward_backward_speedup_over_dense
+            .map_or(String::new(), |x| format!(", forward+backward {x:.2}x"));
+        println!("speedup over dense attention: forward {speedup:.2}x{backward}");
+    }
 }
 
 fn not_compiled(backend: DeviceBackend) -> ! {
@@ -199,6 +259,32 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if p.args.optimize {
+        let report = match backend {
+            #[cfg(feature = "ndarray")]
+            DeviceBackend::Ndarray => optimize::optimize::<burn_natten::burn::backend::NdArray>(&p),
+            #[cfg(feature = "wgpu")]
+            DeviceBackend::Wgpu => optimize::optimize::<burn_natten::burn::backend::Wgpu>(&p),
+            #[cfg(feature = "cuda")]
+            DeviceBackend::Cuda => optimize::optimize::<burn_natten::burn::backend::Cuda>(&p),
+            #[cfg(feature = "rocm")]
+            DeviceBackend::Rocm => optimize::optimize::<burn_natten::burn::backend::Rocm>(&p),
+            #[allow(unreachable_patterns)]
+            other => not_compiled(other),
+        };
+        match report {
+            Ok(r) if json => println!(
+                "{}",
+                serde_json::to_string_pretty(&r).expect("serialisable")
+            ),
+            Ok(r) => optimize::print(&r),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     if p.args.dry_run {
         let report = match backend {
             #[cfg(feature = "ndarray")]

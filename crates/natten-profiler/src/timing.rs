@@ -24,6 +24,8 @@ pub struct Problem {
     pub heads_kv: usize,
     pub dim_value: usize,
     pub dtype: DType,
+    /// The implementation `--impl` asks for.
+    pub choice: NaBackend,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -31,14 +33,46 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// Runs `na{1,2,3}d` on `[b, n, h, d]` tensors reshaped to the problem's grid.
-fn call<B: NattenBackend>(
-    p: &Problem,
-    choice: NaBackend,
+/// What one timed call runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Op<'a> {
+    /// `na{1,2,3}d` (with the extra tokens, if any) by `choice`, with these tiles if given,
+    /// else those of `--q-tile/--kv-tile`.
+    Na {
+        /// The implementation.
+        choice: NaBackend,
+        /// Tiles that override the command line's.
+        tiles: Option<&'a TileConfig>,
+    },
+    /// Dense attention (`burn_natten::attention`) over all tokens (and the extra ones) by
+    /// `choice`: the baseline of the speedup.
+    Dense {
+        /// The implementation.
+        choice: NaBackend,
+    },
+}
+
+/// `[b, n, h, d]` inputs and the extra tokens `[b, extra, h_kv, d]`, if any.
+struct Inputs<B: burn_natten::burn::tensor::backend::Backend> {
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
-) -> Result<Tensor<B, 4>, NattenError> {
+    extra: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+}
+
+/// Runs `op` on `[b, n, h, d]` tensors (reshaped to the problem's grid for NA).
+fn call<B: NattenBackend>(p: &Problem, op: Op, x: Inputs<B>) -> Result<Tensor<B, 4>, NattenError> {
+    let Inputs { q, k, v, extra } = x;
+    let (choice, tiles) = match op {
+        Op::Na { choice, tiles } => (choice, tiles),
+        Op::Dense { choice } => {
+            let (k, v) = match extra {
+                Some((ek, ev)) => (Tensor::cat(vec![k, ek], 1), Tensor::cat(vec![v, ev], 1)),
+                None => (k, v),
+            };
+            return attention(q, k, v, &AttentionOptions::new().with_backend(choice));
+        }
+    };
     let [b, n, h, _] = q.dims();
     let spatial = &p.args.input_size;
     let grid = |t: Tensor<B, 4>| {
@@ -48,7 +82,7 @@ fn call<B: NattenBackend>(
         (t, Shape::from(s))
     };
     macro_rules! go {
-        ($r:literal, $f:ident) => {{
+        ($r:literal, $f:ident, $with_extra:ident) => {{
             let get = |f: fn(&AxisParams) -> usize| -> [usize; $r] {
                 std::array::from_fn(|a| f(&p.axes[a]))
             };
@@ -57,11 +91,13 @@ fn call<B: NattenBackend>(
                 .with_dilation(get(|a| a.dilation))
                 .with_causal(std::array::from_fn(|a| p.axes[a].causal))
                 .with_backend(choice);
-            if let (Some(q_tile), Some(kv_tile), false) = (
-                &p.args.q_tile,
-                &p.args.kv_tile,
-                choice == NaBackend::Reference,
-            ) {
+            let (q_tile, kv_tile) = match tiles {
+                Some(t) => (Some(&t.q_tile), Some(&t.kv_tile)),
+                None => (p.args.q_tile.as_ref(), p.args.kv_tile.as_ref()),
+            };
+            if let (Some(q_tile), Some(kv_tile), false) =
+                (q_tile, kv_tile, choice == NaBackend::Reference)
+            {
                 let shape = |argument: &'static str,
                              t: &Vec<usize>|
                  -> Result<[usize; $r], NattenError> {
@@ -75,26 +111,29 @@ fn call<B: NattenBackend>(
                 opts = opts.with_tiles(shape("q-tile", q_tile)?, shape("kv-tile", kv_tile)?);
             }
             let [(q, sq), (k, sk), (v, sv)] = [grid(q), grid(k), grid(v)];
-            let out = $f(
+            let (q, k, v) = (
                 q.reshape::<{ $r + 3 }, _>(sq),
                 k.reshape::<{ $r + 3 }, _>(sk),
                 v.reshape::<{ $r + 3 }, _>(sv),
-                &opts,
-            )?;
+            );
+            let out = match extra {
+                Some((ek, ev)) => $with_extra(q, k, v, ek, ev, &opts)?.0,
+                None => $f(q, k, v, &opts)?,
+            };
             Ok(out.reshape([b, n, h, p.dim_value]))
         }};
     }
     match spatial.len() {
-        1 => go!(1, na1d),
-        2 => go!(2, na2d),
-        _ => go!(3, na3d),
+        1 => go!(1, na1d, na1d_with_extra_kv),
+        2 => go!(2, na2d, na2d_with_extra_kv),
+        _ => go!(3, na3d, na3d_with_extra_kv),
     }
 }
 
-/// Times `choice` on backend `B`.
+/// Times `op` on backend `B`.
 pub fn time<B: NattenBackend>(
     p: &Problem,
-    choice: NaBackend,
+    op: Op,
     device: &B::Device,
 ) -> Result<Timing, NattenError>
 where
@@ -102,25 +141,37 @@ where
 {
     let a = &p.args;
     let tokens: usize = a.input_size.iter().product();
-    let random = |h: usize, d: usize| {
+    let random = |n: usize, h: usize, d: usize| {
         Tensor::<B, 4>::random(
-            [a.batch, tokens, h, d],
+            [a.batch, n, h, d],
             Distribution::Normal(0.0, 1.0),
             (device, p.dtype),
         )
     };
     let (q, k, v) = (
-        random(a.heads, a.dim),
-        random(p.heads_kv, a.dim),
-        random(p.heads_kv, p.dim_value),
+        random(tokens, a.heads, a.dim),
+        random(tokens, p.heads_kv, a.dim),
+        random(tokens, p.heads_kv, p.dim_value),
     );
+    let extra = (a.extra_kv > 0).then(|| {
+        (
+            random(a.extra_kv, p.heads_kv, a.dim),
+            random(a.extra_kv, p.heads_kv, p.dim_value),
+        )
+    });
     let sync = || B::sync(device).map_err(|e| NattenError::Backend(format!("{e:?}")));
 
     let mut forward = vec![];
     for i in 0..a.warmup + a.iters {
         sync()?;
         let start = Instant::now();
-        let out = call::<B>(p, choice, q.clone(), k.clone(), v.clone())?;
+        let inputs = Inputs {
+            q: q.clone(),
+            k: k.clone(),
+            v: v.clone(),
+            extra: extra.clone(),
+        };
+        let out = call::<B>(p, op, inputs)?;
         sync()?;
         drop(out);
         if i >= a.warmup {
@@ -128,14 +179,21 @@ where
         }
     }
     let forward_backward_ms = if a.backprop {
-        let d_out = Tensor::<Autodiff<B>, 4>::from_inner(random(a.heads, p.dim_value));
+        let d_out = Tensor::<Autodiff<B>, 4>::from_inner(random(tokens, a.heads, p.dim_value));
         let ad = |t: &Tensor<B, 4>| Tensor::<Autodiff<B>, 4>::from_inner(t.clone()).require_grad();
         let mut times = vec![];
         for i in 0..a.warmup + a.iters {
             let (q, k, v) = (ad(&q), ad(&k), ad(&v));
+            let extra = extra.as_ref().map(|(ek, ev)| (ad(ek), ad(ev)));
             sync()?;
             let start = Instant::now();
-            let out = call::<Autodiff<B>>(p, choice, q.clone(), k.clone(), v.clone())?;
+            let inputs = Inputs {
+                q: q.clone(),
+                k: k.clone(),
+                v: v.clone(),
+                extra,
+            };
+            let out = call::<Autodiff<B>>(p, op, inputs)?;
             let grads = (out * d_out.clone()).sum().backward();
             let (dq, dk, dv) = (q.grad(&grads), k.grad(&grads), v.grad(&grads));
             sync()?;
