@@ -193,7 +193,7 @@ fn native_auto_picks_native() {
         q.clone(),
         k.clone(),
         v.clone(),
-        &opts.clone().with_backend(NaBackend::CudaFna),
+        &opts.with_backend(NaBackend::CudaFna),
     )
     .unwrap();
     let portable = na2d(q, k, v, &opts.with_backend(NaBackend::CubeFna)).unwrap();
@@ -298,7 +298,7 @@ fn native_tile_configurations_match_reference() {
         f32(&q),
         f32(&k),
         f32(&v),
-        &opts.clone().with_backend(NaBackend::Reference),
+        &opts.with_backend(NaBackend::Reference),
     )
     .unwrap();
     let want = values(want);
@@ -310,7 +310,6 @@ fn native_tile_configurations_match_reference() {
     ];
     for (q_tile, kv_tile) in configs {
         let o = opts
-            .clone()
             .with_backend(NaBackend::CudaFna)
             .with_tiles(q_tile, kv_tile);
         let got = values(na2d(q.clone(), k.clone(), v.clone(), &o).unwrap());

@@ -227,6 +227,36 @@ fn explicit_backend_that_cannot_run_is_an_error() {
 }
 
 #[test]
+fn native_cuda_elsewhere_is_an_error() {
+    let (q, k, v) = qkv2d();
+    let opts = NaOptions::new([3, 3]).with_backend(NaBackend::CudaFna);
+    let err = na2d(q, k, v, &opts).expect_err("NdArray has no native CUDA kernels");
+    assert!(
+        matches!(
+            err,
+            NattenError::Unsupported {
+                backend: "cuda-fna",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not burn-cuda"), "{err}");
+    // On a CubeCL backend of this build (no `cuda-native`), the reason names the feature or
+    // the runtime.
+    if !crate::common::wgpu_available() {
+        return;
+    }
+    type G = crate::common::Gpu;
+    let x = Tensor::<G, 5>::zeros([1, 6, 6, 1, 8], &Default::default());
+    let err = na2d(x.clone(), x.clone(), x, &opts).expect_err("no native kernels here");
+    assert!(
+        matches!(err, NattenError::Unsupported { backend: "cuda-fna", .. }),
+        "{err}"
+    );
+}
+
+#[test]
 fn fused_head_dim_limit_is_an_error_when_explicit() {
     if !crate::common::wgpu_available() {
         return;

@@ -69,6 +69,9 @@ pub fn built_backward_head_dims() -> Vec<usize> {
         .collect()
 }
 
+/// A device's loaded kernels, or why they could not be loaded.
+type Loaded = Result<Arc<NativeDevice>, String>;
+
 /// The minimum compute capability of the kernels (SM80: `mma.sync` m16n8k16 and `cp.async`).
 pub const MIN_COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
 
@@ -76,8 +79,7 @@ pub const MIN_COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
 /// run there (no driver, compute capability below 8.0, a fatbin the driver rejects). The result,
 /// success or failure, is kept.
 pub fn native_device(index: usize) -> Result<Arc<NativeDevice>, String> {
-    static DEVICES: OnceLock<Mutex<HashMap<usize, Result<Arc<NativeDevice>, String>>>> =
-        OnceLock::new();
+    static DEVICES: OnceLock<Mutex<HashMap<usize, Loaded>>> = OnceLock::new();
     let mut devices = DEVICES
         .get_or_init(Default::default)
         .lock()

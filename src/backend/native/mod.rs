@@ -46,7 +46,7 @@ pub fn unsupported_reason<D: 'static>(
             "head_dim {head_dim} != head_dim_v {head_dim_v}: the native kernels need them equal"
         ));
     }
-    if head_dim % 8 != 0 || head_dim > 256 {
+    if !head_dim.is_multiple_of(8) || head_dim > 256 {
         return Some(format!(
             "head_dim {head_dim}: the native kernels take multiples of 8 up to 256"
         ));
