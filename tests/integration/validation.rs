@@ -251,7 +251,13 @@ fn native_cuda_elsewhere_is_an_error() {
     let x = Tensor::<G, 5>::zeros([1, 6, 6, 1, 8], &Default::default());
     let err = na2d(x.clone(), x.clone(), x, &opts).expect_err("no native kernels here");
     assert!(
-        matches!(err, NattenError::Unsupported { backend: "cuda-fna", .. }),
+        matches!(
+            err,
+            NattenError::Unsupported {
+                backend: "cuda-fna",
+                ..
+            }
+        ),
         "{err}"
     );
 }

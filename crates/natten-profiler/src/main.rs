@@ -243,6 +243,25 @@ fn print_table(r: &Report) {
     }
 }
 
+/// Calls `$f::<B>($p)` with the Burn backend `B` that `--backend` names (one generic function
+/// per mode: optimize, dry run, profile), or stops when that backend was not compiled in.
+macro_rules! on_backend {
+    ($backend:expr, $($f:ident)::+, $p:expr) => {
+        match $backend {
+            #[cfg(feature = "ndarray")]
+            DeviceBackend::Ndarray => $($f)::+::<burn_natten::burn::backend::NdArray>($p),
+            #[cfg(feature = "wgpu")]
+            DeviceBackend::Wgpu => $($f)::+::<burn_natten::burn::backend::Wgpu>($p),
+            #[cfg(feature = "cuda")]
+            DeviceBackend::Cuda => $($f)::+::<burn_natten::burn::backend::Cuda>($p),
+            #[cfg(feature = "rocm")]
+            DeviceBackend::Rocm => $($f)::+::<burn_natten::burn::backend::Rocm>($p),
+            #[allow(unreachable_patterns)]
+            other => not_compiled(other),
+        }
+    };
+}
+
 fn not_compiled(backend: DeviceBackend) -> ! {
     eprintln!("error: `--backend {backend:?}` was not compiled in (enable its cargo feature)");
     std::process::exit(2);
@@ -260,18 +279,7 @@ fn main() {
         }
     };
     if p.args.optimize {
-        let report = match backend {
-            #[cfg(feature = "ndarray")]
-            DeviceBackend::Ndarray => optimize::optimize::<burn_natten::burn::backend::NdArray>(&p),
-            #[cfg(feature = "wgpu")]
-            DeviceBackend::Wgpu => optimize::optimize::<burn_natten::burn::backend::Wgpu>(&p),
-            #[cfg(feature = "cuda")]
-            DeviceBackend::Cuda => optimize::optimize::<burn_natten::burn::backend::Cuda>(&p),
-            #[cfg(feature = "rocm")]
-            DeviceBackend::Rocm => optimize::optimize::<burn_natten::burn::backend::Rocm>(&p),
-            #[allow(unreachable_patterns)]
-            other => not_compiled(other),
-        };
+        let report = on_backend!(backend, optimize::optimize, &p);
         match report {
             Ok(r) if json => println!(
                 "{}",
@@ -286,18 +294,7 @@ fn main() {
         return;
     }
     if p.args.dry_run {
-        let report = match backend {
-            #[cfg(feature = "ndarray")]
-            DeviceBackend::Ndarray => dry_run::dry_run::<burn_natten::burn::backend::NdArray>(&p),
-            #[cfg(feature = "wgpu")]
-            DeviceBackend::Wgpu => dry_run::dry_run::<burn_natten::burn::backend::Wgpu>(&p),
-            #[cfg(feature = "cuda")]
-            DeviceBackend::Cuda => dry_run::dry_run::<burn_natten::burn::backend::Cuda>(&p),
-            #[cfg(feature = "rocm")]
-            DeviceBackend::Rocm => dry_run::dry_run::<burn_natten::burn::backend::Rocm>(&p),
-            #[allow(unreachable_patterns)]
-            other => not_compiled(other),
-        };
+        let report = on_backend!(backend, dry_run::dry_run, &p);
         if json {
             println!(
                 "{}",
@@ -308,18 +305,7 @@ fn main() {
         }
         return;
     }
-    let report = match backend {
-        #[cfg(feature = "ndarray")]
-        DeviceBackend::Ndarray => profile::<burn_natten::burn::backend::NdArray>(&p),
-        #[cfg(feature = "wgpu")]
-        DeviceBackend::Wgpu => profile::<burn_natten::burn::backend::Wgpu>(&p),
-        #[cfg(feature = "cuda")]
-        DeviceBackend::Cuda => profile::<burn_natten::burn::backend::Cuda>(&p),
-        #[cfg(feature = "rocm")]
-        DeviceBackend::Rocm => profile::<burn_natten::burn::backend::Rocm>(&p),
-        #[allow(unreachable_patterns)]
-        other => not_compiled(other),
-    };
+    let report = on_backend!(backend, profile, &p);
     match report {
         Ok(r) if json => println!(
             "{}",

@@ -153,7 +153,6 @@ pub fn na_forward(
 }
 
 /// Runs the native FNA backward (dQ pass, then dK/dV pass); returns (dq, dk, dv).
-#[allow(clippy::too_many_arguments)]
 pub fn na_backward(
     device: &NativeDevice,
     [q, k, v, out, lse, d_out]: [&CudaTensor; 6],

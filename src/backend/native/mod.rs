@@ -139,7 +139,6 @@ pub fn try_na_forward<R: CubeRuntime>(
 /// The native NA backward, under the same conditions as [`try_na_forward`] and a head dim with
 /// backward kernels (up to 128); `None` lets the caller run the portable backward. `out` and
 /// `lse` may come from either forward (same layouts).
-#[allow(clippy::too_many_arguments)]
 pub fn try_na_backward<R: CubeRuntime>(
     [q, k, v, out, lse, d_out]: [&CubeTensor<R>; 6],
     has_extra: bool,

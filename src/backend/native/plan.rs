@@ -38,18 +38,7 @@ pub fn backward_shared_bytes(kernel_dim: usize) -> u32 {
 /// Default tiles of the backward passes: 64-query Q tiles over the dilation groups, 64-key KV
 /// tiles over the windows.
 pub fn default_backward_tiles(problem: &NaProblem) -> TileConfig {
-    let log2 = BACKWARD_BLOCK.trailing_zeros();
-    let groups: Vec<usize> = problem
-        .spatial
-        .iter()
-        .zip(&problem.axes)
-        .map(|(&len, axis)| len.div_ceil(axis.dilation))
-        .collect();
-    let windows: Vec<usize> = problem.axes.iter().map(|a| a.kernel_size).collect();
-    TileConfig {
-        q_tile: default_tile(&groups, log2),
-        kv_tile: default_tile(&windows, log2),
-    }
+    tiles_for(problem, BACKWARD_BLOCK, BACKWARD_BLOCK)
 }
 
 /// The kernel head dim for a problem head dim, among `available` (those built).
@@ -110,8 +99,12 @@ fn default_tile(extents: &[usize], log2: u32) -> Vec<usize> {
 /// head dim 128: faster than 64 on every anchor problem on an H200, despite the larger KV box)
 /// sized by the dilation groups' lengths, KV tiles by the window sizes.
 pub fn default_tiles(problem: &NaProblem, kernel_dim: usize) -> TileConfig {
-    let m = forward_block_m(kernel_dim)[0];
-    let n = FORWARD_BLOCK_N;
+    tiles_for(problem, forward_block_m(kernel_dim)[0], FORWARD_BLOCK_N)
+}
+
+/// Tiles of `block_m` queries sized by the dilation groups' lengths and of `block_n` keys sized
+/// by the window sizes ([`default_tile`]).
+fn tiles_for(problem: &NaProblem, block_m: usize, block_n: usize) -> TileConfig {
     let groups: Vec<usize> = problem
         .spatial
         .iter()
@@ -120,8 +113,8 @@ pub fn default_tiles(problem: &NaProblem, kernel_dim: usize) -> TileConfig {
         .collect();
     let windows: Vec<usize> = problem.axes.iter().map(|a| a.kernel_size).collect();
     TileConfig {
-        q_tile: default_tile(&groups, m.trailing_zeros()),
-        kv_tile: default_tile(&windows, n.trailing_zeros()),
+        q_tile: default_tile(&groups, block_m.trailing_zeros()),
+        kv_tile: default_tile(&windows, block_n.trailing_zeros()),
     }
 }
 
