@@ -37,21 +37,25 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
     constexpr int kRows = Traits::kRowsPerThread;
 
     TileBox qt;
-    if (!tile_of(p, blockIdx.x, p.q_tile_log2, p.q_tiles, qt)) return;
+    if (!tile_of(p, blockIdx.x, p.len, p.q_tile_log2, p.q_tiles, qt)) return;
     const KvBox box = kv_box_of(p, qt);
     const int head = blockIdx.y;
     const int batch = blockIdx.z;
     const int head_kv = head / (p.heads / p.heads_kv);
 
     const long long q_row_stride = (long long)p.heads * p.head_dim;
-    const long long kv_row_stride = (long long)p.heads_kv * p.head_dim;
-    const long long q_offset = ((long long)batch * p.tokens * p.heads + head) * p.head_dim;
-    const long long kv_offset = ((long long)batch * p.tokens * p.heads_kv + head_kv) * p.head_dim;
+    const long long o_row_stride = (long long)p.heads * p.head_dim_v;
+    const long long k_row_stride = (long long)p.heads_kv * p.head_dim;
+    const long long v_row_stride = (long long)p.heads_kv * p.head_dim_v;
+    const long long q_offset = head_offset(batch, p.tokens, p.heads, head, p.head_dim);
+    const long long o_offset = head_offset(batch, p.tokens, p.heads, head, p.head_dim_v);
     const Element* q_base = reinterpret_cast<const Element*>(p.q) + q_offset;
-    const Element* do_base = reinterpret_cast<const Element*>(p.d_out) + q_offset;
-    const Element* o_base = reinterpret_cast<const Element*>(p.out) + q_offset;
-    const Element* k_base = reinterpret_cast<const Element*>(p.k) + kv_offset;
-    const Element* v_base = reinterpret_cast<const Element*>(p.v) + kv_offset;
+    const Element* do_base = reinterpret_cast<const Element*>(p.d_out) + o_offset;
+    const Element* o_base = reinterpret_cast<const Element*>(p.out) + o_offset;
+    const Element* k_base =
+        reinterpret_cast<const Element*>(p.k) + head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim);
+    const Element* v_base =
+        reinterpret_cast<const Element*>(p.v) + head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim_v);
 
     Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw)), typename Traits::SmemLayoutQ{});
     Tensor sdO = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutQ{});
@@ -84,15 +88,15 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
     Tensor tQsKt = thr_copy_bt.partition_S(sKt);
 
     stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, q_row_stride, p, p.q_tile_log2, qt.first, qt.end,
-                                             qt.group);
-    stage_tile<kBlockM, kHeadDim, kNThreads>(sdO, do_base, q_row_stride, p, p.q_tile_log2, qt.first, qt.end,
-                                             qt.group);
+                                             qt.group, p.head_dim);
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sdO, do_base, o_row_stride, p, p.q_tile_log2, qt.first, qt.end,
+                                             qt.group, p.head_dim_v);
     int origin[3];
     walk_origin(0, box.lo, box.tiles, p.kv_tile_log2, origin);
-    stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, kv_row_stride, p, p.kv_tile_log2, origin, box.hi,
-                                             qt.group);
-    stage_tile<kBlockN, kHeadDim, kNThreads>(sV, v_base, kv_row_stride, p, p.kv_tile_log2, origin, box.hi,
-                                             qt.group);
+    stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, k_row_stride, p, p.kv_tile_log2, origin, box.hi,
+                                             qt.group, p.head_dim);
+    stage_tile<kBlockN, kHeadDim, kNThreads>(sV, v_base, v_row_stride, p, p.kv_tile_log2, origin, box.hi,
+                                             qt.group, p.head_dim_v);
     cute::cp_async_fence();
 
     // delta = rowsum(dO * O) in f32 and the LSE in log2 units, per query row; written out for
@@ -104,9 +108,9 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
         if (i[0] < qt.end[0] && i[1] < qt.end[1] && i[2] < qt.end[2]) {
             const long long token = token_of(p, i, qt.group);
             const long long row = ((long long)batch * p.tokens + token) * p.heads + head;
-            for (int c = 0; c < p.head_dim; c += 8) {
-                const uint4 o8 = *reinterpret_cast<const uint4*>(o_base + token * q_row_stride + c);
-                const uint4 d8 = *reinterpret_cast<const uint4*>(do_base + token * q_row_stride + c);
+            for (int c = 0; c < p.head_dim_v; c += 8) {
+                const uint4 o8 = *reinterpret_cast<const uint4*>(o_base + token * o_row_stride + c);
+                const uint4 d8 = *reinterpret_cast<const uint4*>(do_base + token * o_row_stride + c);
                 const Element* o = reinterpret_cast<const Element*>(&o8);
                 const Element* d = reinterpret_cast<const Element*>(&d8);
 #pragma unroll
@@ -164,10 +168,10 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
         __syncthreads();  // every warp is done with K(t), V(t)
         if (t + 1 < n_tiles) {
             walk_origin(t + 1, box.lo, box.tiles, p.kv_tile_log2, origin);
-            stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, kv_row_stride, p, p.kv_tile_log2, origin,
-                                                     box.hi, qt.group);
-            stage_tile<kBlockN, kHeadDim, kNThreads>(sV, v_base, kv_row_stride, p, p.kv_tile_log2, origin,
-                                                     box.hi, qt.group);
+            stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, k_row_stride, p, p.kv_tile_log2, origin,
+                                                     box.hi, qt.group, p.head_dim);
+            stage_tile<kBlockN, kHeadDim, kNThreads>(sV, v_base, v_row_stride, p, p.kv_tile_log2, origin,
+                                                     box.hi, qt.group, p.head_dim_v);
             cute::cp_async_fence();
         }
     }
@@ -176,7 +180,7 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
 #pragma unroll
     for (int e = 0; e < size(acc_dq); ++e) acc_dq(e) *= p.scale;
     store_rows<Traits, kBlockM>(acc_dq, sQ, reinterpret_cast<Element*>(p.dq) + q_offset, q_row_stride, p,
-                                p.q_tile_log2, qt.first, qt.end, qt.group);
+                                p.q_tile_log2, qt.first, qt.end, qt.group, p.head_dim);
 }
 
 // The dK/dV pass: here the M side of every product is the CTA's keys (kBlockM of them, tile
@@ -192,7 +196,7 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     constexpr int kRows = Traits::kRowsPerThread;
 
     TileBox kt;
-    if (!tile_of(p, blockIdx.x, p.kv_tile_log2, p.kv_tiles, kt)) return;
+    if (!tile_of(p, blockIdx.x, p.kv_len, p.kv_tile_log2, p.kv_tiles, kt)) return;
     const int head_kv = blockIdx.y;
     const int batch = blockIdx.z;
     const int group_size = p.heads / p.heads_kv;
@@ -202,10 +206,9 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     bool any = true;
 #pragma unroll
     for (int a = 0; a < 3; ++a) {
-        const bool causal = p.causal[a] != 0;
         int lo, hi, lo_last, hi_last;
-        inverse_window(kt.first[a], kt.glen[a], p.kernel[a], p.stride[a], causal, lo, hi);
-        inverse_window(kt.end[a] - 1, kt.glen[a], p.kernel[a], p.stride[a], causal, lo_last, hi_last);
+        axis_inverse_window(p, a, kt.first[a], kt.glen[a], lo, hi);
+        axis_inverse_window(p, a, kt.end[a] - 1, kt.glen[a], lo_last, hi_last);
         q_lo[a] = lo;
         q_hi[a] = hi_last;
         any &= q_lo[a] < q_hi[a];
@@ -215,10 +218,13 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     const int n_tiles = any ? q_tiles[0] * q_tiles[1] * q_tiles[2] : 0;
 
     const long long q_row_stride = (long long)p.heads * p.head_dim;
-    const long long kv_row_stride = (long long)p.heads_kv * p.head_dim;
-    const long long kv_offset = ((long long)batch * p.tokens * p.heads_kv + head_kv) * p.head_dim;
-    const Element* k_base = reinterpret_cast<const Element*>(p.k) + kv_offset;
-    const Element* v_base = reinterpret_cast<const Element*>(p.v) + kv_offset;
+    const long long o_row_stride = (long long)p.heads * p.head_dim_v;
+    const long long k_row_stride = (long long)p.heads_kv * p.head_dim;
+    const long long v_row_stride = (long long)p.heads_kv * p.head_dim_v;
+    const long long k_offset = head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim);
+    const long long v_offset = head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim_v);
+    const Element* k_base = reinterpret_cast<const Element*>(p.k) + k_offset;
+    const Element* v_base = reinterpret_cast<const Element*>(p.v) + v_offset;
 
     Tensor sK = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw)), typename Traits::SmemLayoutQ{});
     Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutQ{});
@@ -255,10 +261,10 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     Tensor tVsdOt = thr_copy_bt.partition_S(sdOt);
     Tensor tKsQt = thr_copy_bt.partition_S(sQt);
 
-    stage_tile<kBlockM, kHeadDim, kNThreads>(sK, k_base, kv_row_stride, p, p.kv_tile_log2, kt.first, kt.end,
-                                             kt.group);
-    stage_tile<kBlockM, kHeadDim, kNThreads>(sV, v_base, kv_row_stride, p, p.kv_tile_log2, kt.first, kt.end,
-                                             kt.group);
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sK, k_base, k_row_stride, p, p.kv_tile_log2, kt.first, kt.end,
+                                             kt.group, p.head_dim);
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sV, v_base, v_row_stride, p, p.kv_tile_log2, kt.first, kt.end,
+                                             kt.group, p.head_dim_v);
     cute::cp_async_fence();
 
     // This thread's key rows (group-local coordinates; padding keys are never stored).
@@ -273,17 +279,18 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     clear(acc_dv);
     for (int h = 0; h < group_size; ++h) {
         const int head = head_kv * group_size + h;
-        const long long q_offset = ((long long)batch * p.tokens * p.heads + head) * p.head_dim;
-        const Element* q_base = reinterpret_cast<const Element*>(p.q) + q_offset;
-        const Element* do_base = reinterpret_cast<const Element*>(p.d_out) + q_offset;
+        const Element* q_base =
+            reinterpret_cast<const Element*>(p.q) + head_offset(batch, p.tokens, p.heads, head, p.head_dim);
+        const Element* do_base =
+            reinterpret_cast<const Element*>(p.d_out) + head_offset(batch, p.tokens, p.heads, head, p.head_dim_v);
         for (int t = 0; t < n_tiles; ++t) {
             int origin[3];
             walk_origin(t, q_lo, q_tiles, p.q_tile_log2, origin);
             __syncthreads();  // every warp is done with the previous Q tile
             stage_tile<kBlockN, kHeadDim, kNThreads>(sQ, q_base, q_row_stride, p, p.q_tile_log2, origin, q_hi,
-                                                     kt.group);
-            stage_tile<kBlockN, kHeadDim, kNThreads>(sdO, do_base, q_row_stride, p, p.q_tile_log2, origin, q_hi,
-                                                     kt.group);
+                                                     kt.group, p.head_dim);
+            stage_tile<kBlockN, kHeadDim, kNThreads>(sdO, do_base, o_row_stride, p, p.q_tile_log2, origin, q_hi,
+                                                     kt.group, p.head_dim_v);
             cute::cp_async_fence();
             for (int c = threadIdx.x; c < kBlockN; c += kNThreads) {
                 int i[3];
@@ -359,10 +366,10 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     __syncthreads();
 #pragma unroll
     for (int e = 0; e < size(acc_dk); ++e) acc_dk(e) *= p.scale;
-    store_rows<Traits, kBlockM>(acc_dk, sK, reinterpret_cast<Element*>(p.dk) + kv_offset, kv_row_stride, p,
-                                p.kv_tile_log2, kt.first, kt.end, kt.group);
-    store_rows<Traits, kBlockM>(acc_dv, sV, reinterpret_cast<Element*>(p.dv) + kv_offset, kv_row_stride, p,
-                                p.kv_tile_log2, kt.first, kt.end, kt.group);
+    store_rows<Traits, kBlockM>(acc_dk, sK, reinterpret_cast<Element*>(p.dk) + k_offset, k_row_stride, p,
+                                p.kv_tile_log2, kt.first, kt.end, kt.group, p.head_dim);
+    store_rows<Traits, kBlockM>(acc_dv, sV, reinterpret_cast<Element*>(p.dv) + v_offset, v_row_stride, p,
+                                p.kv_tile_log2, kt.first, kt.end, kt.group, p.head_dim_v);
 }
 
 }  // namespace natten_native

@@ -83,11 +83,12 @@ struct TileBox {
     bool no_padding;  // every axis holds a whole tile
 };
 
-// Decodes blockIdx.x for tiles of extents 2^log2 (counts[a] tiles per axis in group 0): tiles
-// fastest (axis 2 first), then dilation groups. False when the tile lies past the end of a short
-// dilation group (nothing to do).
-__device__ __forceinline__ bool tile_of(const FnaParams& p, int cta, const int (&log2)[3], const int (&counts)[3],
-                                        TileBox& t) {
+// Decodes blockIdx.x for tiles of extents 2^log2 (counts[a] tiles per axis in group 0) over a
+// grid of `len` (p.len for queries, p.kv_len for keys): tiles fastest (axis 2 first), then
+// dilation groups. False when the tile lies past the end of a short dilation group (nothing to
+// do).
+__device__ __forceinline__ bool tile_of(const FnaParams& p, int cta, const int (&len)[3], const int (&log2)[3],
+                                        const int (&counts)[3], TileBox& t) {
     int x = cta;
     int tile[3], group[3];
     tile[2] = x % counts[2]; x /= counts[2];
@@ -101,13 +102,38 @@ __device__ __forceinline__ bool tile_of(const FnaParams& p, int cta, const int (
     for (int a = 0; a < 3; ++a) {
         int extent = 1 << log2[a];
         t.group[a] = group[a];
-        t.glen[a] = group_len(p.len[a], p.dilation[a], group[a]);
+        t.glen[a] = group_len(len[a], p.dilation[a], group[a]);
         t.first[a] = tile[a] * extent;
         t.end[a] = min(t.first[a] + extent, t.glen[a]);
         if (t.first[a] >= t.glen[a]) return false;
         t.no_padding &= (t.end[a] - t.first[a] == extent);
     }
     return true;
+}
+
+// The keys [lo, hi) (group-local) that group-local query `i` of a group of length `glen` sees on
+// axis `a`: the NA window rule, or every key (up to the query itself when causal) for FMHA.
+__device__ __forceinline__ void axis_window(const FnaParams& p, int a, int i, int glen, int& lo, int& hi) {
+    const bool causal = p.causal[a] != 0;
+    if (p.dense) {
+        lo = 0;
+        hi = causal ? min(i + 1, p.kv_len[a]) : p.kv_len[a];
+        return;
+    }
+    lo = window_start(i, glen, p.kernel[a], p.stride[a], causal);
+    hi = window_end(i, glen, p.kernel[a], lo, causal);
+}
+
+// The queries [lo, hi) (group-local) whose windows hold group-local key `j` on axis `a`
+// (empty when lo >= hi).
+__device__ __forceinline__ void axis_inverse_window(const FnaParams& p, int a, int j, int glen, int& lo, int& hi) {
+    const bool causal = p.causal[a] != 0;
+    if (p.dense) {
+        lo = causal ? j : 0;
+        hi = p.len[a];
+        return;
+    }
+    inverse_window(j, glen, p.kernel[a], p.stride[a], causal, lo, hi);
 }
 
 // The KV box of a Q tile, [lo, hi) per axis, and its inner box [inner_lo, inner_hi) of keys that
@@ -124,14 +150,8 @@ __device__ __forceinline__ KvBox kv_box_of(const FnaParams& p, const TileBox& t)
     KvBox b;
 #pragma unroll
     for (int a = 0; a < 3; ++a) {
-        const bool causal = p.causal[a] != 0;
-        int first = t.first[a], last = t.end[a] - 1;
-        int first_start = window_start(first, t.glen[a], p.kernel[a], p.stride[a], causal);
-        int last_start = window_start(last, t.glen[a], p.kernel[a], p.stride[a], causal);
-        b.lo[a] = first_start;
-        b.hi[a] = window_end(last, t.glen[a], p.kernel[a], last_start, causal);
-        b.inner_lo[a] = last_start;
-        b.inner_hi[a] = window_end(first, t.glen[a], p.kernel[a], first_start, causal);
+        axis_window(p, a, t.first[a], t.glen[a], b.lo[a], b.inner_hi[a]);
+        axis_window(p, a, t.end[a] - 1, t.glen[a], b.inner_lo[a], b.hi[a]);
         int extent = 1 << p.kv_tile_log2[a];
         b.tiles[a] = (b.hi[a] - b.lo[a] + extent - 1) / extent;
     }
@@ -147,6 +167,12 @@ __device__ __forceinline__ int token_of(const FnaParams& p, const int (&j)[3], c
     return (x0 * p.len[1] + x1) * p.len[2] + x2;
 }
 
+// Element offset of the first row of (batch, head) in a heads-last tensor
+// [batch, tokens, heads, cols]; its rows are `heads * cols` elements apart.
+__device__ __forceinline__ long long head_offset(int batch, int tokens, int heads, int head, int cols) {
+    return ((long long)batch * tokens * heads + head) * cols;
+}
+
 // Coordinates of row `r` of a tile (row-major over the tile's box) at `origin`.
 __device__ __forceinline__ void tile_coords(int r, const int (&log2)[3], const int (&origin)[3], int (&j)[3]) {
     j[2] = origin[2] + (r & ((1 << log2[2]) - 1));
@@ -156,7 +182,8 @@ __device__ __forceinline__ void tile_coords(int r, const int (&log2)[3], const i
 
 // ---------------------------------------------------------------------------------------------
 // Staging: gather tile rows from global memory into a swizzled shared tile with 16-byte
-// cp.async; rows outside `bound` (padding) and columns past the head dim are zero-filled.
+// cp.async; rows outside `bound` (padding) and columns from `cols` (the tensor's head dim) on
+// are zero-filled.
 
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
     const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
@@ -168,7 +195,7 @@ template <int kRows, int kHeadDim, int kNThreads, typename Element, typename Sme
 __device__ __forceinline__ void stage_tile(SmemTensor& smem, const Element* base, long long row_stride,
                                            const FnaParams& p, const int (&log2)[3],
                                            const int (&origin)[3], const int (&bound)[3],
-                                           const int (&group)[3]) {
+                                           const int (&group)[3], int cols) {
     constexpr int kChunks = kHeadDim / 8;
 #pragma unroll
     for (int idx = threadIdx.x; idx < kRows * kChunks; idx += kNThreads) {
@@ -177,7 +204,7 @@ __device__ __forceinline__ void stage_tile(SmemTensor& smem, const Element* base
         int j[3];
         tile_coords(r, log2, origin, j);
         const bool row_ok = j[0] < bound[0] && j[1] < bound[1] && j[2] < bound[2];
-        const bool ok = row_ok && c < p.head_dim;
+        const bool ok = row_ok && c < cols;
         const Element* src = ok ? base + (long long)token_of(p, j, group) * row_stride + c : base;
         cp_async_16(&smem(r, c), src, ok);
     }
@@ -273,12 +300,7 @@ __device__ __forceinline__ bool in_window(const int (&lo)[3], const int (&hi)[3]
 __device__ __forceinline__ void query_window(const FnaParams& p, const int (&i)[3], const int (&glen)[3],
                                              const int (&end)[3], int (&lo)[3], int (&hi)[3]) {
 #pragma unroll
-    for (int a = 0; a < 3; ++a) {
-        const bool causal = p.causal[a] != 0;
-        const int query = min(i[a], end[a] - 1);
-        lo[a] = window_start(query, glen[a], p.kernel[a], p.stride[a], causal);
-        hi[a] = window_end(query, glen[a], p.kernel[a], lo[a], causal);
-    }
+    for (int a = 0; a < 3; ++a) axis_window(p, a, min(i[a], end[a] - 1), glen[a], lo[a], hi[a]);
 }
 
 // Sets to -inf the scores (rows = queries with windows win_lo/win_hi, columns = keys of the KV
@@ -298,12 +320,13 @@ __device__ __forceinline__ void mask_scores(Scores& scores, const int (&win_lo)[
 }
 
 // Writes an f32 accumulator tile (kRowsTile x kHeadDim, the TiledMma's C layout) as `Element`
-// rows of a heads-last tensor: through the shared tile `smem` (free for reuse: the caller
-// synchronised), then 16-byte stores of the rows inside `bound`.
+// rows of a heads-last tensor with `cols` columns: through the shared tile `smem` (free for
+// reuse: the caller synchronised), then 16-byte stores of the rows inside `bound`.
 template <typename Traits, int kRowsTile, typename Acc, typename SmemTensor>
 __device__ __forceinline__ void store_rows(Acc& acc, SmemTensor& smem, typename Traits::Element* base,
                                            long long row_stride, const FnaParams& p, const int (&log2)[3],
-                                           const int (&origin)[3], const int (&bound)[3], const int (&group)[3]) {
+                                           const int (&origin)[3], const int (&bound)[3], const int (&group)[3],
+                                           int cols) {
     using Element = typename Traits::Element;
     typename Traits::TiledMma tiled_mma;
     Tensor elems = convert_to<Element>(acc);
@@ -319,7 +342,7 @@ __device__ __forceinline__ void store_rows(Acc& acc, SmemTensor& smem, typename 
         const int c = (idx % kChunks) * 8;
         int i[3];
         tile_coords(r, log2, origin, i);
-        if (i[0] < bound[0] && i[1] < bound[1] && i[2] < bound[2] && c < p.head_dim) {
+        if (i[0] < bound[0] && i[1] < bound[1] && i[2] < bound[2] && c < cols) {
             *reinterpret_cast<uint4*>(base + (long long)token_of(p, i, group) * row_stride + c) =
                 *reinterpret_cast<const uint4*>(&smem(r, c));
         }

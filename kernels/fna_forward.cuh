@@ -30,19 +30,22 @@ __device__ void fna_forward(const FnaParams& p, char* smem_raw) {
     constexpr int kRows = Traits::kRowsPerThread;
 
     TileBox qt;
-    if (!tile_of(p, blockIdx.x, p.q_tile_log2, p.q_tiles, qt)) return;
+    if (!tile_of(p, blockIdx.x, p.len, p.q_tile_log2, p.q_tiles, qt)) return;
     const KvBox box = kv_box_of(p, qt);
     const int head = blockIdx.y;
     const int batch = blockIdx.z;
     const int head_kv = head / (p.heads / p.heads_kv);
 
     const long long q_row_stride = (long long)p.heads * p.head_dim;
-    const long long kv_row_stride = (long long)p.heads_kv * p.head_dim;
-    const long long q_offset = ((long long)batch * p.tokens * p.heads + head) * p.head_dim;
-    const long long kv_offset = ((long long)batch * p.tokens * p.heads_kv + head_kv) * p.head_dim;
-    const Element* q_base = reinterpret_cast<const Element*>(p.q) + q_offset;
-    const Element* k_base = reinterpret_cast<const Element*>(p.k) + kv_offset;
-    const Element* v_base = reinterpret_cast<const Element*>(p.v) + kv_offset;
+    const long long o_row_stride = (long long)p.heads * p.head_dim_v;
+    const long long k_row_stride = (long long)p.heads_kv * p.head_dim;
+    const long long v_row_stride = (long long)p.heads_kv * p.head_dim_v;
+    const Element* q_base =
+        reinterpret_cast<const Element*>(p.q) + head_offset(batch, p.tokens, p.heads, head, p.head_dim);
+    const Element* k_base =
+        reinterpret_cast<const Element*>(p.k) + head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim);
+    const Element* v_base =
+        reinterpret_cast<const Element*>(p.v) + head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim_v);
 
     Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw)), typename Traits::SmemLayoutQ{});
     Tensor sK = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutKV{});
@@ -85,11 +88,11 @@ __device__ void fna_forward(const FnaParams& p, char* smem_raw) {
 
     const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
     stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, q_row_stride, p, p.q_tile_log2, qt.first, qt.end,
-                                             qt.group);
+                                             qt.group, p.head_dim);
     int origin[3];
     walk_origin(0, box.lo, box.tiles, p.kv_tile_log2, origin);
-    stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, kv_row_stride, p, p.kv_tile_log2, origin, box.hi,
-                                             qt.group);
+    stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, k_row_stride, p, p.kv_tile_log2, origin, box.hi,
+                                             qt.group, p.head_dim);
     cute::cp_async_fence();
     clear(acc_o);
 
@@ -98,8 +101,8 @@ __device__ void fna_forward(const FnaParams& p, char* smem_raw) {
         clear(acc_s);
         cute::cp_async_wait<0>();
         __syncthreads();  // K(t) landed; every warp is done with V(t - 1)
-        stage_tile<kBlockN, kHeadDim, kNThreads>(sV, v_base, kv_row_stride, p, p.kv_tile_log2, origin, box.hi,
-                                                 qt.group);
+        stage_tile<kBlockN, kHeadDim, kNThreads>(sV, v_base, v_row_stride, p, p.kv_tile_log2, origin, box.hi,
+                                                 qt.group, p.head_dim_v);
         cute::cp_async_fence();
 
         gemm_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, copy_q, copy_k, thr_copy_q, thr_copy_k);
@@ -116,8 +119,8 @@ __device__ void fna_forward(const FnaParams& p, char* smem_raw) {
         __syncthreads();  // V(t) landed; every warp is done with K(t)
         if (t + 1 < n_tiles) {
             walk_origin(t + 1, box.lo, box.tiles, p.kv_tile_log2, origin);
-            stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, kv_row_stride, p, p.kv_tile_log2, origin,
-                                                     box.hi, qt.group);
+            stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, k_row_stride, p, p.kv_tile_log2, origin,
+                                                     box.hi, qt.group, p.head_dim);
             cute::cp_async_fence();
         }
 
@@ -165,8 +168,10 @@ __device__ void fna_forward(const FnaParams& p, char* smem_raw) {
         }
     }
     __syncthreads();  // every warp is done reading sQ / sV
-    store_rows<Traits, kBlockM>(acc_o, sQ, reinterpret_cast<Element*>(p.out) + q_offset, q_row_stride, p,
-                                p.q_tile_log2, qt.first, qt.end, qt.group);
+    Element* out_base =
+        reinterpret_cast<Element*>(p.out) + head_offset(batch, p.tokens, p.heads, head, p.head_dim_v);
+    store_rows<Traits, kBlockM>(acc_o, sQ, out_base, o_row_stride, p, p.q_tile_log2, qt.first, qt.end, qt.group,
+                                p.head_dim_v);
 }
 
 }  // namespace natten_native

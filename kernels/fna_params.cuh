@@ -6,11 +6,12 @@
 namespace natten_native {
 
 struct FnaParams {
-    // Q [batch, tokens, heads, head_dim], K [batch, tokens, heads_kv, head_dim],
-    // V [batch, tokens, heads_kv, head_dim], out / d_out / dq like Q, dk / dv like K, all
-    // contiguous (heads-last); lse and delta [batch, tokens, heads] f32. Spatial axes are
-    // flattened row-major into `tokens`. The forward uses q, k, v, out, lse; the backward passes
-    // all of them (delta is written by the dQ pass and read by the dK/dV pass).
+    // Q [batch, tokens, heads, head_dim], K [batch, kv_tokens, heads_kv, head_dim],
+    // V [batch, kv_tokens, heads_kv, head_dim_v], out / d_out like Q with head_dim_v columns,
+    // dq like Q, dk like K, dv like V, all contiguous (heads-last); lse and delta
+    // [batch, tokens, heads] f32. Spatial axes are flattened row-major into `tokens`. The
+    // forward uses q, k, v, out, lse; the backward passes all of them (delta is written by the
+    // dQ pass and read by the dK/dV pass).
     const void* q;
     const void* k;
     const void* v;
@@ -23,11 +24,19 @@ struct FnaParams {
     float* delta;
     int batch;
     int tokens;
+    int kv_tokens;   // == tokens for NA
     int heads;
     int heads_kv;
-    int head_dim;  // multiple of 8, at most the kernel's compile-time head dim
-    // Per axis, padded in front to 3 axes (length 1, kernel 1, stride 1, dilation 1).
+    int head_dim;    // of Q and K: a multiple of 8, at most the kernel's compile-time head dim
+    int head_dim_v;  // of V and out: the same rule
+    // 0: neighborhood attention (the window rule of na_window.cuh). 1: attention (FMHA) on one
+    // axis: query i sees keys [0, kv_len) or, causal, [0, min(i + 1, kv_len)) (top-left
+    // aligned); kernel, stride and dilation are 1.
+    int dense;
+    // Per axis, padded in front to 3 axes (length 1, kernel 1, stride 1, dilation 1); kv_len is
+    // the key grid (== len for NA).
     int len[3];
+    int kv_len[3];
     int kernel[3];
     int stride[3];
     int dilation[3];

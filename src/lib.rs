@@ -68,9 +68,9 @@ mod options;
 pub mod tuning_cache;
 
 pub use api::{
-    attention, attention_with_lse, merge_attentions, na_tile_configs, na1d, na1d_with_extra_kv,
-    na1d_with_lse, na2d, na2d_with_extra_kv, na2d_with_lse, na3d, na3d_with_extra_kv,
-    na3d_with_lse,
+    attention, attention_with_lse, merge_attentions, na_backward_tile_configs, na_tile_configs,
+    na1d, na1d_with_extra_kv, na1d_with_lse, na2d, na2d_with_extra_kv, na2d_with_lse, na3d,
+    na3d_with_extra_kv, na3d_with_lse,
 };
 pub use backend::{NattenBackend, TileConfig};
 pub use modules::{

@@ -65,6 +65,7 @@ pub struct NaOptions<const R: usize> {
     scale: Option<f32>,
     backend: NaBackend,
     tiles: Option<([usize; R], [usize; R])>,
+    backward_tiles: Option<([usize; R], [usize; R])>,
 }
 
 impl<const R: usize> NaOptions<R> {
@@ -79,6 +80,7 @@ impl<const R: usize> NaOptions<R> {
             scale: None,
             backend: NaBackend::Auto,
             tiles: None,
+            backward_tiles: None,
         }
     }
 
@@ -94,6 +96,21 @@ impl<const R: usize> NaOptions<R> {
     /// The chosen tile configuration, if any.
     pub fn tiles(&self) -> Option<([usize; R], [usize; R])> {
         self.tiles
+    }
+
+    /// Chooses the fused backward's tile configuration (both passes: `q_tile` queries and
+    /// `kv_tile` keys per axis). It must be one of [`crate::na_backward_tile_configs`] for the
+    /// problem and device (else the call is a [`crate::NattenError::InvalidArgument`] on
+    /// `backward_tiles` listing the valid ones, or [`crate::NattenError::Unsupported`] where
+    /// the backward has no tile choice); without it the backend chooses.
+    pub fn with_backward_tiles(mut self, q_tile: [usize; R], kv_tile: [usize; R]) -> Self {
+        self.backward_tiles = Some((q_tile, kv_tile));
+        self
+    }
+
+    /// The chosen backward tile configuration, if any.
+    pub fn backward_tiles(&self) -> Option<([usize; R], [usize; R])> {
+        self.backward_tiles
     }
 
     /// Sets the stride per axis (`1 <= stride <= kernel_size`).

@@ -3,7 +3,7 @@
 use burn::tensor::{Tensor, TensorPrimitive};
 use natten_core::{NattenError, shape};
 
-use super::checks::{resolve_scale, same_dtype_and_device};
+use super::checks::{native_can_run, resolve_scale, same_dtype_and_device};
 use crate::AttentionOptions;
 use crate::backend::{FmhaProblem, NattenBackend};
 
@@ -41,17 +41,12 @@ pub fn attention_with_lse<B: NattenBackend>(
         &[("k", k.dtype(), k.device()), ("v", v.dtype(), v.device())],
     )?;
     B::check_backend(opts.backend(), s.head_dim, s.head_dim_v)?;
-    if opts.backend() == crate::NaBackend::CudaFna {
-        return Err(NattenError::Unsupported {
-            backend: crate::NaBackend::CudaFna.name(),
-            reason: "attention (FMHA) has no native kernels yet: use `Auto` or `CubeFna`".into(),
-        });
-    }
     let problem = FmhaProblem {
         causal: opts.causal(),
         scale: resolve_scale(opts.scale(), s.head_dim)?,
         backend: opts.backend(),
     };
+    native_can_run(problem.backend, problem.scale, &q, s.head_dim, s.head_dim_v)?;
     let result = B::fmha_forward(
         q.into_primitive().tensor(),
         k.into_primitive().tensor(),

@@ -1,8 +1,12 @@
-//! Checks on tensors that the shape rules of `natten-core` cannot see: dtype and device.
+//! Checks on tensors that the shape rules of `natten-core` cannot see: dtype and device, and
+//! whether an explicitly chosen native path can run the call.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use natten_core::NattenError;
+
+use crate::NaBackend;
+use crate::backend::NattenBackend;
 
 /// Q, K, V (and extra K/V) must share one float dtype and one device.
 pub(crate) fn same_dtype_and_device<B: Backend, const D: usize>(
@@ -38,5 +42,33 @@ pub(crate) fn resolve_scale(scale: Option<f32>, head_dim: usize) -> Result<f32, 
     match scale {
         Some(scale) => natten_core::shape::check_scale(scale).map(|_| scale),
         None => Ok((head_dim as f32).powf(-0.5)),
+    }
+}
+
+/// An explicit [`NaBackend::CudaFna`] must be able to run the call (NA, NA with extra tokens or
+/// attention: the same rules) on Q's device; any other choice passes.
+pub(crate) fn native_can_run<B: NattenBackend, const D: usize>(
+    choice: NaBackend,
+    scale: f32,
+    q: &Tensor<B, D>,
+    head_dim: usize,
+    head_dim_v: usize,
+) -> Result<(), NattenError> {
+    if choice != NaBackend::CudaFna {
+        return Ok(());
+    }
+    let reason = if scale <= 0.0 {
+        Some(format!(
+            "scale {scale}: the native kernels need a positive scale"
+        ))
+    } else {
+        B::cuda_fna_unsupported(&q.device(), head_dim, head_dim_v, q.dtype())
+    };
+    match reason {
+        Some(reason) => Err(NattenError::Unsupported {
+            backend: choice.name(),
+            reason,
+        }),
+        None => Ok(()),
     }
 }

@@ -4,34 +4,55 @@ use burn::tensor::{Shape, Tensor, TensorPrimitive};
 use natten_core::validate::validate_axes;
 use natten_core::{NattenError, shape};
 
-use super::checks::{resolve_scale, same_dtype_and_device};
+use super::checks::{native_can_run, resolve_scale, same_dtype_and_device};
 use crate::backend::{ExtraKv, NaProblem, NattenBackend, TileConfig};
 use crate::{NaBackend, NaOptions};
 
-/// The user's tile configuration, checked against what the backend offers for this problem.
+/// Which kernel a tile configuration is for.
+#[derive(Clone, Copy)]
+enum TiledPass {
+    Forward,
+    Backward,
+}
+
+/// The user's tile configuration for `pass`, checked against what the backend offers for this
+/// problem.
 fn checked_tiles<B: NattenBackend, const R: usize, const D: usize>(
     opts: &NaOptions<R>,
+    pass: TiledPass,
     q: &Tensor<B, D>,
     head_dim: usize,
     head_dim_v: usize,
 ) -> Result<Option<TileConfig>, NattenError> {
-    let Some((q_tile, kv_tile)) = opts.tiles() else {
+    let (chosen, argument, kernels) = match pass {
+        TiledPass::Forward => (opts.tiles(), "tiles", "tiled kernels"),
+        TiledPass::Backward => (
+            opts.backward_tiles(),
+            "backward_tiles",
+            "tiled backward kernels",
+        ),
+    };
+    let Some((q_tile, kv_tile)) = chosen else {
         return Ok(None);
     };
     let requested = TileConfig {
         q_tile: q_tile.to_vec(),
         kv_tile: kv_tile.to_vec(),
     };
-    let valid = match opts.backend() {
-        NaBackend::Reference => Vec::new(),
-        _ => B::tile_configs(&q.device(), R, head_dim, head_dim_v, q.dtype()),
+    let (device, dtype) = (q.device(), q.dtype());
+    let valid = match (opts.backend(), pass) {
+        (NaBackend::Reference, _) => Vec::new(),
+        (_, TiledPass::Forward) => B::tile_configs(&device, R, head_dim, head_dim_v, dtype),
+        (_, TiledPass::Backward) => {
+            B::backward_tile_configs(&device, R, head_dim, head_dim_v, dtype)
+        }
     };
     if valid.is_empty() {
         return Err(NattenError::Unsupported {
             backend: opts.backend().name(),
             reason: format!(
-                "tiles {requested}: `{}` has no tiled kernels for this problem",
-                B::name(&q.device())
+                "{argument} {requested}: `{}` has no {kernels} for this problem",
+                B::name(&device)
             ),
         });
     }
@@ -44,7 +65,7 @@ fn checked_tiles<B: NattenBackend, const R: usize, const D: usize>(
         list.push(format!("... and {} more", valid.len() - SHOWN));
     }
     Err(NattenError::InvalidArgument {
-        argument: "tiles",
+        argument,
         rule: format!(
             "{requested} is not a tile configuration of this problem on this device; valid: {}",
             list.join(", ")
@@ -62,6 +83,20 @@ pub fn na_tile_configs<B: NattenBackend>(
     dtype: burn::tensor::DType,
 ) -> Vec<TileConfig> {
     B::tile_configs(device, rank, head_dim, head_dim_v, dtype)
+}
+
+/// Every backward tile configuration [`NaOptions::with_backward_tiles`] accepts for a
+/// rank-`rank` NA with these head dims and dtype on `device` (NATTEN's
+/// `get_bwd_configs_for_cutlass_fna`): empty where the backward has no tile choice (the
+/// reference and the portable kernels; the native CUDA backward has one).
+pub fn na_backward_tile_configs<B: NattenBackend>(
+    device: &B::Device,
+    rank: usize,
+    head_dim: usize,
+    head_dim_v: usize,
+    dtype: burn::tensor::DType,
+) -> Vec<TileConfig> {
+    B::backward_tile_configs(device, rank, head_dim, head_dim_v, dtype)
 }
 
 /// Validated, flattened inputs of one call.
@@ -98,7 +133,20 @@ fn prepare<B: NattenBackend, const R: usize, const D: usize>(
         axes: axes.to_vec(),
         scale: resolve_scale(opts.scale(), s.head_dim)?,
         backend: opts.backend(),
-        tiles: match checked_tiles::<B, R, D>(opts, &q, s.head_dim, s.head_dim_v)? {
+        backward_tiles: checked_tiles::<B, R, D>(
+            opts,
+            TiledPass::Backward,
+            &q,
+            s.head_dim,
+            s.head_dim_v,
+        )?,
+        tiles: match checked_tiles::<B, R, D>(
+            opts,
+            TiledPass::Forward,
+            &q,
+            s.head_dim,
+            s.head_dim_v,
+        )? {
             // Left to the library: a configuration tuned by `natten-profile --optimize`, if
             // the cache has one that the backend still offers on this device.
             None if opts.backend() == NaBackend::Auto => crate::tuning_cache::cached_tiles::<B>(
@@ -112,28 +160,7 @@ fn prepare<B: NattenBackend, const R: usize, const D: usize>(
             chosen => chosen,
         },
     };
-    if problem.backend == NaBackend::CudaFna {
-        let reason = if problem.scale <= 0.0 {
-            Some(format!(
-                "scale {}: the native kernels need a positive scale",
-                problem.scale
-            ))
-        } else {
-            B::cuda_fna_unsupported(
-                &q.device(),
-                s.head_dim,
-                s.head_dim_v,
-                q.dtype(),
-                extra.is_some(),
-            )
-        };
-        if let Some(reason) = reason {
-            return Err(NattenError::Unsupported {
-                backend: NaBackend::CudaFna.name(),
-                reason,
-            });
-        }
-    }
+    native_can_run(problem.backend, problem.scale, &q, s.head_dim, s.head_dim_v)?;
     let tokens = s.tokens();
     let mut layout = vec![s.batch];
     layout.extend(&s.spatial);

@@ -159,14 +159,23 @@ impl<B: NattenBackend, C: CheckpointStrategy> NattenBackend for Autodiff<B, C> {
         B::tile_configs(device, rank, head_dim, head_dim_v, dtype)
     }
 
+    fn backward_tile_configs(
+        device: &burn::tensor::Device<Self>,
+        rank: usize,
+        head_dim: usize,
+        head_dim_v: usize,
+        dtype: burn::tensor::DType,
+    ) -> Vec<crate::backend::TileConfig> {
+        B::backward_tile_configs(device, rank, head_dim, head_dim_v, dtype)
+    }
+
     fn cuda_fna_unsupported(
         device: &burn::tensor::Device<Self>,
         head_dim: usize,
         head_dim_v: usize,
         dtype: burn::tensor::DType,
-        has_extra: bool,
     ) -> Option<String> {
-        B::cuda_fna_unsupported(device, head_dim, head_dim_v, dtype, has_extra)
+        B::cuda_fna_unsupported(device, head_dim, head_dim_v, dtype)
     }
 
     fn check_backend(

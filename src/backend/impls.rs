@@ -55,18 +55,34 @@ where
         cube::tile_configs(&client, rank, head_dim, head_dim_v, dtype)
     }
 
+    fn backward_tile_configs(
+        device: &burn::tensor::Device<Self>,
+        rank: usize,
+        head_dim: usize,
+        head_dim_v: usize,
+        dtype: burn::tensor::DType,
+    ) -> Vec<crate::backend::TileConfig> {
+        #[cfg(feature = "cuda-native")]
+        if let Some(configs) =
+            super::native::backward_tile_configs(device, rank, head_dim, head_dim_v, dtype)
+        {
+            return configs;
+        }
+        let _ = (device, rank, head_dim, head_dim_v, dtype);
+        Vec::new()
+    }
+
     fn cuda_fna_unsupported(
         device: &burn::tensor::Device<Self>,
         head_dim: usize,
         head_dim_v: usize,
         dtype: burn::tensor::DType,
-        has_extra: bool,
     ) -> Option<String> {
         #[cfg(feature = "cuda-native")]
-        return super::native::unsupported_reason(device, head_dim, head_dim_v, dtype, has_extra);
+        return super::native::unsupported_reason(device, head_dim, head_dim_v, dtype);
         #[cfg(not(feature = "cuda-native"))]
         {
-            let _ = (device, head_dim, head_dim_v, dtype, has_extra);
+            let _ = (device, head_dim, head_dim_v, dtype);
             Some("this build of burn-natten has no `cuda-native` feature".into())
         }
     }
@@ -98,10 +114,14 @@ where
         problem: &NaProblem,
     ) -> AttentionOutput<Self> {
         #[cfg(feature = "cuda-native")]
-        if let Some((out, lse)) =
-            super::native::try_na_forward(&q, &k, &v, extra.is_some(), problem)
+        if let Some(native) =
+            super::native::try_na_forward(&q, &k, &v, extra.as_ref().map(|e| (&e.k, &e.v)), problem)
         {
-            return AttentionOutput { out, lse };
+            let (out, lse) = native.neighborhood;
+            return match native.extra {
+                None => AttentionOutput { out, lse },
+                Some(extra) => merge_two::<Self>((out, lse), extra),
+            };
         }
         if !cube::runs(problem.backend, &q, &v) {
             return reference::na_forward::<Self>(q, k, v, extra, problem);
@@ -130,6 +150,10 @@ where
         v: FloatTensor<Self>,
         problem: &FmhaProblem,
     ) -> AttentionOutput<Self> {
+        #[cfg(feature = "cuda-native")]
+        if let Some((out, lse)) = super::native::try_fmha_forward(&q, &k, &v, problem) {
+            return AttentionOutput { out, lse };
+        }
         if !cube::runs(problem.backend, &q, &v) {
             return reference::fmha_forward::<Self>(q, k, v, problem);
         }
@@ -153,16 +177,28 @@ where
         problem: &NaProblem,
     ) -> AttentionGradients<Self> {
         #[cfg(feature = "cuda-native")]
-        if let Some([dq, dk, dv]) = super::native::try_na_backward(
+        if let Some(native) = super::native::try_na_backward(
             [&q, &k, &v, &out, &lse, &d_out],
-            extra.is_some(),
+            extra.as_ref().map(|e| (&e.k, &e.v)),
             problem,
         ) {
-            return AttentionGradients {
-                dq,
-                dk,
-                dv,
-                extra: None,
+            let [dq, dk, dv] = native.neighborhood;
+            return match native.extra {
+                None => AttentionGradients {
+                    dq,
+                    dk,
+                    dv,
+                    extra: None,
+                },
+                Some([dq_extra, dk_extra, dv_extra]) => AttentionGradients {
+                    dq: <Self as burn::tensor::ops::FloatTensorOps<Self>>::float_add(dq, dq_extra),
+                    dk,
+                    dv,
+                    extra: Some(ExtraKv {
+                        k: dk_extra,
+                        v: dv_extra,
+                    }),
+                },
             };
         }
         if !cube::runs(problem.backend, &q, &v) {
@@ -193,6 +229,17 @@ where
         d_out: FloatTensor<Self>,
         problem: &FmhaProblem,
     ) -> AttentionGradients<Self> {
+        #[cfg(feature = "cuda-native")]
+        if let Some([dq, dk, dv]) =
+            super::native::try_fmha_backward([&q, &k, &v, &out, &lse, &d_out], problem)
+        {
+            return AttentionGradients {
+                dq,
+                dk,
+                dv,
+                extra: None,
+            };
+        }
         if !cube::runs(problem.backend, &q, &v) {
             return reference::fmha_backward::<Self>(q, k, v, out, lse, d_out, problem);
         }
@@ -209,6 +256,24 @@ where
             dv,
             extra: None,
         }
+    }
+}
+
+/// One softmax over two key sets from the (out, lse) of each ([`crate::merge_attentions`]).
+#[cfg(feature = "cuda-native")]
+fn merge_two<B: burn::tensor::backend::Backend>(
+    (out_a, lse_a): (FloatTensor<B>, FloatTensor<B>),
+    (out_b, lse_b): (FloatTensor<B>, FloatTensor<B>),
+) -> AttentionOutput<B> {
+    use burn::tensor::{Tensor, TensorPrimitive};
+    let out = |t| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t));
+    let lse = |t| Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(t));
+    let (merged_out, merged_lse) =
+        crate::merge_attentions(vec![out(out_a), out(out_b)], vec![lse(lse_a), lse(lse_b)])
+            .expect("both parts of one call share shapes and dtype");
+    AttentionOutput {
+        out: merged_out.into_primitive().tensor(),
+        lse: merged_lse.into_primitive().tensor(),
     }
 }
 

@@ -39,10 +39,14 @@ pub struct NaProblem {
     /// The fused forward's tile configuration, when the user chose one (validated against
     /// [`NattenBackend::tile_configs`]); `None` lets the backend choose.
     pub tiles: Option<TileConfig>,
+    /// The fused backward's tile configuration, when the user chose one (validated against
+    /// [`NattenBackend::backward_tile_configs`]); `None` lets the backend choose.
+    pub backward_tiles: Option<TileConfig>,
 }
 
-/// A tile configuration of the fused forward: the Q tile and the KV tile, one extent per
-/// spatial axis (tiles are boxes of queries / keys of one dilation group).
+/// A tile configuration of a fused kernel (forward, or both backward passes): the Q tile and the
+/// KV tile, one extent per spatial axis (tiles are boxes of queries / keys of one dilation
+/// group).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TileConfig {
     /// Queries per axis of a Q tile.
@@ -155,17 +159,31 @@ pub trait NattenBackend: Backend {
         Vec::new()
     }
 
-    /// Why [`NaBackend::CudaFna`] cannot run an NA call with these properties on `device`, or
-    /// `None` when it can. Only burn-cuda built with the `cuda-native` feature has native
-    /// kernels.
+    /// The tile configurations the fused NA backward can run on `device` (what
+    /// [`crate::NaOptions::with_backward_tiles`] accepts; both backward passes use the pair).
+    /// Empty when the backward has no tile choice here (the reference and the portable
+    /// kernels have none).
+    fn backward_tile_configs(
+        device: &burn::tensor::Device<Self>,
+        rank: usize,
+        head_dim: usize,
+        head_dim_v: usize,
+        dtype: burn::tensor::DType,
+    ) -> Vec<TileConfig> {
+        let _ = (device, rank, head_dim, head_dim_v, dtype);
+        Vec::new()
+    }
+
+    /// Why [`NaBackend::CudaFna`] cannot run a call (NA, with or without extra KV tokens, or
+    /// attention) with these properties on `device`, or `None` when it can. Only burn-cuda
+    /// built with the `cuda-native` feature has native kernels.
     fn cuda_fna_unsupported(
         device: &burn::tensor::Device<Self>,
         head_dim: usize,
         head_dim_v: usize,
         dtype: burn::tensor::DType,
-        has_extra: bool,
     ) -> Option<String> {
-        let _ = (head_dim, head_dim_v, dtype, has_extra);
+        let _ = (head_dim, head_dim_v, dtype);
         Some(format!(
             "`{}` is not burn-cuda built with the `cuda-native` feature",
             Self::name(device)

@@ -9,8 +9,13 @@
 use burn::backend::{Autodiff, Cuda};
 use burn::tensor::{DType, Distribution, Tensor};
 use burn_natten::natten_core::AxisParams;
-use burn_natten::{NaBackend, NaOptions, NattenError, attention, na2d, na2d_with_extra_kv};
+use burn_natten::{
+    AttentionOptions, NaBackend, NaOptions, NattenError, attention, na_backward_tile_configs, na2d,
+    na2d_with_extra_kv,
+};
+use rand::Rng;
 
+use crate::attention::{FmhaCase, run_fmha};
 use crate::common::*;
 use crate::golden;
 use crate::half::{round_bf16, round_f16};
@@ -52,25 +57,83 @@ fn check_against_f32(p: &Problem) {
     }
 }
 
-/// Random small problems (ranks 1-3, even and odd kernels, stride, dilation, causal axes, GQA),
-/// with every supported class of head dim: multiples of 8 below, at and between the compiled
-/// kernels' head dims (32, 64, 128, 256).
+/// Random small problems (ranks 1-3, even and odd kernels, stride, dilation, causal axes, GQA,
+/// extra KV tokens in a third of them), with every supported class of head dim for Q/K and for
+/// V, equal or not: multiples of 8 below, at and between the compiled kernels' head dims (32,
+/// 64, 128, 256).
 #[test]
 fn native_sweeps_match_f32() {
     if native_unavailable() {
         return;
     }
     let dims = [8, 16, 24, 32, 40, 64, 96, 128, 200, 256];
-    for seed in 0..20u64 {
+    for seed in 0..30u64 {
         let d = dims[seed as usize % dims.len()];
+        let d_v = if seed % 3 == 0 {
+            d
+        } else {
+            dims[(seed as usize * 7 + 3) % 8]
+        };
         let p = Problem {
             head_dim: d,
-            head_dim_v: d,
-            extra: 0,
+            head_dim_v: d_v,
             backend: NaBackend::CudaFna,
             ..Problem::random(seed)
         };
         check_against_f32(&p);
+    }
+}
+
+/// Attention (FMHA) natively: causal or not, Q and KV lengths that differ (one tile to several,
+/// partial tiles), GQA, head dims of Q/K and V that differ, against the f32 reference on the
+/// same rounded inputs (output, LSE and the gradients through the native backward).
+#[test]
+fn native_fmha_matches_f32() {
+    if native_unavailable() {
+        return;
+    }
+    let device = Default::default();
+    let dims = [32, 64, 128, 24, 96];
+    for seed in 0..16u64 {
+        let mut r = rng(seed ^ 0xf4);
+        let (b, sq, skv) = (
+            r.random_range(1..=2),
+            r.random_range(1..=300),
+            r.random_range(1..=300),
+        );
+        let (hkv, g) = (r.random_range(1..=2), r.random_range(1..=3));
+        let (d, dv) = (dims[seed as usize % 5], dims[(seed as usize / 2) % 5]);
+        let causal = seed % 2 == 1;
+        let shapes = [
+            [b, sq, hkv * g, d],
+            [b, skv, hkv, d],
+            [b, skv, hkv, dv],
+            [b, sq, hkv * g, dv],
+        ];
+        for (dtype, atol, rtol, round) in HALF {
+            let values = shapes.map(|s| round(&normal(s.iter().product(), &mut r)));
+            let case = |backend| FmhaCase {
+                what: format!(
+                    "seed {seed}: b {b} sq {sq} skv {skv} hkv {hkv} g {g} d {d} dv {dv} \
+                     causal {causal} {dtype:?}"
+                ),
+                shapes,
+                values: values.clone(),
+                causal,
+                scale: None,
+                backend,
+            };
+            let (native, reference) = (case(NaBackend::CudaFna), case(NaBackend::Reference));
+            let want =
+                run_fmha::<Autodiff<Cpu>>(&reference, DType::F32, &Default::default(), false);
+            let got = run_fmha::<Autodiff<Cuda>>(&native, dtype, &device, false);
+            for (name, (a, b)) in ["out", "lse", "dq", "dk", "dv"]
+                .iter()
+                .zip(got.iter().zip(&want))
+            {
+                assert_close(&format!("{name} of {}", native.what), a, b, atol, rtol);
+            }
+        }
     }
 }
 
@@ -139,10 +202,19 @@ fn native_large_problems_match_f32() {
     for p in &problems {
         check_against_f32(p);
     }
+    // Extra KV tokens (more than one KV tile of them) and head dims of V that differ from Q/K.
+    let with = |p: Problem, extra, head_dim_v| Problem {
+        extra,
+        head_dim_v,
+        ..p
+    };
+    let [a, _, c, d, _, _] = problems;
+    check_against_f32(&with(a, 100, 32));
+    check_against_f32(&with(c, 17, 64));
+    check_against_f32(&with(d, 1, 128));
 }
 
-/// NATTEN's golden cases that the native kernels take (NA, no extra KV, head dims multiples of
-/// 8 and equal), in f16 with NATTEN's own f16 tolerance (1e-2 relative to the values'
+/// NATTEN's golden cases that the native kernels take (NA, head dims multiples of 8), in f16 with NATTEN's own f16 tolerance (1e-2 relative to the values'
 /// magnitude, as [`crate::half`]'s f16 golden test).
 #[test]
 fn native_golden_f16() {
@@ -160,7 +232,7 @@ fn native_golden_f16() {
             continue;
         }
         let (p, _) = golden::na_problem(&case, NaBackend::CudaFna);
-        if p.extra > 0 || p.head_dim % 8 != 0 || p.head_dim != p.head_dim_v {
+        if p.head_dim % 8 != 0 || p.head_dim_v % 8 != 0 {
             continue;
         }
         golden::run_case::<Autodiff<Cuda>>(&case, &device, DType::F16, tol, NaBackend::CudaFna);
@@ -261,25 +333,106 @@ fn native_unsupported_calls_are_errors() {
     let opts = NaOptions::new([5, 5]).with_backend(NaBackend::CudaFna);
     let [q, k, v] = inputs_2d(DType::F32, 64);
     unsupported(na2d(q, k, v, &opts).map(|_| ()), "dtype");
-    let [q, k, v] = inputs_2d(DType::BF16, 64);
-    let extra = || Tensor::<Cuda, 4>::zeros([2, 3, 4, 64], &device).cast(DType::BF16);
+    let [q, k, _] = inputs_2d(DType::BF16, 64);
+    let [_, _, v] = inputs_2d(DType::BF16, 20);
+    let extra = |d| Tensor::<Cuda, 4>::zeros([2, 3, 4, d], &device).cast(DType::BF16);
     unsupported(
-        na2d_with_extra_kv(q, k, v, extra(), extra(), &opts).map(|_| ()),
-        "extra",
+        na2d_with_extra_kv(q, k, v, extra(64), extra(20), &opts).map(|_| ()),
+        "head_dim_v 20",
     );
     let [q, k, v] = inputs_2d(DType::BF16, 20);
-    unsupported(na2d(q, k, v, &opts).map(|_| ()), "head_dim");
-    let q = Tensor::<Cuda, 4>::zeros([1, 8, 2, 64], &device).cast(DType::BF16);
+    unsupported(na2d(q, k, v, &opts).map(|_| ()), "head_dim 20");
+    let q = Tensor::<Cuda, 4>::zeros([1, 8, 2, 64], &device);
+    let native = AttentionOptions::new().with_backend(NaBackend::CudaFna);
     unsupported(
-        attention(
-            q.clone(),
-            q.clone(),
-            q,
-            &burn_natten::AttentionOptions::new().with_backend(NaBackend::CudaFna),
-        )
-        .map(|_| ()),
-        "FMHA",
+        attention(q.clone(), q.clone(), q.clone(), &native).map(|_| ()),
+        "dtype",
     );
+    let q = q.cast(DType::BF16);
+    unsupported(
+        attention(q.clone(), q.clone(), q, &native.with_scale(-1.0)).map(|_| ()),
+        "positive scale",
+    );
+}
+
+/// The backward's tile configurations (`na_backward_tile_configs`, `with_backward_tiles`):
+/// several Q/KV tile shapes give the reference's gradients; one outside the list is an error
+/// naming `backward_tiles`.
+#[test]
+fn native_backward_tile_configurations_match_reference() {
+    if native_unavailable() {
+        return;
+    }
+    let device = Default::default();
+    let configs = na_backward_tile_configs::<Cuda>(&device, 2, 64, 64, DType::BF16);
+    assert_eq!(
+        configs.len(),
+        49,
+        "7 Q tiles x 7 KV tiles of 64 on two axes"
+    );
+    let p = Problem {
+        seed: 9,
+        batch: 1,
+        spatial: vec![24, 20],
+        axes: vec![axis(7, 1, 2, false), axis(9, 2, 1, true)],
+        heads_kv: 2,
+        group: 2,
+        head_dim: 64,
+        head_dim_v: 64,
+        extra: 0,
+        scale: None,
+        backend: NaBackend::Reference,
+    };
+    let mut x = Inputs::random(&p);
+    for v in [&mut x.q, &mut x.k, &mut x.v, &mut x.d_out] {
+        *v = round_bf16(v);
+    }
+    let want = run::<Autodiff<Cpu>>(&p, &x, DType::F32, &Default::default(), false);
+    let [q, k, v] = [(&x.q, 4), (&x.k, 2), (&x.v, 2)].map(|(t, h)| {
+        tensor::<Autodiff<Cuda>, 5>(t.clone(), [1, 24, 20, h, 64], DType::BF16, &device)
+            .require_grad()
+    });
+    let d_out =
+        tensor::<Autodiff<Cuda>, 5>(x.d_out.clone(), [1, 24, 20, 4, 64], DType::BF16, &device);
+    let opts = NaOptions::new([7, 9])
+        .with_dilation([2, 1])
+        .with_stride([1, 2])
+        .with_causal([false, true])
+        .with_backend(NaBackend::CudaFna);
+    for (q_tile, kv_tile) in [([8, 8], [8, 8]), ([2, 32], [16, 4]), ([64, 1], [1, 64])] {
+        let o = opts.with_backward_tiles(q_tile, kv_tile);
+        let out = na2d(q.clone(), k.clone(), v.clone(), &o).unwrap();
+        let grads = (out * d_out.clone()).sum().backward();
+        for (name, t, want) in [
+            ("dq", &q, &want[2]),
+            ("dk", &k, &want[3]),
+            ("dv", &v, &want[4]),
+        ] {
+            let got = values(t.grad(&grads).unwrap());
+            assert_close(
+                &format!("{name} with tiles {q_tile:?} {kv_tile:?}"),
+                &got,
+                want,
+                8e-3,
+                1.6e-2,
+            );
+        }
+    }
+    let bad = na2d(
+        q.clone(),
+        k.clone(),
+        v.clone(),
+        &opts.with_backward_tiles([4, 4], [8, 8]),
+    );
+    match bad {
+        Err(NattenError::InvalidArgument { argument, .. }) => {
+            assert_eq!(argument, "backward_tiles")
+        }
+        other => panic!(
+            "expected InvalidArgument on backward_tiles, got {:?}",
+            other.map(|_| ())
+        ),
+    }
 }
 
 /// Both forward kernels (128- and 64-query tiles) through explicit tile configurations, against

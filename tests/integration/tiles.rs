@@ -39,6 +39,28 @@ fn tiles_on_the_reference_are_unsupported() {
     assert!(na_tile_configs::<Cpu>(&Default::default(), 2, 16, 8, DType::F32).is_empty());
 }
 
+/// Backward tiles exist only on the native CUDA backward: elsewhere (the reference, the
+/// portable kernels) choosing them is `Unsupported`, and the list is empty.
+#[test]
+fn backward_tiles_without_native_kernels_are_unsupported() {
+    let [q, k, v] = inputs::<Cpu>(&Default::default());
+    let opts = options().with_backward_tiles([8, 8], [8, 8]);
+    let err = na2d(q, k, v, &opts).unwrap_err();
+    assert!(
+        matches!(err, NattenError::Unsupported { ref reason, .. } if reason.contains("backward_tiles")),
+        "expected Unsupported naming backward_tiles, got {err}"
+    );
+    assert!(na_backward_tile_configs::<Cpu>(&Default::default(), 2, 16, 8, DType::F32).is_empty());
+    if !wgpu_available() {
+        return;
+    }
+    let device = Default::default();
+    assert!(na_backward_tile_configs::<Gpu>(&device, 2, 16, 8, DType::F32).is_empty());
+    let [q, k, v] = inputs::<Gpu>(&device);
+    let err = na2d(q, k, v, &opts).unwrap_err();
+    assert!(matches!(err, NattenError::Unsupported { .. }), "{err}");
+}
+
 #[test]
 fn invalid_tiles_list_the_valid_ones() {
     if !wgpu_available() {

@@ -11,7 +11,11 @@
 //!    synchronised before the resources are released and the outputs handed back to Burn.
 //!
 //! Two host synchronisations per call; the stress test in the integration tests interleaves
-//! Burn ops and native calls to check the protocol.
+//! Burn ops and native calls to check the protocol. `BURN_NATTEN_NATIVE_TRACE=1` prints the time
+//! of each step of every call on stderr.
+
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::kernel::into_contiguous;
@@ -21,8 +25,8 @@ use cubecl::cuda::CudaRuntime;
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 
 use super::device::NativeDevice;
-use super::plan::{CallShape, FnaParams, THREADS, backward_shared_bytes, shared_bytes};
-use crate::backend::{NaProblem, TileConfig};
+use super::plan::{CallShape, FnaParams, Pattern, THREADS, backward_shared_bytes, shared_bytes};
+use crate::backend::TileConfig;
 
 type CudaTensor = CubeTensor<CudaRuntime>;
 
@@ -39,13 +43,16 @@ fn empty(like: &CudaTensor, shape: Shape, dtype: DType) -> CudaTensor {
     empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, dtype)
 }
 
-/// The call's shape from Q `[batch, tokens, heads, head_dim]` and K, checking that 32-bit
-/// element offsets inside one batch entry suffice.
-fn call_shape(q: &CudaTensor, k: &CudaTensor) -> Result<CallShape, String> {
+/// The call's shape from Q `[batch, tokens, heads, head_dim]`, K `[batch, kv_tokens, heads_kv,
+/// head_dim]` and V, checking that 32-bit token indices suffice.
+fn call_shape(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor) -> Result<CallShape, String> {
     let [batch, tokens, heads, head_dim] = q.meta.shape().dims();
-    let heads_kv = k.meta.shape()[2];
+    let [_, kv_tokens, heads_kv, _] = k.meta.shape().dims();
+    let head_dim_v = v.meta.shape()[3];
+    let widest = heads.max(heads_kv) * head_dim.max(head_dim_v);
     if tokens
-        .checked_mul(heads.max(heads_kv) * head_dim)
+        .max(kv_tokens)
+        .checked_mul(widest)
         .is_none_or(|n| n > i32::MAX as usize)
     {
         return Err("more than 2^31 elements per batch entry".into());
@@ -53,10 +60,18 @@ fn call_shape(q: &CudaTensor, k: &CudaTensor) -> Result<CallShape, String> {
     Ok(CallShape {
         batch,
         tokens,
+        kv_tokens,
         heads,
         heads_kv,
         head_dim,
+        head_dim_v,
     })
+}
+
+/// Whether `BURN_NATTEN_NATIVE_TRACE` asks for the time of each step of every call.
+fn tracing() -> bool {
+    static TRACE: OnceLock<bool> = OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("BURN_NATTEN_NATIVE_TRACE").is_some_and(|v| v != "0"))
 }
 
 /// One kernel launch of a call: the function, its grid and dynamic shared memory.
@@ -77,7 +92,9 @@ fn run_on_burn_buffers(
     launches: &[Launch<'_>],
 ) -> Result<(), String> {
     let client = &buffers[0].client;
+    let start = Instant::now();
     cubecl::future::block_on(client.sync()).map_err(|e| format!("cubecl sync: {e:?}"))?;
+    let synced = Instant::now();
     let resources = buffers
         .iter()
         .map(|t| {
@@ -91,6 +108,7 @@ fn run_on_burn_buffers(
         return Err("a buffer is not 16-byte aligned".into());
     }
     set_pointers(&mut params, &pointers);
+    let pinned = Instant::now();
     let stream = &device.stream;
     for launch in launches {
         let config = LaunchConfig {
@@ -104,22 +122,36 @@ fn run_on_burn_buffers(
         // every pointer in it is a pinned, contiguous buffer of the shape the kernel indexes.
         unsafe { builder.launch(config) }.map_err(|e| format!("launch: {e}"))?;
     }
+    let launched = Instant::now();
     if let Err(e) = stream.synchronize() {
         panic!("burn-natten: a native FNA kernel failed on the GPU: {e}");
     }
     drop(resources);
+    if tracing() {
+        let done = Instant::now();
+        let us = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e6;
+        eprintln!(
+            "burn-natten native: cubecl sync {:.0} us, pin {} buffers {:.0} us, launch {:.0} us, \
+             kernels + wait {:.0} us",
+            us(start, synced),
+            buffers.len(),
+            us(synced, pinned),
+            us(pinned, launched),
+            us(launched, done)
+        );
+    }
     Ok(())
 }
 
-/// Runs the native FNA forward; returns (out, lse) or why it could not launch (nothing was
-/// written then). A failure after the launch (a kernel fault) leaves the CUDA context unusable
-/// and is a panic with the driver's message.
-pub fn na_forward(
+/// Runs the native forward (NA or attention, by `pattern`); returns (out, lse) or why it could
+/// not launch (nothing was written then). A failure after the launch (a kernel fault) leaves
+/// the CUDA context unusable and is a panic with the driver's message.
+pub fn forward(
     device: &NativeDevice,
     q: &CudaTensor,
     k: &CudaTensor,
     v: &CudaTensor,
-    problem: &NaProblem,
+    pattern: Pattern<'_>,
     tiles: &TileConfig,
     kernel_dim: usize,
 ) -> Result<(CudaTensor, CudaTensor), String> {
@@ -128,15 +160,15 @@ pub fn na_forward(
         into_contiguous(k.clone()),
         into_contiguous(v.clone()),
     );
-    let shape = call_shape(&q, &k)?;
+    let shape = call_shape(&q, &k, &v)?;
     let block_m: usize = tiles.q_tile.iter().product();
     let function = device
         .forward(kernel_dim, block_m, is_bf16(q.dtype)?)
         .ok_or_else(|| format!("no forward kernel for head dim {kernel_dim}, {block_m} queries"))?;
-    let (b, n, h, d) = (shape.batch, shape.tokens, shape.heads, shape.head_dim);
-    let out = empty(&q, Shape::new([b, n, h, d]), q.dtype);
+    let (b, n, h) = (shape.batch, shape.tokens, shape.heads);
+    let out = empty(&q, Shape::new([b, n, h, shape.head_dim_v]), q.dtype);
     let lse = empty(&q, Shape::new([b, n, h]), DType::F32);
-    let params = FnaParams::new(problem, shape, tiles);
+    let params = FnaParams::new(pattern, shape, tiles);
     let launch = Launch {
         function,
         grid: params.query_grid(),
@@ -152,31 +184,33 @@ pub fn na_forward(
     Ok((out, lse))
 }
 
-/// Runs the native FNA backward (dQ pass, then dK/dV pass); returns (dq, dk, dv).
-pub fn na_backward(
+/// Runs the native backward (dQ pass, then dK/dV pass; NA or attention, by `pattern`); returns
+/// (dq, dk, dv). `out` and `lse` are those of the whole forward (of a merged one, with extra
+/// keys).
+pub fn backward(
     device: &NativeDevice,
     [q, k, v, out, lse, d_out]: [&CudaTensor; 6],
-    problem: &NaProblem,
+    pattern: Pattern<'_>,
     tiles: &TileConfig,
     kernel_dim: usize,
 ) -> Result<(CudaTensor, CudaTensor, CudaTensor), String> {
     let [q, k, v, out, lse, d_out] = [q, k, v, out, lse, d_out].map(|t| into_contiguous(t.clone()));
-    let shape = call_shape(&q, &k)?;
+    let shape = call_shape(&q, &k, &v)?;
     let (dq_pass, dkdv_pass) = device
         .backward(kernel_dim, is_bf16(q.dtype)?)
         .ok_or_else(|| format!("no backward kernels for head dim {kernel_dim}"))?;
-    let (b, n, h, h_kv, d) = (
+    let (b, n, n_kv, h, h_kv) = (
         shape.batch,
         shape.tokens,
+        shape.kv_tokens,
         shape.heads,
         shape.heads_kv,
-        shape.head_dim,
     );
-    let dq = empty(&q, Shape::new([b, n, h, d]), q.dtype);
-    let dk = empty(&q, Shape::new([b, n, h_kv, d]), q.dtype);
-    let dv = empty(&q, Shape::new([b, n, h_kv, d]), q.dtype);
+    let dq = empty(&q, Shape::new([b, n, h, shape.head_dim]), q.dtype);
+    let dk = empty(&q, Shape::new([b, n_kv, h_kv, shape.head_dim]), q.dtype);
+    let dv = empty(&q, Shape::new([b, n_kv, h_kv, shape.head_dim_v]), q.dtype);
     let delta = empty(&q, Shape::new([b, n, h]), DType::F32);
-    let params = FnaParams::new(problem, shape, tiles);
+    let params = FnaParams::new(pattern, shape, tiles);
     let shared = backward_shared_bytes(kernel_dim);
     let launches = [
         Launch {

@@ -7,9 +7,12 @@
 //! - [`launch`]: the synchronisation protocol with cubecl and the launch.
 //!
 //! What runs natively: NA forward and backward (ranks 1-3, kernel size, stride, dilation,
-//! per-axis causal, GQA/MQA) in f16/bf16 with `head_dim == head_dim_v`, a multiple of 8 up to
-//! 256 (backward: up to 128), no extra KV tokens, positive scale, on GPUs of compute capability
-//! 8.0 or newer. Everything else runs the portable CubeCL kernels.
+//! per-axis causal, GQA/MQA, extra KV tokens) and attention (FMHA: causal, Q/KV lengths that
+//! differ) in f16/bf16, head dims (Q/K and V, which may differ) multiples of 8 up to 256
+//! (backward: up to 128), positive scale, on GPUs of compute capability 8.0 or newer. Extra KV
+//! tokens run as a second, dense call of the same kernels whose result the caller merges
+//! (`merge_attentions`); their backward runs both calls against the merged output and LSE.
+//! Everything else runs the portable CubeCL kernels.
 
 mod device;
 mod launch;
@@ -23,7 +26,8 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::{CudaDevice, CudaRuntime};
 
 use crate::NaBackend;
-use crate::backend::{NaProblem, TileConfig};
+use crate::backend::{FmhaProblem, NaProblem, TileConfig};
+use plan::Pattern;
 
 /// Why the native kernels cannot run a call with these properties on this device, or `None`.
 pub fn unsupported_reason<D: 'static>(
@@ -31,7 +35,6 @@ pub fn unsupported_reason<D: 'static>(
     head_dim: usize,
     head_dim_v: usize,
     dtype: DType,
-    has_extra: bool,
 ) -> Option<String> {
     let Some(device) = (device as &dyn Any).downcast_ref::<CudaDevice>() else {
         return Some("the native kernels run on burn-cuda only".into());
@@ -41,25 +44,20 @@ pub fn unsupported_reason<D: 'static>(
             "dtype {dtype:?}: the native kernels take f16 and bf16"
         ));
     }
-    if head_dim != head_dim_v {
-        return Some(format!(
-            "head_dim {head_dim} != head_dim_v {head_dim_v}: the native kernels need them equal"
-        ));
+    for (name, dim) in [("head_dim", head_dim), ("head_dim_v", head_dim_v)] {
+        if !dim.is_multiple_of(8) || dim > 256 {
+            return Some(format!(
+                "{name} {dim}: the native kernels take multiples of 8 up to 256"
+            ));
+        }
     }
-    if !head_dim.is_multiple_of(8) || head_dim > 256 {
+    let widest = head_dim.max(head_dim_v);
+    if plan::kernel_head_dim(widest, &device::built_head_dims()).is_none() {
         return Some(format!(
-            "head_dim {head_dim}: the native kernels take multiples of 8 up to 256"
-        ));
-    }
-    if plan::kernel_head_dim(head_dim, &device::built_head_dims()).is_none() {
-        return Some(format!(
-            "head_dim {head_dim}: this build has native kernels for head dims {:?} only \
+            "head dim {widest}: this build has native kernels for head dims {:?} only \
              (BURN_NATTEN_NATIVE_HEAD_DIMS at build time)",
             device::built_head_dims()
         ));
-    }
-    if has_extra {
-        return Some("extra KV tokens run on the portable kernels".into());
     }
     device::native_device(device.index).err()
 }
@@ -73,11 +71,30 @@ pub fn tile_configs<D: 'static>(
     head_dim_v: usize,
     dtype: DType,
 ) -> Option<Vec<TileConfig>> {
-    if unsupported_reason(device, head_dim, head_dim_v, dtype, false).is_some() {
+    if unsupported_reason(device, head_dim, head_dim_v, dtype).is_some() {
         return None;
     }
-    let kernel_dim = plan::kernel_head_dim(head_dim, &device::built_head_dims())?;
+    let kernel_dim = plan::kernel_head_dim(head_dim.max(head_dim_v), &device::built_head_dims())?;
     Some(plan::tile_configs(rank, kernel_dim))
+}
+
+/// The native backward tile configurations for this call, when the native backward runs it
+/// (`None` otherwise).
+pub fn backward_tile_configs<D: 'static>(
+    device: &D,
+    rank: usize,
+    head_dim: usize,
+    head_dim_v: usize,
+    dtype: DType,
+) -> Option<Vec<TileConfig>> {
+    if unsupported_reason(device, head_dim, head_dim_v, dtype).is_some() {
+        return None;
+    }
+    plan::kernel_head_dim(
+        head_dim.max(head_dim_v),
+        &device::built_backward_head_dims(),
+    )?;
+    Some(plan::backward_tile_configs(rank))
 }
 
 /// Whether CUDA device `index` can run the native kernels (see [`crate::cuda_native_status`]).
@@ -96,41 +113,125 @@ fn cast_owned<A: 'static, B: 'static>(a: A) -> Option<B> {
         .map(|b| *b)
 }
 
-/// The native NA forward, when it applies to this call (`R` is CUDA, the choice is `Auto` or
-/// `CudaFna`, and [`unsupported_reason`] is `None`); `None` lets the caller run the portable
-/// path. A launch that cannot start (for instance a misaligned buffer) also returns `None`,
-/// with a warning on stderr.
+/// Extra key/value tokens of an NA call: K `[batch, extra, heads_kv, head_dim]`, V likewise with
+/// `head_dim_v`.
+pub type ExtraRefs<'a, R> = Option<(&'a CubeTensor<R>, &'a CubeTensor<R>)>;
+
+/// A native NA forward: the neighborhood's (out, lse), and the extra tokens' when the call has
+/// some (the caller merges the two).
+pub struct NaForward<R: CubeRuntime> {
+    /// Output and LSE over the neighborhood.
+    pub neighborhood: (CubeTensor<R>, CubeTensor<R>),
+    /// Output and LSE over the extra tokens.
+    pub extra: Option<(CubeTensor<R>, CubeTensor<R>)>,
+}
+
+/// Gradients of one native backward call: (dq, dk, dv).
+pub type Grads<R> = [CubeTensor<R>; 3];
+
+/// A native NA backward: the neighborhood's gradients and the extra tokens' (whose dq the caller
+/// adds to the neighborhood's).
+pub struct NaBackward<R: CubeRuntime> {
+    /// Gradients through the neighborhood.
+    pub neighborhood: Grads<R>,
+    /// Gradients through the extra tokens.
+    pub extra: Option<Grads<R>>,
+}
+
+/// A call the native kernels run: its tensors on the CUDA runtime, the device's kernels and the
+/// kernel head dim.
+struct NativeCall<'a, const N: usize> {
+    tensors: [&'a CubeTensor<CudaRuntime>; N],
+    device: std::sync::Arc<device::NativeDevice>,
+    kernel_dim: usize,
+}
+
+/// The native call for these tensors (Q, K, V first) when `choice` lets the native kernels run
+/// them: the choice is `Auto` or `CudaFna`, the scale positive, the runtime CUDA,
+/// [`unsupported_reason`] `None`, and a kernel head dim among the `built` ones.
+fn native_call<'a, R: CubeRuntime, const N: usize>(
+    tensors: [&'a CubeTensor<R>; N],
+    choice: NaBackend,
+    scale: f32,
+    built: &[usize],
+) -> Option<NativeCall<'a, N>> {
+    if !matches!(choice, NaBackend::Auto | NaBackend::CudaFna) || scale <= 0.0 {
+        return None;
+    }
+    let tensors = tensors.map(cast::<_, CubeTensor<CudaRuntime>>);
+    if tensors.iter().any(Option::is_none) {
+        return None;
+    }
+    let tensors = tensors.map(Option::unwrap);
+    let (q, v) = (tensors[0], tensors[2]);
+    let (head_dim, head_dim_v) = (q.meta.shape()[3], v.meta.shape()[3]);
+    if unsupported_reason(&q.device, head_dim, head_dim_v, q.dtype).is_some() {
+        return None;
+    }
+    let kernel_dim = plan::kernel_head_dim(head_dim.max(head_dim_v), built)?;
+    let device = device::native_device(q.device.index).ok()?;
+    Some(NativeCall {
+        tensors,
+        device,
+        kernel_dim,
+    })
+}
+
+fn warn_not_launched(what: &str, reason: &str) {
+    eprintln!("burn-natten: native {what} not launched ({reason}); portable kernels run");
+}
+
+/// The native NA forward, when it applies to this call (see [`native_call`]); `None` lets the
+/// caller run the portable path. A launch that cannot start (for instance a misaligned buffer)
+/// also returns `None`, with a warning on stderr.
 pub fn try_na_forward<R: CubeRuntime>(
     q: &CubeTensor<R>,
     k: &CubeTensor<R>,
     v: &CubeTensor<R>,
-    has_extra: bool,
+    extra: ExtraRefs<'_, R>,
     problem: &NaProblem,
-) -> Option<(CubeTensor<R>, CubeTensor<R>)> {
-    if !matches!(problem.backend, NaBackend::Auto | NaBackend::CudaFna) || problem.scale <= 0.0 {
-        return None;
-    }
-    let (q, k, v) = (
-        cast::<_, CubeTensor<CudaRuntime>>(q)?,
-        cast::<_, CubeTensor<CudaRuntime>>(k)?,
-        cast::<_, CubeTensor<CudaRuntime>>(v)?,
-    );
-    let (head_dim, head_dim_v) = (q.meta.shape()[3], v.meta.shape()[3]);
-    if unsupported_reason(&q.device, head_dim, head_dim_v, q.dtype, has_extra).is_some() {
-        return None;
-    }
-    let native = device::native_device(q.device.index).ok()?;
-    let kernel_dim = plan::kernel_head_dim(head_dim, &device::built_head_dims())?;
+) -> Option<NaForward<R>> {
+    let built = device::built_head_dims();
+    let NativeCall {
+        tensors: [q, k, v],
+        device: native,
+        kernel_dim,
+    } = native_call([q, k, v], problem.backend, problem.scale, &built)?;
+    let extra = match extra {
+        Some((ek, ev)) => Some([cast::<_, CubeTensor<CudaRuntime>>(ek)?, cast(ev)?]),
+        None => None,
+    };
     let tiles = match &problem.tiles {
         Some(t) if plan::tile_configs(problem.spatial.len(), kernel_dim).contains(t) => t.clone(),
-        _ => plan::default_tiles(problem, kernel_dim),
+        _ => plan::default_tiles(problem.into(), kernel_dim),
     };
-    match launch::na_forward(&native, q, k, v, problem, &tiles, kernel_dim) {
-        Ok((out, lse)) => Some((cast_owned(out)?, cast_owned(lse)?)),
+    let run = || -> Result<_, String> {
+        let neighborhood = launch::forward(&native, q, k, v, problem.into(), &tiles, kernel_dim)?;
+        let extra = match extra {
+            Some([ek, ev]) => {
+                let dense = Pattern::Dense {
+                    causal: false,
+                    scale: problem.scale,
+                };
+                let tiles = plan::default_tiles(dense, kernel_dim);
+                Some(launch::forward(
+                    &native, q, ek, ev, dense, &tiles, kernel_dim,
+                )?)
+            }
+            None => None,
+        };
+        Ok((neighborhood, extra))
+    };
+    match run() {
+        Ok((neighborhood, extra)) => Some(NaForward {
+            neighborhood: pair_back(neighborhood)?,
+            extra: match extra {
+                Some(e) => Some(pair_back(e)?),
+                None => None,
+            },
+        }),
         Err(reason) => {
-            eprintln!(
-                "burn-natten: native FNA forward not launched ({reason}); portable kernels run"
-            );
+            warn_not_launched("NA forward", &reason);
             None
         }
     }
@@ -138,33 +239,119 @@ pub fn try_na_forward<R: CubeRuntime>(
 
 /// The native NA backward, under the same conditions as [`try_na_forward`] and a head dim with
 /// backward kernels (up to 128); `None` lets the caller run the portable backward. `out` and
-/// `lse` may come from either forward (same layouts).
+/// `lse` are the whole forward's (merged over the extra tokens), from either path.
 pub fn try_na_backward<R: CubeRuntime>(
-    [q, k, v, out, lse, d_out]: [&CubeTensor<R>; 6],
-    has_extra: bool,
+    tensors: [&CubeTensor<R>; 6],
+    extra: ExtraRefs<'_, R>,
     problem: &NaProblem,
-) -> Option<[CubeTensor<R>; 3]> {
-    if !matches!(problem.backend, NaBackend::Auto | NaBackend::CudaFna) || problem.scale <= 0.0 {
-        return None;
-    }
-    let [q, k, v, out, lse, d_out] =
-        [q, k, v, out, lse, d_out].map(cast::<_, CubeTensor<CudaRuntime>>);
-    let tensors = [q?, k?, v?, out?, lse?, d_out?];
-    let (head_dim, head_dim_v) = (tensors[0].meta.shape()[3], tensors[2].meta.shape()[3]);
-    let device = &tensors[0].device;
-    if unsupported_reason(device, head_dim, head_dim_v, tensors[0].dtype, has_extra).is_some() {
-        return None;
-    }
-    let native = device::native_device(device.index).ok()?;
-    let kernel_dim = plan::kernel_head_dim(head_dim, &device::built_backward_head_dims())?;
-    let tiles = plan::default_backward_tiles(problem);
-    match launch::na_backward(&native, tensors, problem, &tiles, kernel_dim) {
-        Ok((dq, dk, dv)) => Some([cast_owned(dq)?, cast_owned(dk)?, cast_owned(dv)?]),
+) -> Option<NaBackward<R>> {
+    let built = device::built_backward_head_dims();
+    let NativeCall {
+        tensors,
+        device: native,
+        kernel_dim,
+    } = native_call(tensors, problem.backend, problem.scale, &built)?;
+    let extra = match extra {
+        Some((ek, ev)) => Some([cast::<_, CubeTensor<CudaRuntime>>(ek)?, cast(ev)?]),
+        None => None,
+    };
+    let tiles = match &problem.backward_tiles {
+        Some(t) if plan::backward_tile_configs(problem.spatial.len()).contains(t) => t.clone(),
+        _ => plan::default_backward_tiles(problem.into()),
+    };
+    let run = || -> Result<_, String> {
+        let neighborhood = launch::backward(&native, tensors, problem.into(), &tiles, kernel_dim)?;
+        let extra = match extra {
+            Some([ek, ev]) => {
+                let [q, _, _, out, lse, d_out] = tensors;
+                let dense = Pattern::Dense {
+                    causal: false,
+                    scale: problem.scale,
+                };
+                let tiles = plan::default_backward_tiles(dense);
+                Some(launch::backward(
+                    &native,
+                    [q, ek, ev, out, lse, d_out],
+                    dense,
+                    &tiles,
+                    kernel_dim,
+                )?)
+            }
+            None => None,
+        };
+        Ok((neighborhood, extra))
+    };
+    match run() {
+        Ok((neighborhood, extra)) => Some(NaBackward {
+            neighborhood: grads_back(neighborhood)?,
+            extra: match extra {
+                Some(e) => Some(grads_back(e)?),
+                None => None,
+            },
+        }),
         Err(reason) => {
-            eprintln!(
-                "burn-natten: native FNA backward not launched ({reason}); portable kernels run"
-            );
+            warn_not_launched("NA backward", &reason);
             None
         }
     }
+}
+
+/// The native attention (FMHA) forward, under the conditions of [`try_na_forward`].
+pub fn try_fmha_forward<R: CubeRuntime>(
+    q: &CubeTensor<R>,
+    k: &CubeTensor<R>,
+    v: &CubeTensor<R>,
+    problem: &FmhaProblem,
+) -> Option<(CubeTensor<R>, CubeTensor<R>)> {
+    let built = device::built_head_dims();
+    let NativeCall {
+        tensors: [q, k, v],
+        device: native,
+        kernel_dim,
+    } = native_call([q, k, v], problem.backend, problem.scale, &built)?;
+    let tiles = plan::default_tiles(problem.into(), kernel_dim);
+    match launch::forward(&native, q, k, v, problem.into(), &tiles, kernel_dim) {
+        Ok(result) => pair_back(result),
+        Err(reason) => {
+            warn_not_launched("attention forward", &reason);
+            None
+        }
+    }
+}
+
+/// The native attention (FMHA) backward, under the conditions of [`try_na_backward`].
+pub fn try_fmha_backward<R: CubeRuntime>(
+    tensors: [&CubeTensor<R>; 6],
+    problem: &FmhaProblem,
+) -> Option<Grads<R>> {
+    let built = device::built_backward_head_dims();
+    let NativeCall {
+        tensors,
+        device: native,
+        kernel_dim,
+    } = native_call(tensors, problem.backend, problem.scale, &built)?;
+    let tiles = plan::default_backward_tiles(problem.into());
+    match launch::backward(&native, tensors, problem.into(), &tiles, kernel_dim) {
+        Ok(grads) => grads_back(grads),
+        Err(reason) => {
+            warn_not_launched("attention backward", &reason);
+            None
+        }
+    }
+}
+
+fn pair_back<R: CubeRuntime>(
+    (a, b): (CubeTensor<CudaRuntime>, CubeTensor<CudaRuntime>),
+) -> Option<(CubeTensor<R>, CubeTensor<R>)> {
+    Some((cast_owned(a)?, cast_owned(b)?))
+}
+
+fn grads_back<R: CubeRuntime>(
+    (dq, dk, dv): (
+        CubeTensor<CudaRuntime>,
+        CubeTensor<CudaRuntime>,
+        CubeTensor<CudaRuntime>,
+    ),
+) -> Option<Grads<R>> {
+    Some([cast_owned(dq)?, cast_owned(dk)?, cast_owned(dv)?])
 }

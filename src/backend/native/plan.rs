@@ -1,7 +1,47 @@
 //! What a native FNA forward launch needs besides buffers: the kernel's block sizes per head dim,
 //! the tile shapes (valid list, default choice) and the `#[repr(C)]` launch parameters.
 
-use crate::backend::{NaProblem, TileConfig};
+use crate::backend::{FmhaProblem, NaProblem, TileConfig};
+
+/// Which keys each query sees: a neighborhood (the NA window rule) or every key (attention,
+/// FMHA, which the kernels run as one axis of queries over one axis of keys).
+#[derive(Debug, Clone, Copy)]
+pub enum Pattern<'a> {
+    /// Neighborhood attention: the problem's window parameters per axis.
+    Na(&'a NaProblem),
+    /// Attention over every key; causal is top-left aligned.
+    Dense {
+        /// Query `i` sees keys `0..=i` only.
+        causal: bool,
+        /// Softmax scale.
+        scale: f32,
+    },
+}
+
+impl<'a> From<&'a NaProblem> for Pattern<'a> {
+    fn from(problem: &'a NaProblem) -> Self {
+        Pattern::Na(problem)
+    }
+}
+
+impl From<&FmhaProblem> for Pattern<'_> {
+    fn from(problem: &FmhaProblem) -> Self {
+        Pattern::Dense {
+            causal: problem.causal,
+            scale: problem.scale,
+        }
+    }
+}
+
+impl Pattern<'_> {
+    /// The softmax scale.
+    pub fn scale(&self) -> f32 {
+        match self {
+            Pattern::Na(problem) => problem.scale,
+            Pattern::Dense { scale, .. } => *scale,
+        }
+    }
+}
 
 /// Head dims with a compiled kernel (`kernels/fna_forward_d{dim}.cu`); a problem's head dim (a
 /// multiple of 8) runs on the smallest one at least as large (columns past it are zero-filled).
@@ -37,8 +77,24 @@ pub fn backward_shared_bytes(kernel_dim: usize) -> u32 {
 
 /// Default tiles of the backward passes: 64-query Q tiles over the dilation groups, 64-key KV
 /// tiles over the windows.
-pub fn default_backward_tiles(problem: &NaProblem) -> TileConfig {
-    tiles_for(problem, BACKWARD_BLOCK, BACKWARD_BLOCK)
+pub fn default_backward_tiles(pattern: Pattern<'_>) -> TileConfig {
+    tiles_for(pattern, BACKWARD_BLOCK, BACKWARD_BLOCK)
+}
+
+/// The tile configurations of the backward passes on a rank-`rank` problem: every Q tile and KV
+/// tile whose per-axis extents are powers of two multiplying to [`BACKWARD_BLOCK`] (both passes
+/// use the same pair).
+pub fn backward_tile_configs(rank: usize) -> Vec<TileConfig> {
+    let tiles = factorizations(rank, BACKWARD_BLOCK.trailing_zeros());
+    tiles
+        .iter()
+        .flat_map(|q| {
+            tiles.iter().map(move |kv| TileConfig {
+                q_tile: q.clone(),
+                kv_tile: kv.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The kernel head dim for a problem head dim, among `available` (those built).
@@ -98,13 +154,19 @@ fn default_tile(extents: &[usize], log2: u32) -> Vec<usize> {
 /// The default tile configuration of a problem: Q tiles of the largest kernel (128 queries up to
 /// head dim 128: faster than 64 on every anchor problem on an H200, despite the larger KV box)
 /// sized by the dilation groups' lengths, KV tiles by the window sizes.
-pub fn default_tiles(problem: &NaProblem, kernel_dim: usize) -> TileConfig {
-    tiles_for(problem, forward_block_m(kernel_dim)[0], FORWARD_BLOCK_N)
+pub fn default_tiles(pattern: Pattern<'_>, kernel_dim: usize) -> TileConfig {
+    tiles_for(pattern, forward_block_m(kernel_dim)[0], FORWARD_BLOCK_N)
 }
 
 /// Tiles of `block_m` queries sized by the dilation groups' lengths and of `block_n` keys sized
-/// by the window sizes ([`default_tile`]).
-fn tiles_for(problem: &NaProblem, block_m: usize, block_n: usize) -> TileConfig {
+/// by the window sizes ([`default_tile`]); one-axis tiles for attention.
+fn tiles_for(pattern: Pattern<'_>, block_m: usize, block_n: usize) -> TileConfig {
+    let Pattern::Na(problem) = pattern else {
+        return TileConfig {
+            q_tile: vec![block_m],
+            kv_tile: vec![block_n],
+        };
+    };
     let groups: Vec<usize> = problem
         .spatial
         .iter()
@@ -135,10 +197,14 @@ pub struct FnaParams {
     pub delta: u64,
     pub batch: i32,
     pub tokens: i32,
+    pub kv_tokens: i32,
     pub heads: i32,
     pub heads_kv: i32,
     pub head_dim: i32,
+    pub head_dim_v: i32,
+    pub dense: i32,
     pub len: [i32; 3],
+    pub kv_len: [i32; 3],
     pub kernel: [i32; 3],
     pub stride: [i32; 3],
     pub dilation: [i32; 3],
@@ -154,21 +220,23 @@ pub struct FnaParams {
 // SAFETY: plain C struct of integers and floats, the kernel's by-value parameter.
 unsafe impl cudarc::driver::DeviceRepr for FnaParams {}
 
-/// Shapes of one call: `[batch, tokens, heads, head_dim]` of Q and the KV head count.
-#[derive(Debug, Clone, Copy)]
+/// Shapes of one call: Q `[batch, tokens, heads, head_dim]`, K `[batch, kv_tokens, heads_kv,
+/// head_dim]`, V `[batch, kv_tokens, heads_kv, head_dim_v]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallShape {
     pub batch: usize,
     pub tokens: usize,
+    pub kv_tokens: usize,
     pub heads: usize,
     pub heads_kv: usize,
     pub head_dim: usize,
+    pub head_dim_v: usize,
 }
 
 impl FnaParams {
-    /// Parameters of `problem` with tiles `tiles` (validated powers of two), pointers zero
+    /// Parameters of `pattern` with tiles `tiles` (validated powers of two), pointers zero
     /// (filled at launch).
-    pub fn new(problem: &NaProblem, shape: CallShape, tiles: &TileConfig) -> Self {
-        let pad = 3 - problem.spatial.len();
+    pub fn new(pattern: Pattern<'_>, shape: CallShape, tiles: &TileConfig) -> Self {
         let mut p = Self {
             q: 0,
             k: 0,
@@ -182,10 +250,14 @@ impl FnaParams {
             delta: 0,
             batch: shape.batch as i32,
             tokens: shape.tokens as i32,
+            kv_tokens: shape.kv_tokens as i32,
             heads: shape.heads as i32,
             heads_kv: shape.heads_kv as i32,
             head_dim: shape.head_dim as i32,
+            head_dim_v: shape.head_dim_v as i32,
+            dense: 0,
             len: [1; 3],
+            kv_len: [1; 3],
             kernel: [1; 3],
             stride: [1; 3],
             dilation: [1; 3],
@@ -194,12 +266,28 @@ impl FnaParams {
             kv_tile_log2: [0; 3],
             q_tiles: [1; 3],
             kv_tiles: [1; 3],
-            scale: problem.scale,
-            scale_log2: problem.scale * std::f32::consts::LOG2_E,
+            scale: pattern.scale(),
+            scale_log2: pattern.scale() * std::f32::consts::LOG2_E,
         };
+        let problem = match pattern {
+            Pattern::Na(problem) => problem,
+            Pattern::Dense { causal, .. } => {
+                p.dense = 1;
+                p.len[2] = shape.tokens as i32;
+                p.kv_len[2] = shape.kv_tokens as i32;
+                p.causal[2] = causal as i32;
+                p.q_tile_log2[2] = tiles.q_tile[0].trailing_zeros() as i32;
+                p.kv_tile_log2[2] = tiles.kv_tile[0].trailing_zeros() as i32;
+                p.q_tiles[2] = shape.tokens.div_ceil(tiles.q_tile[0]) as i32;
+                p.kv_tiles[2] = shape.kv_tokens.div_ceil(tiles.kv_tile[0]) as i32;
+                return p;
+            }
+        };
+        let pad = 3 - problem.spatial.len();
         for (a, (axis, &len)) in problem.axes.iter().zip(&problem.spatial).enumerate() {
             let i = pad + a;
             p.len[i] = len as i32;
+            p.kv_len[i] = len as i32;
             p.kernel[i] = axis.kernel_size as i32;
             p.stride[i] = axis.stride as i32;
             p.dilation[i] = axis.dilation as i32;
@@ -258,9 +346,49 @@ mod tests {
 
     #[test]
     fn params_match_the_c_layout() {
-        // 10 pointers, 32 ints, 2 floats: 80 + 128 + 8 = 216
-        assert_eq!(std::mem::size_of::<FnaParams>(), 216);
+        // 10 pointers, 8 + 10 x 3 ints, 2 floats: 80 + 152 + 8 = 240
+        assert_eq!(std::mem::size_of::<FnaParams>(), 240);
         assert_eq!(std::mem::offset_of!(FnaParams, batch), 80);
-        assert_eq!(std::mem::offset_of!(FnaParams, scale), 208);
+        assert_eq!(std::mem::offset_of!(FnaParams, len), 112);
+        assert_eq!(std::mem::offset_of!(FnaParams, scale), 232);
+    }
+
+    #[test]
+    fn attention_runs_as_one_axis_of_all_keys() {
+        let shape = CallShape {
+            batch: 2,
+            tokens: 300,
+            kv_tokens: 70,
+            heads: 4,
+            heads_kv: 2,
+            head_dim: 64,
+            head_dim_v: 32,
+        };
+        let pattern = Pattern::Dense {
+            causal: true,
+            scale: 0.5,
+        };
+        let tiles = default_tiles(pattern, 64);
+        assert_eq!(tiles.q_tile, vec![128]);
+        let p = FnaParams::new(pattern, shape, &tiles);
+        assert_eq!((p.dense, p.len, p.kv_len), (1, [1, 1, 300], [1, 1, 70]));
+        assert_eq!(
+            (p.causal, p.q_tiles, p.kv_tiles),
+            ([0, 0, 1], [1, 1, 3], [1, 1, 2])
+        );
+        assert_eq!(p.query_grid(), (3, 4, 2));
+        assert_eq!(p.key_grid(), (2, 2, 2));
+    }
+
+    #[test]
+    fn backward_configs_multiply_to_the_block() {
+        let configs = backward_tile_configs(2);
+        assert_eq!(configs.len(), 49);
+        assert!(
+            configs
+                .iter()
+                .all(|c| c.q_tile.iter().product::<usize>() == 64
+                    && c.kv_tile.iter().product::<usize>() == 64)
+        );
     }
 }
