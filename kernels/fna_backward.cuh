@@ -123,13 +123,6 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
         s_delta[r] = delta;
     }
 
-    int win_lo[kRows][3], win_hi[kRows][3];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-        int i[3];
-        tile_coords(acc_row(r, kNWarps), p.q_tile_log2, qt.first, i);
-        query_window(p, i, qt.glen, qt.end, win_lo[r], win_hi[r]);
-    }
     clear(acc_dq);
 
     const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
@@ -150,7 +143,7 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
         for (int a = 0; a < 3; ++a) {
             full &= origin[a] >= box.inner_lo[a] && origin[a] + (1 << p.kv_tile_log2[a]) <= box.inner_hi[a];
         }
-        if (!full) mask_scores<kRows>(scores, win_lo, win_hi, p.kv_tile_log2, origin);
+        if (!full) mask_scores<kRows, kNWarps>(scores, p, qt, origin);
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
             const int row = acc_row(r, kNWarps);
@@ -195,27 +188,35 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     constexpr int kNThreads = Traits::kNThreads;
     constexpr int kRows = Traits::kRowsPerThread;
 
-    TileBox kt;
-    if (!tile_of(p, blockIdx.x, p.kv_len, p.kv_tile_log2, p.kv_tiles, kt)) return;
+    // The tile geometry lives in shared memory (as in the forward): no registers held through
+    // the walk over query tiles.
+    __shared__ TileBox kt;
+    __shared__ int q_lo[3], q_hi[3], q_tiles[3];
+    TileBox mine;
+    if (!tile_of(p, blockIdx.x, p.kv_len, p.kv_tile_log2, p.kv_tiles, mine)) return;
     const int head_kv = blockIdx.y;
     const int batch = blockIdx.z;
     const int group_size = p.heads / p.heads_kv;
 
     // The box of queries whose windows reach a key of this tile, walked in Q tiles.
-    int q_lo[3], q_hi[3], q_tiles[3];
-    bool any = true;
+    if (threadIdx.x == 0) {
+        kt = mine;
+        bool any = true;
 #pragma unroll
-    for (int a = 0; a < 3; ++a) {
-        int lo, hi, lo_last, hi_last;
-        axis_inverse_window(p, a, kt.first[a], kt.glen[a], lo, hi);
-        axis_inverse_window(p, a, kt.end[a] - 1, kt.glen[a], lo_last, hi_last);
-        q_lo[a] = lo;
-        q_hi[a] = hi_last;
-        any &= q_lo[a] < q_hi[a];
-        const int extent = 1 << p.q_tile_log2[a];
-        q_tiles[a] = any ? (q_hi[a] - q_lo[a] + extent - 1) / extent : 0;
+        for (int a = 0; a < 3; ++a) {
+            int lo, hi, lo_last, hi_last;
+            axis_inverse_window(p, a, mine.first[a], mine.glen[a], lo, hi);
+            axis_inverse_window(p, a, mine.end[a] - 1, mine.glen[a], lo_last, hi_last);
+            q_lo[a] = lo;
+            q_hi[a] = hi_last;
+            any &= lo < hi_last;
+            const int extent = 1 << p.q_tile_log2[a];
+            q_tiles[a] = any ? (hi_last - lo + extent - 1) / extent : 0;
+        }
+        if (!any) q_tiles[0] = 0;
     }
-    const int n_tiles = any ? q_tiles[0] * q_tiles[1] * q_tiles[2] : 0;
+    __syncthreads();
+    const int n_tiles = q_tiles[0] * q_tiles[1] * q_tiles[2];
 
     const long long q_row_stride = (long long)p.heads * p.head_dim;
     const long long o_row_stride = (long long)p.heads * p.head_dim_v;
@@ -267,13 +268,6 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
                                              kt.group, p.head_dim_v);
     cute::cp_async_fence();
 
-    // This thread's key rows (group-local coordinates; padding keys are never stored).
-    int key[kRows][3];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) tile_coords(acc_row(r, kNWarps), p.kv_tile_log2, kt.first, key[r]);
-    int key_last[3];
-#pragma unroll
-    for (int a = 0; a < 3; ++a) key_last[a] = kt.end[a] - 1;
 
     clear(acc_dk);
     clear(acc_dv);
@@ -329,7 +323,7 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
                 query_window(p, q_last, kt.glen, q_hi, lo_last, hi_last);
                 query_window(p, q_first, kt.glen, q_hi, lo_first, hi_first);
 #pragma unroll
-                for (int a = 0; a < 3; ++a) full &= lo_last[a] <= kt.first[a] && hi_first[a] > key_last[a];
+                for (int a = 0; a < 3; ++a) full &= lo_last[a] <= kt.first[a] && hi_first[a] > kt.end[a] - 1;
             }
 
             Tensor st = make_tensor(acc_st.data(), rowcol(acc_st.layout()));
@@ -344,7 +338,10 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
                     query_window(p, i, kt.glen, q_hi, lo, hi);
 #pragma unroll
                     for (int r = 0; r < kRows; ++r) {
-                        if (!in_window(lo, hi, key[r])) st(r, c) = -INFINITY;
+                        // this thread's key row (group-local; padding keys are never stored)
+                        int key[3];
+                        tile_coords(acc_row(r, kNWarps), p.kv_tile_log2, kt.first, key);
+                        if (!in_window(lo, hi, key)) st(r, c) = -INFINITY;
                     }
                 }
 #pragma unroll

@@ -29,9 +29,18 @@ __device__ void fna_forward(const FnaParams& p, char* smem_raw) {
     constexpr int kNThreads = Traits::kNThreads;
     constexpr int kRows = Traits::kRowsPerThread;
 
-    TileBox qt;
-    if (!tile_of(p, blockIdx.x, p.len, p.q_tile_log2, p.q_tiles, qt)) return;
-    const KvBox box = kv_box_of(p, qt);
+    // The tile geometry lives in shared memory: read where needed (staging, masking, the
+    // epilogue), it holds no registers through the KV walk, whose MMA accumulators need them
+    // (with it in registers, the 128-query kernel spilled 228 bytes instead of 196).
+    __shared__ TileBox qt;
+    __shared__ KvBox box;
+    TileBox mine;
+    if (!tile_of(p, blockIdx.x, p.len, p.q_tile_log2, p.q_tiles, mine)) return;
+    if (threadIdx.x == 0) {
+        qt = mine;
+        box = kv_box_of(p, mine);
+    }
+    __syncthreads();
     const int head = blockIdx.y;
     const int batch = blockIdx.z;
     const int head_kv = head / (p.heads / p.heads_kv);
@@ -70,15 +79,6 @@ __device__ void fna_forward(const FnaParams& p, char* smem_raw) {
     auto thr_copy_v = copy_v.get_thread_slice(threadIdx.x);
     Tensor tOsVt = thr_copy_v.partition_S(sVt);
 
-    // This thread's score rows keep their query's window per axis (padding rows take the last
-    // query's window: finite, never stored).
-    int win_lo[kRows][3], win_hi[kRows][3];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-        int i[3];
-        tile_coords(acc_row(r, kNWarps), p.q_tile_log2, qt.first, i);
-        query_window(p, i, qt.glen, qt.end, win_lo[r], win_hi[r]);
-    }
     float row_max[kRows], row_sum[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
@@ -113,7 +113,7 @@ __device__ void fna_forward(const FnaParams& p, char* smem_raw) {
         for (int a = 0; a < 3; ++a) {
             full &= origin[a] >= box.inner_lo[a] && origin[a] + (1 << p.kv_tile_log2[a]) <= box.inner_hi[a];
         }
-        if (!full) mask_scores<kRows>(scores, win_lo, win_hi, p.kv_tile_log2, origin);
+        if (!full) mask_scores<kRows, kNWarps>(scores, p, qt, origin);
 
         cute::cp_async_wait<0>();
         __syncthreads();  // V(t) landed; every warp is done with K(t)
