@@ -242,6 +242,21 @@ fn native_cuda_elsewhere_is_an_error() {
         "{err}"
     );
     assert!(err.to_string().contains("not burn-cuda"), "{err}");
+    // Attention (FMHA) follows the same rule.
+    let x = zeros([1, 8, 2, 16]);
+    let native = AttentionOptions::new().with_backend(NaBackend::CudaFna);
+    let err =
+        attention(x.clone(), x.clone(), x, &native).expect_err("no native kernels on NdArray");
+    assert!(
+        matches!(
+            err,
+            NattenError::Unsupported {
+                backend: "cuda-fna",
+                ..
+            }
+        ),
+        "{err}"
+    );
     // On a CubeCL backend of this build (no `cuda-native`), the reason names the feature or
     // the runtime.
     if !crate::common::wgpu_available() {

@@ -26,6 +26,13 @@ pub struct Args {
     /// KV tile shape of the fused forward (one value per axis; with `--q-tile`).
     #[arg(long, num_args = 1..=3, requires = "q_tile")]
     pub kv_tile: Option<Vec<usize>>,
+    /// Q tile shape of the fused backward (one value per axis; with `--backward-kv-tile`).
+    /// Valid shapes: `burn_natten::na_backward_tile_configs` (the native CUDA backward's).
+    #[arg(long, num_args = 1..=3, requires = "backward_kv_tile")]
+    pub backward_q_tile: Option<Vec<usize>>,
+    /// KV tile shape of the fused backward (one value per axis; with `--backward-q-tile`).
+    #[arg(long, num_args = 1..=3, requires = "backward_q_tile")]
+    pub backward_kv_tile: Option<Vec<usize>>,
     /// Extra key/value tokens that every query attends to beside its neighbourhood
     /// (`na{1,2,3}d_with_extra_kv`); the dense baseline attends to them too.
     #[arg(long, default_value_t = 0)]

@@ -95,12 +95,8 @@ fn call<B: NattenBackend>(p: &Problem, op: Op, x: Inputs<B>) -> Result<Tensor<B,
                 Some(t) => (Some(&t.q_tile), Some(&t.kv_tile)),
                 None => (p.args.q_tile.as_ref(), p.args.kv_tile.as_ref()),
             };
-            if let (Some(q_tile), Some(kv_tile), false) =
-                (q_tile, kv_tile, choice == NaBackend::Reference)
-            {
-                let shape = |argument: &'static str,
-                             t: &Vec<usize>|
-                 -> Result<[usize; $r], NattenError> {
+            let shape =
+                |argument: &'static str, t: &Vec<usize>| -> Result<[usize; $r], NattenError> {
                     t.as_slice()
                         .try_into()
                         .map_err(|_| NattenError::InvalidArgument {
@@ -108,7 +104,18 @@ fn call<B: NattenBackend>(p: &Problem, op: Op, x: Inputs<B>) -> Result<Tensor<B,
                             rule: format!("needs {} values (one per axis), got {}", $r, t.len()),
                         })
                 };
+            if let (Some(q_tile), Some(kv_tile), false) =
+                (q_tile, kv_tile, choice == NaBackend::Reference)
+            {
                 opts = opts.with_tiles(shape("q-tile", q_tile)?, shape("kv-tile", kv_tile)?);
+            }
+            if let (Some(q_tile), Some(kv_tile)) =
+                (&p.args.backward_q_tile, &p.args.backward_kv_tile)
+            {
+                opts = opts.with_backward_tiles(
+                    shape("backward-q-tile", q_tile)?,
+                    shape("backward-kv-tile", kv_tile)?,
+                );
             }
             let [(q, sq), (k, sk), (v, sv)] = [grid(q), grid(k), grid(v)];
             let (q, k, v) = (
