@@ -123,6 +123,8 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
         s_delta[r] = delta;
     }
 
+    int win_lo[kRows][3], win_hi[kRows][3];
+    row_windows<kRows, kNWarps>(p, qt, win_lo, win_hi);
     clear(acc_dq);
 
     const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
@@ -143,7 +145,7 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
         for (int a = 0; a < 3; ++a) {
             full &= origin[a] >= box.inner_lo[a] && origin[a] + (1 << p.kv_tile_log2[a]) <= box.inner_hi[a];
         }
-        if (!full) mask_scores<kRows, kNWarps>(scores, p, qt, origin);
+        if (!full) mask_scores<kRows>(scores, win_lo, win_hi, p.kv_tile_log2, origin);
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
             const int row = acc_row(r, kNWarps);

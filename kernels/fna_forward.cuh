@@ -86,6 +86,8 @@ __device__ void fna_forward(const FnaParams& p, char* smem_raw) {
         row_sum[r] = 0.f;
     }
 
+    int win_lo[kRows][3], win_hi[kRows][3];
+    row_windows<kRows, kNWarps>(p, qt, win_lo, win_hi);
     const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
     stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, q_row_stride, p, p.q_tile_log2, qt.first, qt.end,
                                              qt.group, p.head_dim);
@@ -113,7 +115,7 @@ __device__ void fna_forward(const FnaParams& p, char* smem_raw) {
         for (int a = 0; a < 3; ++a) {
             full &= origin[a] >= box.inner_lo[a] && origin[a] + (1 << p.kv_tile_log2[a]) <= box.inner_hi[a];
         }
-        if (!full) mask_scores<kRows, kNWarps>(scores, p, qt, origin);
+        if (!full) mask_scores<kRows>(scores, win_lo, win_hi, p.kv_tile_log2, origin);
 
         cute::cp_async_wait<0>();
         __syncthreads();  // V(t) landed; every warp is done with K(t)

@@ -22,6 +22,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
+use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 
 use super::device::NativeDevice;
@@ -74,6 +75,14 @@ fn tracing() -> bool {
     *TRACE.get_or_init(|| std::env::var_os("BURN_NATTEN_NATIVE_TRACE").is_some_and(|v| v != "0"))
 }
 
+/// With tracing, the time since `entered` spent making inputs contiguous and allocating outputs.
+fn trace_prepared(entered: Instant) {
+    if tracing() {
+        let us = entered.elapsed().as_secs_f64() * 1e6;
+        eprintln!("burn-natten native: contiguous inputs and outputs allocated in {us:.0} us");
+    }
+}
+
 /// One kernel launch of a call: the function, its grid and dynamic shared memory.
 struct Launch<'a> {
     function: &'a CudaFunction,
@@ -110,6 +119,13 @@ fn run_on_burn_buffers(
     set_pointers(&mut params, &pointers);
     let pinned = Instant::now();
     let stream = &device.stream;
+    // With tracing, GPU-side timestamps around the kernels (the kernels' own time).
+    let timed = |s: &cudarc::driver::CudaStream| {
+        tracing()
+            .then(|| s.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).ok())
+            .flatten()
+    };
+    let gpu_start = timed(stream);
     for launch in launches {
         let config = LaunchConfig {
             grid_dim: launch.grid,
@@ -122,6 +138,7 @@ fn run_on_burn_buffers(
         // every pointer in it is a pinned, contiguous buffer of the shape the kernel indexes.
         unsafe { builder.launch(config) }.map_err(|e| format!("launch: {e}"))?;
     }
+    let gpu_end = timed(stream);
     let launched = Instant::now();
     if let Err(e) = stream.synchronize() {
         panic!("burn-natten: a native FNA kernel failed on the GPU: {e}");
@@ -130,9 +147,13 @@ fn run_on_burn_buffers(
     if tracing() {
         let done = Instant::now();
         let us = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e6;
+        let kernels_us = match (&gpu_start, &gpu_end) {
+            (Some(a), Some(b)) => a.elapsed_ms(b).map_or(f64::NAN, |ms| ms as f64 * 1e3),
+            _ => f64::NAN,
+        };
         eprintln!(
             "burn-natten native: cubecl sync {:.0} us, pin {} buffers {:.0} us, launch {:.0} us, \
-             kernels + wait {:.0} us",
+             wait {:.0} us (kernels on the GPU {kernels_us:.0} us)",
             us(start, synced),
             buffers.len(),
             us(synced, pinned),
@@ -155,6 +176,7 @@ pub fn forward(
     tiles: &TileConfig,
     kernel_dim: usize,
 ) -> Result<(CudaTensor, CudaTensor), String> {
+    let entered = Instant::now();
     let (q, k, v) = (
         into_contiguous(q.clone()),
         into_contiguous(k.clone()),
@@ -169,6 +191,7 @@ pub fn forward(
     let out = empty(&q, Shape::new([b, n, h, shape.head_dim_v]), q.dtype);
     let lse = empty(&q, Shape::new([b, n, h]), DType::F32);
     let params = FnaParams::new(pattern, shape, tiles);
+    trace_prepared(entered);
     let launch = Launch {
         function,
         grid: params.query_grid(),
@@ -194,6 +217,7 @@ pub fn backward(
     tiles: &TileConfig,
     kernel_dim: usize,
 ) -> Result<(CudaTensor, CudaTensor, CudaTensor), String> {
+    let entered = Instant::now();
     let [q, k, v, out, lse, d_out] = [q, k, v, out, lse, d_out].map(|t| into_contiguous(t.clone()));
     let shape = call_shape(&q, &k, &v)?;
     let (dq_pass, dkdv_pass) = device
@@ -211,6 +235,7 @@ pub fn backward(
     let dv = empty(&q, Shape::new([b, n_kv, h_kv, shape.head_dim_v]), q.dtype);
     let delta = empty(&q, Shape::new([b, n, h]), DType::F32);
     let params = FnaParams::new(pattern, shape, tiles);
+    trace_prepared(entered);
     let shared = backward_shared_bytes(kernel_dim);
     let launches = [
         Launch {
