@@ -30,7 +30,9 @@ if ! wasm-bindgen --version 2>/dev/null | grep -qx "wasm-bindgen $version"; then
 fi
 
 echo "== building crates/webgpu-demo for wasm32 (release)"
-cargo build -p webgpu-demo --target wasm32-unknown-unknown --release
+# Not stripped: wasm-bindgen reads the module's `target_features` section (the workspace's
+# release profile strips host binaries).
+CARGO_PROFILE_RELEASE_STRIP=false cargo build -p webgpu-demo --target wasm32-unknown-unknown --release
 rm -rf "$www/pkg"
 wasm-bindgen --target web --no-typescript --out-dir "$www/pkg" \
     "$target_dir/wasm32-unknown-unknown/release/webgpu_demo.wasm"

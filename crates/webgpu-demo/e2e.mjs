@@ -141,7 +141,7 @@ try {
     console.log(`     adapter (wgpu): ${JSON.stringify(adapter.wgpu)}`);
   }
   if (ready.status === 'ready') {
-    const a = await runCase({ size: 64, kernel: 13, dilation: 1, path: 'auto', warm: 5, click: [20, 14] });
+    const a = await runCase({ size: 64, kernel: 13, dilation: 1, path: 'auto', warm: 5, click: [33, 18] });
     if (a && screenshot) {
       await page.screenshot({ path: screenshot, fullPage: true });
       console.log(`     screenshot: ${screenshot}`);

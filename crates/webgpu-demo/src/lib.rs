@@ -11,9 +11,9 @@
 
 pub mod run;
 pub mod scene;
-pub mod weights;
 #[cfg(target_arch = "wasm32")]
 mod web;
+pub mod weights;
 
 pub use natten_core::NattenError;
 

@@ -58,9 +58,8 @@ pub async fn run_na2d<B: NattenBackend>(
     warm: usize,
 ) -> Result<Timed, DemoError> {
     let shape = qkv.shape();
-    let tensor = |data: &[f32]| {
-        Tensor::<B, 5>::from_data(TensorData::new(data.to_vec(), shape), device)
-    };
+    let tensor =
+        |data: &[f32]| Tensor::<B, 5>::from_data(TensorData::new(data.to_vec(), shape), device);
     let (q, k, v) = (tensor(&qkv.q), tensor(&qkv.k), tensor(&qkv.v));
     let opts = NaOptions::new([kernel; 2])
         .with_dilation([dilation; 2])
@@ -92,10 +91,13 @@ pub async fn run_na2d<B: NattenBackend>(
 /// the device's shared memory), else the reference (Burn tensor ops).
 pub fn auto_path<B: NattenBackend>(device: &B::Device) -> PathInfo {
     let configs = na_tile_configs::<B>(device, 2, HEAD_DIM, HEAD_DIM, DType::F32);
+    let block = |tile: &[usize]| tile.iter().product::<usize>();
     PathInfo {
         fused: !configs.is_empty(),
         tile_configs: configs.len(),
-        default_tiles: configs.first().map(|t| t.to_string()),
+        block: configs
+            .first()
+            .map(|t| [block(&t.q_tile), block(&t.kv_tile)]),
     }
 }
 
@@ -106,8 +108,9 @@ pub struct PathInfo {
     pub fused: bool,
     /// How many tile configurations the fused forward offers on the device.
     pub tile_configs: usize,
-    /// The preferred one (what `Auto` uses without a cached or explicit choice).
-    pub default_tiles: Option<String>,
+    /// The preferred block, `[queries, keys]` per cube: the largest that fits (the configurations
+    /// are listed preferred first), which `Auto` uses without a cached or explicit choice.
+    pub block: Option<[usize; 2]>,
 }
 
 /// The largest `|a - b|` over two equally long slices (`inf` when their lengths differ, NaN
@@ -118,7 +121,11 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     }
     a.iter().zip(b).fold(0.0f32, |m, (x, y)| {
         let d = (x - y).abs();
-        if d.is_nan() || m.is_nan() { f32::NAN } else { m.max(d) }
+        if d.is_nan() || m.is_nan() {
+            f32::NAN
+        } else {
+            m.max(d)
+        }
     })
 }
 
@@ -202,9 +209,15 @@ impl Demo {
             }
         };
         let timed = run_na2d::<B>(&qkv, kernel, dilation, requested, device, warm).await?;
-        let reference =
-            run_na2d::<R>(&qkv, kernel, dilation, NaBackend::Reference, reference_device, 0)
-                .await?;
+        let reference = run_na2d::<R>(
+            &qkv,
+            kernel,
+            dilation,
+            NaBackend::Reference,
+            reference_device,
+            0,
+        )
+        .await?;
         let summary = Summary {
             width: qkv.width,
             height: qkv.height,
@@ -328,6 +341,7 @@ mod tests {
         assert!(s.first_ms >= 0.0 && s.median_ms >= 0.0);
         // NdArray has no fused kernels: Auto is the reference, identical to itself.
         assert!(!s.auto.fused);
+        assert_eq!((s.auto.tile_configs, s.auto.block), (0, None));
         assert_eq!(s.path, "reference (Burn tensor ops)");
         assert_eq!(s.max_abs_diff, 0.0);
         assert!(s.max_abs_reference > 0.1);

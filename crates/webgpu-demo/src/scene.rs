@@ -13,7 +13,7 @@ pub const MAX_SIDE: usize = 256;
 /// Features per pixel: colour (4), position (8), a constant (1).
 pub const FEATURES: usize = 13;
 /// Gain of the Q/K projection: a larger gain sharpens the softmax (the heat map).
-const QK_GAIN: f32 = 2.0;
+const QK_GAIN: f32 = 3.0;
 
 /// An RGBA image, row-major, 4 bytes per pixel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,12 +137,16 @@ impl Qkv {
         let p_qk = projection(0x5eed_0001, cols);
         let p_v = projection(0x5eed_0002, cols);
         let tokens = image.width * image.height;
-        let (mut q, mut v) = (Vec::with_capacity(tokens * cols), Vec::with_capacity(tokens * cols));
+        let (mut q, mut v) = (
+            Vec::with_capacity(tokens * cols),
+            Vec::with_capacity(tokens * cols),
+        );
         for y in 0..image.height {
             for x in 0..image.width {
                 let f = image.features(x, y);
                 for c in 0..cols {
-                    let dot = |p: &[f32]| (0..FEATURES).map(|i| f[i] * p[i * cols + c]).sum::<f32>();
+                    let dot =
+                        |p: &[f32]| (0..FEATURES).map(|i| f[i] * p[i * cols + c]).sum::<f32>();
                     q.push(QK_GAIN * dot(&p_qk));
                     v.push(dot(&p_v));
                 }
@@ -193,10 +197,16 @@ mod tests {
 
     #[test]
     fn bad_images_are_errors() {
-        assert!(matches!(Image::new(vec![0; 12], 2, 2), Err(DemoError::Input(_))));
+        assert!(matches!(
+            Image::new(vec![0; 12], 2, 2),
+            Err(DemoError::Input(_))
+        ));
         assert!(matches!(Image::new(vec![], 0, 3), Err(DemoError::Input(_))));
         let big = MAX_SIDE + 1;
-        assert!(matches!(Image::new(vec![0; big * 4], big, 1), Err(DemoError::Input(_))));
+        assert!(matches!(
+            Image::new(vec![0; big * 4], big, 1),
+            Err(DemoError::Input(_))
+        ));
         assert!(Image::generated(0, 8).is_err());
         assert!(Image::new(vec![7; 16], 2, 2).is_ok());
     }

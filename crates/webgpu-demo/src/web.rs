@@ -30,7 +30,9 @@ thread_local! {
 /// Installs a panic hook that logs panics to the browser console (runs when the module loads).
 #[wasm_bindgen(start)]
 pub fn start() {
-    std::panic::set_hook(Box::new(|info| console_error(&format!("webgpu-demo panicked: {info}"))));
+    std::panic::set_hook(Box::new(|info| {
+        console_error(&format!("webgpu-demo panicked: {info}"))
+    }));
 }
 
 fn js_error(e: DemoError) -> JsValue {
@@ -47,8 +49,7 @@ pub async fn init_webgpu() -> String {
     if let Some(json) = ADAPTER.with(|a| a.borrow().clone()) {
         return json;
     }
-    let setup =
-        init_setup_async::<WebGpu>(&WgpuDevice::default(), RuntimeOptions::default()).await;
+    let setup = init_setup_async::<WebGpu>(&WgpuDevice::default(), RuntimeOptions::default()).await;
     let info = setup.adapter.get_info();
     let limits = setup.device.limits();
     let json = serde_json::json!({
@@ -140,7 +141,8 @@ pub struct DemoRun {
 impl DemoRun {
     /// The run's numbers as JSON (see `run::Summary`).
     pub fn summary_json(&self) -> String {
-        serde_json::to_string(&self.demo.summary).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        serde_json::to_string(&self.demo.summary)
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
     /// The attention weights of pixel `(x, y)`, head `head`: `height * width` values (row-major),

@@ -2,12 +2,12 @@
 //! neighbourhood comes from `natten-core`'s window rule (the one source of truth), the scores
 //! are `scale * q . k` with the default scale `HEAD_DIM^-0.5`, and the weights their softmax.
 
+use natten_core::AxisParams;
 use natten_core::neighborhood::{flat_index, neighbors};
 use natten_core::validate::validate_axes;
-use natten_core::AxisParams;
 
-use crate::scene::{HEAD_DIM, HEADS, Qkv};
 use crate::DemoError;
+use crate::scene::{HEAD_DIM, HEADS, Qkv};
 
 /// The per-axis parameters of the demo's 2-D NA: window `kernel` and dilation `dilation` on
 /// both axes, stride 1, not causal.
@@ -56,7 +56,12 @@ pub fn pixel_weights(
         .iter()
         .map(|&key| {
             let k = qkv.row(&qkv.k, key, head);
-            scale * query.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()
+            scale
+                * query
+                    .iter()
+                    .zip(k)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>()
         })
         .collect();
     let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -98,8 +103,10 @@ mod tests {
         // L=12, k=3, d=2, x=0: group 0, rows 0, 2, 4.
         let map = pixel_weights(&qkv, 3, 2, 0, 9, 1).unwrap();
         let support: Vec<usize> = (0..map.len()).filter(|&i| map[i] != 0.0).collect();
-        let expected: Vec<usize> =
-            [5, 7, 9].iter().flat_map(|r| [0, 2, 4].map(|c| r * 12 + c)).collect();
+        let expected: Vec<usize> = [5, 7, 9]
+            .iter()
+            .flat_map(|r| [0, 2, 4].map(|c| r * 12 + c))
+            .collect();
         assert_eq!(support, expected);
         let sum: f64 = map.iter().map(|&w| w as f64).sum();
         assert!((sum - 1.0).abs() < 1e-6, "sum {sum}");
@@ -109,13 +116,31 @@ mod tests {
     #[test]
     fn bad_clicks_and_windows_are_errors() {
         let qkv = qkv(8, 6);
-        assert!(matches!(pixel_weights(&qkv, 3, 1, 8, 0, 0), Err(DemoError::Input(_))));
-        assert!(matches!(pixel_weights(&qkv, 3, 1, 0, 6, 0), Err(DemoError::Input(_))));
-        assert!(matches!(pixel_weights(&qkv, 3, 1, 0, 0, HEADS), Err(DemoError::Input(_))));
+        assert!(matches!(
+            pixel_weights(&qkv, 3, 1, 8, 0, 0),
+            Err(DemoError::Input(_))
+        ));
+        assert!(matches!(
+            pixel_weights(&qkv, 3, 1, 0, 6, 0),
+            Err(DemoError::Input(_))
+        ));
+        assert!(matches!(
+            pixel_weights(&qkv, 3, 1, 0, 0, HEADS),
+            Err(DemoError::Input(_))
+        ));
         // k * d > 6 rows.
-        assert!(matches!(pixel_weights(&qkv, 4, 2, 0, 0, 0), Err(DemoError::Natten(_))));
-        assert!(matches!(pixel_weights(&qkv, 1, 1, 0, 0, 0), Err(DemoError::Natten(_))));
-        assert!(matches!(pixel_weights(&qkv, 3, 0, 0, 0, 0), Err(DemoError::Natten(_))));
+        assert!(matches!(
+            pixel_weights(&qkv, 4, 2, 0, 0, 0),
+            Err(DemoError::Natten(_))
+        ));
+        assert!(matches!(
+            pixel_weights(&qkv, 1, 1, 0, 0, 0),
+            Err(DemoError::Natten(_))
+        ));
+        assert!(matches!(
+            pixel_weights(&qkv, 3, 0, 0, 0, 0),
+            Err(DemoError::Natten(_))
+        ));
     }
 
     #[test]

@@ -97,7 +97,7 @@ function showSummary(s) {
   const auto = s.auto.fused
     ? `fused CubeCL kernels: ${s.auto.tile_configs} tile configurations fit this adapter's ` +
       `${state.adapter?.wgpu?.max_compute_workgroup_storage_size ?? '?'}-byte workgroup ` +
-      `storage (default tiles ${s.auto.default_tiles})`
+      `storage (blocks of ${s.auto.block[0]} queries x ${s.auto.block[1]} keys)`
     : 'reference: no block size of the fused kernels fits this adapter\'s workgroup storage';
   const rows = [
     ['problem', `${s.width} x ${s.height} tokens, ${s.heads} heads, head dim ${s.head_dim}, ` +
@@ -135,8 +135,7 @@ function clickPixel(x, y) {
   const max = pixel.max_weight;
   for (let i = 0; i < weights.length; i++) {
     if (weights[i] === 0) continue;
-    const t = Math.sqrt(weights[i] / max);
-    const [r, g, b] = heatColour(0.25 + 0.75 * t);
+    const [r, g, b] = heatColour(0.2 + 0.8 * weights[i] / max);
     img.data.set([r, g, b, 255], 4 * i);
   }
   ctx.putImageData(img, 0, 0);
