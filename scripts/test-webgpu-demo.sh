@@ -32,7 +32,7 @@ if [ ! -x "$chromium_bin" ]; then
 fi
 if [ ! -x "$chromium_bin" ]; then
     echo "=================================================================================="
-    echo "SKIPPED: the WebGPU demo test: no Chromium at $chromium_bin and it could not be installed"
+    echo "SKIPPED: the WebGPU demo test: no Chromium at $chromium_bin, and apt could not install it"
     echo "=================================================================================="
     exit 0
 fi
