@@ -187,8 +187,12 @@ impl TileCache {
 }
 
 /// The cache file's path: `$BURN_NATTEN_CACHE`, else `$XDG_CACHE_HOME/burn-natten/tiles.json`,
-/// else `$HOME/.cache/burn-natten/tiles.json`; `None` when none of them is set.
+/// else `$HOME/.cache/burn-natten/tiles.json`; `None` when none of them is set, and always on
+/// wasm32 (a browser has no file system to keep the cache in).
 pub fn cache_path() -> Option<PathBuf> {
+    if cfg!(target_family = "wasm") {
+        return None;
+    }
     let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
     if let Some(path) = var(CACHE_ENV) {
         return Some(PathBuf::from(path));
