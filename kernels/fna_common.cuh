@@ -197,15 +197,28 @@ __device__ __forceinline__ void stage_tile(SmemTensor& smem, const Element* base
                                            const int (&origin)[3], const int (&bound)[3],
                                            const int (&group)[3], int cols) {
     constexpr int kChunks = kHeadDim / 8;
+    // Row r of the tile is token token_of(origin) + sum_a j_a(r) * dilation_a * (row-major token
+    // stride of axis a): one base per tile, three multiply-adds per row. Offsets inside a batch
+    // entry fit 32 bits (checked on the host).
+    const int stride1 = p.len[2];
+    const int stride0 = p.len[1] * p.len[2];
+    const int step0 = p.dilation[0] * stride0 * (int)row_stride;
+    const int step1 = p.dilation[1] * stride1 * (int)row_stride;
+    const int step2 = p.dilation[2] * (int)row_stride;
+    const Element* tile_base = base + (long long)token_of(p, origin, group) * row_stride;
+    bool whole = true;  // no row of the tile lies past `bound`: no per-row check
+#pragma unroll
+    for (int a = 0; a < 3; ++a) whole &= origin[a] + (1 << log2[a]) <= bound[a];
+    const int mask2 = (1 << log2[2]) - 1, mask1 = (1 << log2[1]) - 1, shift0 = log2[2] + log2[1];
 #pragma unroll
     for (int idx = threadIdx.x; idx < kRows * kChunks; idx += kNThreads) {
         const int r = idx / kChunks;
         const int c = (idx % kChunks) * 8;
-        int j[3];
-        tile_coords(r, log2, origin, j);
-        const bool row_ok = j[0] < bound[0] && j[1] < bound[1] && j[2] < bound[2];
+        const int j2 = r & mask2, j1 = (r >> log2[2]) & mask1, j0 = r >> shift0;
+        const bool row_ok =
+            whole || (origin[0] + j0 < bound[0] && origin[1] + j1 < bound[1] && origin[2] + j2 < bound[2]);
         const bool ok = row_ok && c < cols;
-        const Element* src = ok ? base + (long long)token_of(p, j, group) * row_stride + c : base;
+        const Element* src = ok ? tile_base + (j0 * step0 + j1 * step1 + j2 * step2 + c) : base;
         cp_async_16(&smem(r, c), src, ok);
     }
 }

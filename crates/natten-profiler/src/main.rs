@@ -191,16 +191,17 @@ fn print_table(r: &Report) {
         println!("tiles            q_tile {q:?} kv_tile {kv:?} (from the tile cache)");
     }
     println!(
-        "{:<16} {:>12} {:>12} {:>14} {:>12}",
-        "implementation", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "TFLOP/s"
+        "{:<16} {:>12} {:>12} {:>10} {:>14} {:>12}",
+        "implementation", "fwd ms", "fwd TFLOP/s", "bwd ms", "fwd+bwd ms", "TFLOP/s"
     );
     let row = |name: String, t: &Timing, fwd: f64, bwd: Option<f64>| {
         let (bms, btf) = match (t.forward_backward_ms, bwd) {
             (Some(ms), Some(tf)) => (format!("{ms:.3}"), format!("{tf:.4}")),
             _ => ("-".into(), "-".into()),
         };
+        let backward = t.backward_ms.map_or("-".into(), |ms| format!("{ms:.3}"));
         println!(
-            "{name:<16} {:>12.3} {:>12.4} {bms:>14} {btf:>12}",
+            "{name:<16} {:>12.3} {:>12.4} {backward:>10} {bms:>14} {btf:>12}",
             t.forward_ms, fwd
         );
     };
@@ -229,10 +230,11 @@ fn print_table(r: &Report) {
     if let (Some(dense), Some(speedup)) = (&r.dense, r.forward_speedup_over_dense) {
         let dense_ms = |ms: Option<f64>| ms.map_or("-".into(), |ms| format!("{ms:.3}"));
         println!(
-            "{:<16} {:>12.3} {:>12} {:>14} {:>12}",
+            "{:<16} {:>12.3} {:>12} {:>10} {:>14} {:>12}",
             "dense attention",
             dense.forward_ms,
             "-",
+            dense_ms(dense.backward_ms),
             dense_ms(dense.forward_backward_ms),
             "-"
         );

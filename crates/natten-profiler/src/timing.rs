@@ -8,13 +8,17 @@ use burn_natten::*;
 
 use crate::args::Args;
 
-/// Median milliseconds of the forward and (if asked) forward+backward.
+/// Median milliseconds of the forward and (if asked) forward+backward, and the backward's
+/// share: the backward kernels (the native path's dQ and dK/dV passes, the portable path's
+/// delta, dQ and dK/dV kernels) run only in the second, so their time is the difference.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Timing {
     /// Forward, milliseconds.
     pub forward_ms: f64,
     /// Forward + backward, milliseconds.
     pub forward_backward_ms: Option<f64>,
+    /// Backward alone (forward+backward minus forward), milliseconds.
+    pub backward_ms: Option<f64>,
 }
 
 /// The validated problem, flattened.
@@ -213,8 +217,10 @@ where
     } else {
         None
     };
+    let forward_ms = median(forward);
     Ok(Timing {
-        forward_ms: median(forward),
+        forward_ms,
         forward_backward_ms,
+        backward_ms: forward_backward_ms.map(|fb| fb - forward_ms),
     })
 }
