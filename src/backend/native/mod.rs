@@ -177,8 +177,32 @@ fn native_call<'a, R: CubeRuntime, const N: usize>(
     })
 }
 
-fn warn_not_launched(what: &str, reason: &str) {
-    eprintln!("burn-natten: native {what} not launched ({reason}); portable kernels run");
+/// The extra tokens as CUDA tensors (`Some(None)` when there are none; `None` when they are not
+/// on the CUDA runtime).
+fn cuda_extra<'a, R: CubeRuntime>(
+    extra: ExtraRefs<'a, R>,
+) -> Option<Option<[&'a CubeTensor<CudaRuntime>; 2]>> {
+    match extra {
+        Some((k, v)) => Some(Some([cast(k)?, cast(v)?])),
+        None => Some(None),
+    }
+}
+
+/// The extra tokens' pattern: every query sees every extra token.
+fn extra_tokens(problem: &NaProblem) -> Pattern<'static> {
+    Pattern::Dense {
+        causal: false,
+        scale: problem.scale,
+    }
+}
+
+/// The launches' result, or `None` with a warning naming `what` when they could not start.
+fn launched<T>(what: &str, result: Result<T, String>) -> Option<T> {
+    result
+        .map_err(|reason| {
+            eprintln!("burn-natten: native {what} not launched ({reason}); portable kernels run")
+        })
+        .ok()
 }
 
 /// The native NA forward, when it applies to this call (see [`native_call`]); `None` lets the
@@ -197,10 +221,7 @@ pub fn try_na_forward<R: CubeRuntime>(
         device: native,
         kernel_dim,
     } = native_call([q, k, v], problem.backend, problem.scale, &built)?;
-    let extra = match extra {
-        Some((ek, ev)) => Some([cast::<_, CubeTensor<CudaRuntime>>(ek)?, cast(ev)?]),
-        None => None,
-    };
+    let extra = cuda_extra(extra)?;
     let tiles = match &problem.tiles {
         Some(t) if plan::tile_configs(problem.spatial.len(), kernel_dim).contains(t) => t.clone(),
         _ => plan::default_tiles(problem.into(), kernel_dim),
@@ -209,10 +230,7 @@ pub fn try_na_forward<R: CubeRuntime>(
         let neighborhood = launch::forward(&native, q, k, v, problem.into(), &tiles, kernel_dim)?;
         let extra = match extra {
             Some([ek, ev]) => {
-                let dense = Pattern::Dense {
-                    causal: false,
-                    scale: problem.scale,
-                };
+                let dense = extra_tokens(problem);
                 let tiles = plan::default_tiles(dense, kernel_dim);
                 Some(launch::forward(
                     &native, q, ek, ev, dense, &tiles, kernel_dim,
@@ -222,19 +240,14 @@ pub fn try_na_forward<R: CubeRuntime>(
         };
         Ok((neighborhood, extra))
     };
-    match run() {
-        Ok((neighborhood, extra)) => Some(NaForward {
-            neighborhood: pair_back(neighborhood)?,
-            extra: match extra {
-                Some(e) => Some(pair_back(e)?),
-                None => None,
-            },
-        }),
-        Err(reason) => {
-            warn_not_launched("NA forward", &reason);
-            None
-        }
-    }
+    let (neighborhood, extra) = launched("NA forward", run())?;
+    Some(NaForward {
+        neighborhood: pair_back(neighborhood)?,
+        extra: match extra {
+            Some(e) => Some(pair_back(e)?),
+            None => None,
+        },
+    })
 }
 
 /// The native NA backward, under the same conditions as [`try_na_forward`] and a head dim with
@@ -251,10 +264,7 @@ pub fn try_na_backward<R: CubeRuntime>(
         device: native,
         kernel_dim,
     } = native_call(tensors, problem.backend, problem.scale, &built)?;
-    let extra = match extra {
-        Some((ek, ev)) => Some([cast::<_, CubeTensor<CudaRuntime>>(ek)?, cast(ev)?]),
-        None => None,
-    };
+    let extra = cuda_extra(extra)?;
     let tiles = match &problem.backward_tiles {
         Some(t) if plan::backward_tile_configs(problem.spatial.len()).contains(t) => t.clone(),
         _ => plan::default_backward_tiles(problem.into()),
@@ -264,36 +274,25 @@ pub fn try_na_backward<R: CubeRuntime>(
         let extra = match extra {
             Some([ek, ev]) => {
                 let [q, _, _, out, lse, d_out] = tensors;
-                let dense = Pattern::Dense {
-                    causal: false,
-                    scale: problem.scale,
-                };
+                let dense = extra_tokens(problem);
                 let tiles = plan::default_backward_tiles(dense);
+                let with_extra = [q, ek, ev, out, lse, d_out];
                 Some(launch::backward(
-                    &native,
-                    [q, ek, ev, out, lse, d_out],
-                    dense,
-                    &tiles,
-                    kernel_dim,
+                    &native, with_extra, dense, &tiles, kernel_dim,
                 )?)
             }
             None => None,
         };
         Ok((neighborhood, extra))
     };
-    match run() {
-        Ok((neighborhood, extra)) => Some(NaBackward {
-            neighborhood: grads_back(neighborhood)?,
-            extra: match extra {
-                Some(e) => Some(grads_back(e)?),
-                None => None,
-            },
-        }),
-        Err(reason) => {
-            warn_not_launched("NA backward", &reason);
-            None
-        }
-    }
+    let (neighborhood, extra) = launched("NA backward", run())?;
+    Some(NaBackward {
+        neighborhood: grads_back(neighborhood)?,
+        extra: match extra {
+            Some(e) => Some(grads_back(e)?),
+            None => None,
+        },
+    })
 }
 
 /// The native attention (FMHA) forward, under the conditions of [`try_na_forward`].
@@ -310,13 +309,8 @@ pub fn try_fmha_forward<R: CubeRuntime>(
         kernel_dim,
     } = native_call([q, k, v], problem.backend, problem.scale, &built)?;
     let tiles = plan::default_tiles(problem.into(), kernel_dim);
-    match launch::forward(&native, q, k, v, problem.into(), &tiles, kernel_dim) {
-        Ok(result) => pair_back(result),
-        Err(reason) => {
-            warn_not_launched("attention forward", &reason);
-            None
-        }
-    }
+    let result = launch::forward(&native, q, k, v, problem.into(), &tiles, kernel_dim);
+    pair_back(launched("attention forward", result)?)
 }
 
 /// The native attention (FMHA) backward, under the conditions of [`try_na_backward`].
@@ -331,13 +325,8 @@ pub fn try_fmha_backward<R: CubeRuntime>(
         kernel_dim,
     } = native_call(tensors, problem.backend, problem.scale, &built)?;
     let tiles = plan::default_backward_tiles(problem.into());
-    match launch::backward(&native, tensors, problem.into(), &tiles, kernel_dim) {
-        Ok(grads) => grads_back(grads),
-        Err(reason) => {
-            warn_not_launched("attention backward", &reason);
-            None
-        }
-    }
+    let grads = launch::backward(&native, tensors, problem.into(), &tiles, kernel_dim);
+    grads_back(launched("attention backward", grads)?)
 }
 
 fn pair_back<R: CubeRuntime>(
