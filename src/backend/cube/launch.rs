@@ -8,18 +8,103 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise};
 
 use super::config::{Pass, TilePlan, blocks_for, blocks_for_tiles};
-use super::forward::na_forward_kernel;
+use super::forward::{ForwardBlocks, na_forward_kernel};
 use super::kernel_args::Geometry;
+use super::tune;
 use crate::backend::TileConfig;
 
 /// Dense keys of a call: extra KV tokens (NA) or all keys, causal or not (FMHA).
+#[derive(Clone)]
 pub struct Dense<R: CubeRuntime> {
     pub k: CubeTensor<R>,
     pub v: CubeTensor<R>,
     pub causal: bool,
 }
 
-/// Fused forward; `geometry` is `None` for FMHA (no neighbourhood). Returns (out, LSE f32).
+/// The inputs of one fused forward, contiguous: what every tile plan of the call launches on
+/// (and what autotune hands to each candidate).
+#[derive(Clone)]
+pub struct ForwardCall<R: CubeRuntime> {
+    pub q: CubeTensor<R>,
+    pub k: CubeTensor<R>,
+    pub v: CubeTensor<R>,
+    /// Dense keys: `(k, v, causal)`; for NA without extra tokens, K/V again with no tokens.
+    pub dense: Option<Dense<R>>,
+    /// The neighbourhood, `None` for FMHA.
+    pub neighborhood: Option<Geometry>,
+    pub scale: f32,
+}
+
+impl<R: CubeRuntime> ForwardCall<R> {
+    /// The Q tiling's geometry: the neighbourhood's, or one sequence of queries (FMHA).
+    pub fn q_tiling(&self) -> Geometry {
+        self.neighborhood
+            .unwrap_or_else(|| Geometry::sequence(self.q.meta.shape()[1] as u32))
+    }
+
+    /// `[batch, tokens, heads, head_dim]` of Q and `(heads_kv, head_dim_v)` of V.
+    fn dims(&self) -> ([usize; 4], usize, usize) {
+        let [_, _, h_kv, d_v] = self.v.meta.shape().dims();
+        (self.q.meta.shape().dims(), h_kv, d_v)
+    }
+
+    /// The tile plan used when neither the caller nor autotune chose one: the preferred block
+    /// sizes of the device, split over the axes by [`TilePlan::new`].
+    pub fn default_plan(&self) -> (ForwardBlocks, TilePlan) {
+        let ([_, _, _, d], _, d_v) = self.dims();
+        let blocks = blocks_for(&self.q.client, Pass::Forward, d, d_v, self.q.dtype);
+        (blocks, TilePlan::new(&self.q_tiling(), &blocks))
+    }
+
+    /// Runs the forward with these blocks and tiles. Returns (out, LSE f32).
+    pub fn launch(&self, blocks: ForwardBlocks, plan: &TilePlan) -> (CubeTensor<R>, CubeTensor<R>) {
+        let ([b, n, h, _], h_kv, d_v) = self.dims();
+        let (client, dtype) = (self.q.client.clone(), self.q.dtype);
+        let out = empty_like(&self.q, Shape::new([b, n, h, d_v]), dtype);
+        let lse = empty_like(&self.q, Shape::new([b, n, h]), DType::F32);
+        let g = self.q_tiling();
+        let (dense_k, dense_v, dense_tokens, dense_causal) = match &self.dense {
+            Some(dense) => (
+                dense.k.clone(),
+                dense.v.clone(),
+                dense.k.meta.shape()[1],
+                dense.causal,
+            ),
+            None => (self.k.clone(), self.v.clone(), 0, false),
+        };
+        na_forward_kernel::launch::<R>(
+            &client,
+            plan.cube_count(&g, h, b),
+            TilePlan::cube_dim(&blocks),
+            self.q.clone().into_tensor_arg(),
+            self.k.clone().into_tensor_arg(),
+            self.v.clone().into_tensor_arg(),
+            dense_k.into_tensor_arg(),
+            dense_v.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            lse.clone().into_tensor_arg(),
+            g.arg(),
+            plan.arg(),
+            h_kv as u32,
+            dense_tokens as u32,
+            self.scale,
+            g.causal[0],
+            g.causal[1],
+            g.causal[2],
+            self.neighborhood.is_some(),
+            dense_causal,
+            blocks,
+            dtype.into(),
+        );
+        (out, lse)
+    }
+}
+
+/// Fused forward; `geometry` is `None` for FMHA (no neighbourhood). The tiles are the
+/// caller's when given ([`crate::NaOptions::with_tiles`], validated against
+/// [`super::tile_configs`]); otherwise autotune chooses among the device's candidates for
+/// problems large enough to be worth it ([`super::tune`]), and small problems take the default
+/// plan. Returns (out, LSE f32).
 pub fn forward<R: CubeRuntime>(
     q: CubeTensor<R>,
     k: CubeTensor<R>,
@@ -29,65 +114,31 @@ pub fn forward<R: CubeRuntime>(
     tiles: Option<&TileConfig>,
     scale: f32,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
-    let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
-    let [b, n, h, d] = q.meta.shape().dims();
-    let [_, _, h_kv, d_v] = v.meta.shape().dims();
-    let (client, device, dtype) = (q.client.clone(), q.device.clone(), q.dtype);
-    let out = empty_device_contiguous_dtype(
-        client.clone(),
-        device.clone(),
-        Shape::new([b, n, h, d_v]),
-        dtype,
-    );
-    let lse =
-        empty_device_contiguous_dtype(client.clone(), device, Shape::new([b, n, h]), DType::F32);
-    let has_neighborhood = geometry.is_some();
-    let g = geometry.unwrap_or_else(|| Geometry::sequence(n as u32));
-    let (dense_k, dense_v, dense_tokens, dense_causal) = match dense {
-        Some(dense) => {
-            let tokens = dense.k.meta.shape()[1];
-            (
-                into_contiguous(dense.k),
-                into_contiguous(dense.v),
-                tokens,
-                dense.causal,
-            )
-        }
-        None => (k.clone(), v.clone(), 0, false),
-    };
-    let chosen = tiles.and_then(|t| Some((t, blocks_for_tiles(&client, t, d, d_v, dtype)?)));
-    let (blocks, plan) = match chosen {
-        Some((t, blocks)) => (blocks, TilePlan::from_config(&g, t)),
-        None => {
-            let blocks = blocks_for(&client, Pass::Forward, d, d_v, dtype);
-            (blocks, TilePlan::new(&g, &blocks))
-        }
-    };
-    na_forward_kernel::launch::<R>(
-        &client,
-        plan.cube_count(&g, h, b),
-        TilePlan::cube_dim(&blocks),
-        q.into_tensor_arg(),
-        k.into_tensor_arg(),
-        v.into_tensor_arg(),
-        dense_k.into_tensor_arg(),
-        dense_v.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        lse.clone().into_tensor_arg(),
-        g.arg(),
-        plan.arg(),
-        h_kv as u32,
-        dense_tokens as u32,
+    let call = ForwardCall {
+        q: into_contiguous(q),
+        k: into_contiguous(k),
+        v: into_contiguous(v),
+        dense: dense.map(|dense| Dense {
+            k: into_contiguous(dense.k),
+            v: into_contiguous(dense.v),
+            causal: dense.causal,
+        }),
+        neighborhood: geometry,
         scale,
-        g.causal[0],
-        g.causal[1],
-        g.causal[2],
-        has_neighborhood,
-        dense_causal,
-        blocks,
-        dtype.into(),
-    );
-    (out, lse)
+    };
+    let ([_, _, _, d], _, d_v) = call.dims();
+    let chosen = tiles.and_then(|t| {
+        let blocks = blocks_for_tiles(&call.q.client, t, d, d_v, call.q.dtype)?;
+        Some((blocks, TilePlan::from_config(&call.q_tiling(), t)))
+    });
+    match chosen {
+        Some((blocks, plan)) => call.launch(blocks, &plan),
+        None if tune::worth_tuning(&call) => tune::forward_autotuned(call),
+        None => {
+            let (blocks, plan) = call.default_plan();
+            call.launch(blocks, &plan)
+        }
+    }
 }
 
 /// Launch grid with one unit per row (a (batch, token, head) or (batch, key, KV head) index).

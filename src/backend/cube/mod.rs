@@ -1,8 +1,9 @@
 //! Fused CubeCL kernels for every CubeCL runtime (wgpu, CUDA, ROCm).
 //!
-//! This first version is per-query: one unit per (batch, token, head) walks the query's
-//! neighbourhood with an online softmax in f32. The tiled block-sparse kernels with token
-//! permutation (design.md section 4) replace it role by role.
+//! Tiled block-sparse flash attention, one file per role: `tile` (tile iteration and masking),
+//! `tile_matmul` (tile products: `cmma` or scalar), `forward`, `backward_preprocess`,
+//! `backward_dq`, `backward_dkdv`, `config` (block sizes per device, tile plans, tile
+//! configurations), `tune` (autotune of the forward's tile plan) and `launch` (host side).
 
 mod backward_dkdv;
 mod backward_dq;
@@ -13,6 +14,7 @@ mod kernel_args;
 mod launch;
 mod tile;
 mod tile_matmul;
+mod tune;
 mod window;
 
 pub use config::tile_configs;
