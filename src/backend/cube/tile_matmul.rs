@@ -139,12 +139,15 @@ fn cmma_product<F: Float>(
     let a_len = comptime!((if p.a_t { k } else { m }) * p.lda);
     let b_len = comptime!((if p.b_t { n } else { k }) * p.ldb);
     let out_len = comptime!(m * p.ldc);
-    for rb_it in 0..comptime!((m / 16).div_ceil(planes)) {
-        let rb = rb_it * planes + UNIT_POS_Y as usize;
-        if rb < comptime!(m / 16) {
-            let row0 = rb * 16usize;
-            for cb in 0..comptime!(n / 16) {
-                let col0 = cb * 16usize;
+    // Output blocks of 16x16, dealt to the planes in turn (row-major over the blocks).
+    let col_blocks = comptime!(n / 16);
+    let out_blocks = comptime!((m / 16) * col_blocks);
+    for block_it in 0..comptime!(out_blocks.div_ceil(planes)) {
+        let block = block_it * planes + UNIT_POS_Y as usize;
+        if block < out_blocks {
+            let row0 = (block / col_blocks) * 16usize;
+            let col0 = (block % col_blocks) * 16usize;
+            {
                 let acc = cmma::Matrix::<f32>::from_value(
                     cmma::MatrixIdent::Accumulator,
                     16usize,

@@ -18,12 +18,12 @@ use cubecl::AutotuneKey;
 use cubecl::tune::{AutotuneOutput, LocalTuner, Tunable, TunableSet, TuneGroup, local_tuner};
 use serde::{Deserialize, Serialize};
 
-use super::config::{Pass, TilePlan, block_candidates};
+use super::config::{TilePlan, forward_variants};
 use super::forward::ForwardBlocks;
 use super::launch::ForwardCall;
 
 /// The most tile plans autotune times for one problem class.
-pub const MAX_CANDIDATES: usize = 4;
+pub const MAX_CANDIDATES: usize = 6;
 
 /// Problems with fewer score elements (batch x heads x queries x keys seen per query) than this
 /// (2^26) are not tuned.
@@ -84,13 +84,13 @@ impl ForwardTuneKey {
     }
 }
 
-/// The tile plans autotune times for a call: the device's forward block-size classes, preferred
-/// first (the first is the default plan), at most [`MAX_CANDIDATES`].
+/// The launches autotune times for a call: the device's forward variants, preferred first (the
+/// first is the default plan), at most [`MAX_CANDIDATES`].
 pub fn candidates<R: CubeRuntime>(call: &ForwardCall<R>) -> Vec<(ForwardBlocks, TilePlan)> {
     let [_, _, _, d] = call.q.meta.shape().dims();
     let d_v = call.v.meta.shape()[3];
     let g = call.q_tiling();
-    block_candidates(&call.q.client, Pass::Forward, d, d_v, call.q.dtype)
+    forward_variants(&call.q.client, d, d_v, call.q.dtype)
         .into_iter()
         .take(MAX_CANDIDATES)
         .map(|blocks| (blocks, TilePlan::new(&g, &blocks)))
@@ -163,38 +163,116 @@ pub fn forward_autotuned<R: CubeRuntime>(call: ForwardCall<R>) -> (CubeTensor<R>
     (result.out, result.lse)
 }
 
-#[cfg(all(test, feature = "wgpu", not(target_family = "wasm")))]
+#[cfg(all(
+    test,
+    any(feature = "wgpu", feature = "cuda"),
+    not(target_family = "wasm")
+))]
 mod tests {
-    use burn::tensor::{Distribution, Tensor};
+    use burn::tensor::{DType, Distribution, Tensor, TensorPrimitive};
     use burn_cubecl::CubeBackend;
-    use cubecl::wgpu::WgpuRuntime;
 
     use super::*;
     use crate::backend::cube::Geometry;
 
-    type Unfused = CubeBackend<WgpuRuntime, f32, i32, u32>;
+    type Backend<R> = CubeBackend<R, f32, i32, u32>;
 
-    fn tensor(shape: [usize; 4]) -> CubeTensor<WgpuRuntime> {
-        let device = Default::default();
-        Tensor::<Unfused, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device)
+    fn tensor<R: CubeRuntime>(
+        shape: [usize; 4],
+        dtype: DType,
+        device: &R::Device,
+    ) -> CubeTensor<R> {
+        Tensor::<Backend<R>, 4>::random(shape, Distribution::Normal(0.0, 1.0), device)
+            .cast(dtype)
             .into_primitive()
             .tensor()
     }
 
-    fn read(t: CubeTensor<WgpuRuntime>) -> Vec<f32> {
-        Tensor::<Unfused, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(t))
+    fn read<R: CubeRuntime, const D: usize>(t: CubeTensor<R>) -> Vec<f32> {
+        Tensor::<Backend<R>, D>::from_primitive(TensorPrimitive::Float(t))
+            .cast(DType::F32)
             .into_data()
             .to_vec()
             .unwrap()
     }
 
-    /// The tuner times every candidate of a 2-D problem on the wgpu device (lavapipe in CI) and
-    /// runs one of them: the result is the default plan's up to summation order, and a second
-    /// call (a cache hit) gives the same result as the first.
+    /// A 2-D problem (dilation, stride, causal, D_v != D) on `device` with a lone neighbourhood.
+    fn call<R: CubeRuntime>(dtype: DType, device: &R::Device) -> ForwardCall<R> {
+        let axis = |kernel_size, stride, dilation, causal| natten_core::AxisParams {
+            kernel_size,
+            stride,
+            dilation,
+            causal,
+        };
+        let problem = crate::backend::NaProblem {
+            spatial: vec![12, 10],
+            axes: vec![axis(5, 1, 2, false), axis(3, 2, 1, true)],
+            scale: 0.25,
+            backend: crate::NaBackend::Auto,
+            tiles: None,
+            backward_tiles: None,
+        };
+        ForwardCall {
+            q: tensor([2, 120, 2, 32], dtype, device),
+            k: tensor([2, 120, 2, 32], dtype, device),
+            v: tensor([2, 120, 2, 16], dtype, device),
+            dense: None,
+            neighborhood: Some(Geometry::of(&problem)),
+            scale: problem.scale,
+        }
+    }
+
+    /// Every candidate's out and LSE against the default plan's, then the tuner's (twice: the
+    /// tuning call and a cache hit). `tol` is relative: the candidates sum in other orders, and
+    /// round the output to the input dtype.
+    fn check_candidates<R: CubeRuntime>(device: R::Device, dtype: DType, tol: f32) {
+        let call = call::<R>(dtype, &device);
+        let variants = candidates(&call);
+        assert!(variants.len() > 1, "several candidates on this device");
+        assert!(
+            !worth_tuning(&call),
+            "a problem this small is not tuned by default"
+        );
+        let (blocks, plan) = call.default_plan();
+        let (out, lse) = call.launch(blocks, &plan);
+        let want = (read::<R, 4>(out), read::<R, 3>(lse));
+        let close = |what: &str, got: (Vec<f32>, Vec<f32>)| {
+            for (got, want) in [(&got.0, &want.0), (&got.1, &want.1)] {
+                assert_eq!(got.len(), want.len());
+                for (g, w) in got.iter().zip(want.iter()) {
+                    assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}: {g} vs {w}");
+                }
+            }
+        };
+        for (blocks, plan) in &variants {
+            let (out, lse) = call.launch(*blocks, plan);
+            close(
+                &format!("{blocks:?}"),
+                (read::<R, 4>(out), read::<R, 3>(lse)),
+            );
+        }
+        for _ in 0..2 {
+            let (out, lse) = forward_autotuned(call.clone());
+            close("autotuned", (read::<R, 4>(out), read::<R, 3>(lse)));
+        }
+    }
+
+    /// Whether `device` runs kernels (a probe in a panic guard).
+    fn usable<R: CubeRuntime>(device: &R::Device) -> bool {
+        let device = device.clone();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            read::<R, 4>(tensor::<R>([1, 1, 1, 1], DType::F32, &device))
+        }))
+        .is_ok()
+    }
+
+    /// On the wgpu device (lavapipe in CI: the scalar path's block sizes), in f32.
+    #[cfg(feature = "wgpu")]
     #[test]
-    fn autotuned_forward_matches_the_default_plan() {
-        let probe = std::panic::catch_unwind(|| tensor([1, 1, 1, 1]));
-        if probe.is_err() {
+    fn autotune_candidates_match_the_default_plan_on_wgpu() {
+        type R = cubecl::wgpu::WgpuRuntime;
+        let device = Default::default();
+        if !usable::<R>(&device) {
             assert_ne!(
                 std::env::var("BURN_NATTEN_REQUIRE_WGPU").as_deref(),
                 Ok("1"),
@@ -203,63 +281,20 @@ mod tests {
             eprintln!("SKIPPED: no wgpu adapter for the autotune test");
             return;
         }
-        let problem = crate::backend::NaProblem {
-            spatial: vec![12, 10],
-            axes: vec![
-                natten_core::AxisParams {
-                    kernel_size: 5,
-                    stride: 1,
-                    dilation: 2,
-                    causal: false,
-                },
-                natten_core::AxisParams {
-                    kernel_size: 3,
-                    stride: 2,
-                    dilation: 1,
-                    causal: true,
-                },
-            ],
-            scale: 0.25,
-            backend: crate::NaBackend::Auto,
-            tiles: None,
-            backward_tiles: None,
-        };
-        let shape = [2, 120, 2, 16];
-        let call = ForwardCall {
-            q: tensor(shape),
-            k: tensor(shape),
-            v: tensor([2, 120, 2, 8]),
-            dense: None,
-            neighborhood: Some(Geometry::of(&problem)),
-            scale: problem.scale,
-        };
-        assert!(
-            candidates(&call).len() > 1,
-            "the wgpu device offers several block sizes for head dim 16 in f32"
-        );
-        assert!(
-            !worth_tuning(&call),
-            "a problem this small is not tuned by default"
-        );
-        let (blocks, plan) = call.default_plan();
-        let (want_out, want_lse) = call.launch(blocks, &plan);
-        let (want_out, want_lse) = (read(want_out), read_lse(want_lse));
-        for _ in 0..2 {
-            let (out, lse) = forward_autotuned(call.clone());
-            let (out, lse) = (read(out), read_lse(lse));
-            for (got, want) in [(&out, &want_out), (&lse, &want_lse)] {
-                assert_eq!(got.len(), want.len());
-                for (g, w) in got.iter().zip(want.iter()) {
-                    assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
-                }
-            }
-        }
+        check_candidates::<R>(device, DType::F32, 1e-5);
     }
 
-    fn read_lse(t: CubeTensor<WgpuRuntime>) -> Vec<f32> {
-        Tensor::<Unfused, 3>::from_primitive(burn::tensor::TensorPrimitive::Float(t))
-            .into_data()
-            .to_vec()
-            .unwrap()
+    /// On CUDA (the GPU machine): f16 on the tensor-core path, 4- and 8-plane variants. f16
+    /// rounds the output to 11 significant bits: 2e-3 relative.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn autotune_candidates_match_the_default_plan_on_cuda() {
+        type R = cubecl::cuda::CudaRuntime;
+        let device = Default::default();
+        if !usable::<R>(&device) {
+            eprintln!("SKIPPED: no CUDA driver or device for the autotune test");
+            return;
+        }
+        check_candidates::<R>(device, DType::F16, 2e-3);
     }
 }
