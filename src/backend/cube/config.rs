@@ -137,34 +137,6 @@ pub fn block_candidates<R: CubeRuntime>(
         .collect()
 }
 
-/// Units per cube of the forward's tensor-core variants that only autotune tries: 8 planes of
-/// 32, so 8 warps share the tile's products and staging (the forward's shared memory allows
-/// one cube per SM at 64x64 blocks with head dim 128).
-const WIDE_UNITS: usize = 256;
-
-/// The forward's launch variants that autotune times ([`super::tune`]): the block sizes of
-/// [`block_candidates`], preferred first, and on the tensor-core path each of them again with
-/// [`WIDE_UNITS`] units per cube.
-pub fn forward_variants<R: CubeRuntime>(
-    client: &ComputeClient<R>,
-    head_dim: usize,
-    head_dim_v: usize,
-    dtype: DType,
-) -> Vec<ForwardBlocks> {
-    let max_units = client.properties().hardware.max_units_per_cube as usize;
-    block_candidates(client, Pass::Forward, head_dim, head_dim_v, dtype)
-        .into_iter()
-        .flat_map(|blocks| {
-            let wide = ForwardBlocks {
-                units: WIDE_UNITS,
-                ..blocks
-            };
-            let wide = (blocks.cmma && WIDE_UNITS <= max_units).then_some(wide);
-            std::iter::once(blocks).chain(wide)
-        })
-        .collect()
-}
-
 /// Whether every pass has a block size that fits this device (else the fused path cannot run
 /// and calls take the reference).
 pub fn fits<R: CubeRuntime>(

@@ -43,7 +43,7 @@ impl<R: CubeRuntime> ForwardCall<R> {
     }
 
     /// `[batch, tokens, heads, head_dim]` of Q and `(heads_kv, head_dim_v)` of V.
-    fn dims(&self) -> ([usize; 4], usize, usize) {
+    pub fn dims(&self) -> ([usize; 4], usize, usize) {
         let [_, _, h_kv, d_v] = self.v.meta.shape().dims();
         (self.q.meta.shape().dims(), h_kv, d_v)
     }
@@ -165,8 +165,195 @@ pub struct Gradients<R: CubeRuntime> {
     pub dense: Option<(CubeTensor<R>, CubeTensor<R>)>,
 }
 
+/// The key-side gradients of a dK/dV pass: the neighbourhood's and the dense keys'.
+pub struct KeyGradients<R: CubeRuntime> {
+    pub neighborhood: Option<(CubeTensor<R>, CubeTensor<R>)>,
+    pub dense: Option<(CubeTensor<R>, CubeTensor<R>)>,
+}
+
+/// The inputs of one fused backward's dQ and dK/dV passes, contiguous, with delta
+/// (`rowsum(dO * O)`, `[b, n, h]` f32) computed.
+#[derive(Clone)]
+pub struct BackwardCall<R: CubeRuntime> {
+    pub inputs: ForwardCall<R>,
+    pub lse: CubeTensor<R>,
+    pub d_out: CubeTensor<R>,
+    pub delta: CubeTensor<R>,
+}
+
+impl<R: CubeRuntime> BackwardCall<R> {
+    /// The dQ pass with these blocks (Q tiles as in the forward: [`TilePlan::new`]).
+    pub fn launch_dq(&self, blocks: ForwardBlocks) -> CubeTensor<R> {
+        use super::backward_dq::dq_kernel;
+        let c = &self.inputs;
+        let ([b, _, h, _], h_kv, _) = c.dims();
+        let (client, dtype) = (c.q.client.clone(), c.q.dtype);
+        let g = c.neighborhood.unwrap_or_else(Geometry::none);
+        let (dense_k, dense_v, dense_tokens, dense_causal) = match &c.dense {
+            Some(x) => (x.k.clone(), x.v.clone(), x.k.meta.shape()[1], x.causal),
+            None => (c.k.clone(), c.v.clone(), 0, false),
+        };
+        let dq = empty_like(&c.q, c.q.meta.shape().clone(), dtype);
+        let q_tiling = c.q_tiling();
+        let plan = TilePlan::new(&q_tiling, &blocks);
+        dq_kernel::launch::<R>(
+            &client,
+            plan.cube_count(&q_tiling, h, b),
+            TilePlan::cube_dim(&blocks),
+            c.q.clone().into_tensor_arg(),
+            c.k.clone().into_tensor_arg(),
+            c.v.clone().into_tensor_arg(),
+            dense_k.into_tensor_arg(),
+            dense_v.into_tensor_arg(),
+            self.d_out.clone().into_tensor_arg(),
+            self.lse.clone().into_tensor_arg(),
+            self.delta.clone().into_tensor_arg(),
+            dq.clone().into_tensor_arg(),
+            q_tiling.arg(),
+            plan.arg(),
+            h_kv as u32,
+            dense_tokens as u32,
+            c.scale,
+            g.causal[0],
+            g.causal[1],
+            g.causal[2],
+            c.neighborhood.is_some(),
+            dense_causal,
+            blocks,
+            dtype.into(),
+        );
+        dq
+    }
+
+    /// The dK/dV passes with these blocks: over the neighbourhood's KV tiles
+    /// ([`TilePlan::for_keys`]) and over runs of `block_kv` dense keys.
+    pub fn launch_dkdv(&self, blocks: ForwardBlocks) -> KeyGradients<R> {
+        use super::backward_dkdv::{dkdv_dense_kernel, dkdv_neighborhood_kernel};
+        let c = &self.inputs;
+        let ([b, _, _, _], h_kv, _) = c.dims();
+        let (client, dtype) = (c.q.client.clone(), c.q.dtype);
+        let neighborhood = c.neighborhood.map(|g| {
+            let dk = empty_like(&c.k, c.k.meta.shape().clone(), dtype);
+            let dv = empty_like(&c.v, c.v.meta.shape().clone(), dtype);
+            let plan = TilePlan::for_keys(&g, &blocks);
+            dkdv_neighborhood_kernel::launch::<R>(
+                &client,
+                plan.cube_count(&g, h_kv, b),
+                TilePlan::cube_dim(&blocks),
+                c.q.clone().into_tensor_arg(),
+                c.k.clone().into_tensor_arg(),
+                c.v.clone().into_tensor_arg(),
+                self.d_out.clone().into_tensor_arg(),
+                self.lse.clone().into_tensor_arg(),
+                self.delta.clone().into_tensor_arg(),
+                dk.clone().into_tensor_arg(),
+                dv.clone().into_tensor_arg(),
+                g.arg(),
+                plan.arg(),
+                c.scale,
+                g.causal[0],
+                g.causal[1],
+                g.causal[2],
+                blocks,
+                dtype.into(),
+            );
+            (dk, dv)
+        });
+        let dense = c.dense.as_ref().map(|x| {
+            let dk = empty_like(&x.k, x.k.meta.shape().clone(), dtype);
+            let dv = empty_like(&x.v, x.v.meta.shape().clone(), dtype);
+            let tiles = x.k.meta.shape()[1].div_ceil(blocks.block_kv) as u32;
+            dkdv_dense_kernel::launch::<R>(
+                &client,
+                CubeCount::Static(tiles, h_kv as u32, b as u32),
+                TilePlan::cube_dim(&blocks),
+                c.q.clone().into_tensor_arg(),
+                x.k.clone().into_tensor_arg(),
+                x.v.clone().into_tensor_arg(),
+                self.d_out.clone().into_tensor_arg(),
+                self.lse.clone().into_tensor_arg(),
+                self.delta.clone().into_tensor_arg(),
+                dk.clone().into_tensor_arg(),
+                dv.clone().into_tensor_arg(),
+                c.scale,
+                x.causal,
+                blocks,
+                dtype.into(),
+            );
+            (dk, dv)
+        });
+        KeyGradients {
+            neighborhood,
+            dense,
+        }
+    }
+}
+
+impl<R: CubeRuntime> BackwardCall<R> {
+    /// Makes the inputs contiguous and computes delta. `geometry` is `None` for FMHA.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        q: CubeTensor<R>,
+        k: CubeTensor<R>,
+        v: CubeTensor<R>,
+        dense: Option<Dense<R>>,
+        out: CubeTensor<R>,
+        lse: CubeTensor<R>,
+        d_out: CubeTensor<R>,
+        geometry: Option<Geometry>,
+        scale: f32,
+    ) -> Self {
+        use super::backward_preprocess::delta_kernel;
+
+        let inputs = ForwardCall {
+            q: into_contiguous(q),
+            k: into_contiguous(k),
+            v: into_contiguous(v),
+            dense: dense.map(|x| Dense {
+                k: into_contiguous(x.k),
+                v: into_contiguous(x.v),
+                causal: x.causal,
+            }),
+            neighborhood: geometry,
+            scale,
+        };
+        let (out, lse, d_out) = (
+            into_contiguous(out),
+            into_contiguous(lse),
+            into_contiguous(d_out),
+        );
+        let ([b, n, h, _], _, d_v) = inputs.dims();
+        let (client, dtype) = (inputs.q.client.clone(), inputs.q.dtype);
+        let delta = empty_like(&inputs.q, Shape::new([b, n, h]), DType::F32);
+        let (count, dim) = grid_rows(&client, b * n * h);
+        delta_kernel::launch::<R>(
+            &client,
+            count,
+            dim,
+            out.into_tensor_arg(),
+            d_out.clone().into_tensor_arg(),
+            delta.clone().into_tensor_arg(),
+            d_v,
+            dtype.into(),
+        );
+        Self {
+            inputs,
+            lse,
+            d_out,
+            delta,
+        }
+    }
+
+    /// The blocks of `pass` when autotune does not choose: the device's preferred ones.
+    pub fn default_blocks(&self, pass: Pass) -> ForwardBlocks {
+        let ([_, _, _, d], _, d_v) = self.inputs.dims();
+        blocks_for(&self.inputs.q.client, pass, d, d_v, self.inputs.q.dtype)
+    }
+}
+
 /// Fused backward without atomics: delta, then a dQ pass over queries and dK/dV passes over
-/// keys. `geometry` is `None` for FMHA.
+/// keys. `geometry` is `None` for FMHA. Each pass's blocks are autotuned like the forward's
+/// ([`super::tune`]) on problems large enough, else the device's preferred ones.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<R: CubeRuntime>(
     q: CubeTensor<R>,
@@ -179,132 +366,21 @@ pub fn backward<R: CubeRuntime>(
     geometry: Option<Geometry>,
     scale: f32,
 ) -> Gradients<R> {
-    use super::backward_dkdv::{dkdv_dense_kernel, dkdv_neighborhood_kernel};
-    use super::backward_dq::dq_kernel;
-    use super::backward_preprocess::delta_kernel;
-
-    let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
-    let (out, lse, d_out) = (
-        into_contiguous(out),
-        into_contiguous(lse),
-        into_contiguous(d_out),
-    );
-    let [b, n, h, d] = q.meta.shape().dims();
-    let [_, _, h_kv, d_v] = v.meta.shape().dims();
-    let (client, dtype) = (q.client.clone(), q.dtype);
-
-    let delta = empty_like(&q, Shape::new([b, n, h]), DType::F32);
-    let (count, dim) = grid_rows(&client, b * n * h);
-    delta_kernel::launch::<R>(
-        &client,
-        count,
-        dim,
-        out.into_tensor_arg(),
-        d_out.clone().into_tensor_arg(),
-        delta.clone().into_tensor_arg(),
-        d_v,
-        dtype.into(),
-    );
-
-    let has_neighborhood = geometry.is_some();
-    let g = geometry.unwrap_or_else(Geometry::none);
-    let dense = dense.map(|x| Dense {
-        k: into_contiguous(x.k),
-        v: into_contiguous(x.v),
-        causal: x.causal,
-    });
-    let (dense_k, dense_v, dense_tokens, dense_causal) = match &dense {
-        Some(x) => (x.k.clone(), x.v.clone(), x.k.meta.shape()[1], x.causal),
-        None => (k.clone(), v.clone(), 0, false),
+    let call = BackwardCall::new(q, k, v, dense, out, lse, d_out, geometry, scale);
+    let tuned = tune::worth_tuning(&call.inputs);
+    let dq = if tuned {
+        tune::dq_autotuned(call.clone())
+    } else {
+        call.launch_dq(call.default_blocks(Pass::Dq))
     };
-
-    let dq = empty_like(&q, q.meta.shape().clone(), dtype);
-    let q_tiling = geometry.unwrap_or_else(|| Geometry::sequence(n as u32));
-    let blocks = blocks_for(&client, Pass::Dq, d, d_v, dtype);
-    let plan = TilePlan::new(&q_tiling, &blocks);
-    dq_kernel::launch::<R>(
-        &client,
-        plan.cube_count(&q_tiling, h, b),
-        TilePlan::cube_dim(&blocks),
-        q.clone().into_tensor_arg(),
-        k.clone().into_tensor_arg(),
-        v.clone().into_tensor_arg(),
-        dense_k.into_tensor_arg(),
-        dense_v.into_tensor_arg(),
-        d_out.clone().into_tensor_arg(),
-        lse.clone().into_tensor_arg(),
-        delta.clone().into_tensor_arg(),
-        dq.clone().into_tensor_arg(),
-        q_tiling.arg(),
-        plan.arg(),
-        h_kv as u32,
-        dense_tokens as u32,
-        scale,
-        g.causal[0],
-        g.causal[1],
-        g.causal[2],
-        has_neighborhood,
-        dense_causal,
-        blocks,
-        dtype.into(),
-    );
-
-    let blocks = blocks_for(&client, Pass::Dkdv, d, d_v, dtype);
-    let neighborhood = has_neighborhood.then(|| {
-        let dk = empty_like(&k, k.meta.shape().clone(), dtype);
-        let dv = empty_like(&v, v.meta.shape().clone(), dtype);
-        let plan = TilePlan::for_keys(&g, &blocks);
-        dkdv_neighborhood_kernel::launch::<R>(
-            &client,
-            plan.cube_count(&g, h_kv, b),
-            TilePlan::cube_dim(&blocks),
-            q.clone().into_tensor_arg(),
-            k.clone().into_tensor_arg(),
-            v.clone().into_tensor_arg(),
-            d_out.clone().into_tensor_arg(),
-            lse.clone().into_tensor_arg(),
-            delta.clone().into_tensor_arg(),
-            dk.clone().into_tensor_arg(),
-            dv.clone().into_tensor_arg(),
-            g.arg(),
-            plan.arg(),
-            scale,
-            g.causal[0],
-            g.causal[1],
-            g.causal[2],
-            blocks,
-            dtype.into(),
-        );
-        (dk, dv)
-    });
-
-    let dense = dense.map(|x| {
-        let dk = empty_like(&x.k, x.k.meta.shape().clone(), dtype);
-        let dv = empty_like(&x.v, x.v.meta.shape().clone(), dtype);
-        let tiles = x.k.meta.shape()[1].div_ceil(blocks.block_kv) as u32;
-        dkdv_dense_kernel::launch::<R>(
-            &client,
-            CubeCount::Static(tiles, h_kv as u32, b as u32),
-            TilePlan::cube_dim(&blocks),
-            q.clone().into_tensor_arg(),
-            x.k.into_tensor_arg(),
-            x.v.into_tensor_arg(),
-            d_out.clone().into_tensor_arg(),
-            lse.clone().into_tensor_arg(),
-            delta.clone().into_tensor_arg(),
-            dk.clone().into_tensor_arg(),
-            dv.clone().into_tensor_arg(),
-            scale,
-            x.causal,
-            blocks,
-            dtype.into(),
-        );
-        (dk, dv)
-    });
-
+    let keys = if tuned {
+        tune::dkdv_autotuned(call)
+    } else {
+        call.launch_dkdv(call.default_blocks(Pass::Dkdv))
+    };
     Gradients {
         dq,
-        neighborhood,
-        dense,
+        neighborhood: keys.neighborhood,
+        dense: keys.dense,
     }
 }

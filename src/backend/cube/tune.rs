@@ -1,37 +1,47 @@
-//! Autotune of the fused forward's tile plan (CubeCL's `LocalTuner`).
+//! Autotune of the fused kernels' launches (CubeCL's `LocalTuner`): the forward, the dQ pass
+//! and the dK/dV pass, each tuned on its own.
 //!
 //! When a call leaves the tiles to the library (no [`crate::NaOptions::with_tiles`], no entry
-//! in the [`crate::tuning_cache`]), the forward's block sizes are chosen by timing the device's
-//! candidates ([`candidates`]: the block-size classes of [`block_candidates`] that fit its
-//! shared memory, at most [`MAX_CANDIDATES`], each split over the axes by [`TilePlan::new`]) on
-//! the first call of each problem class ([`ForwardTuneKey`]), then reusing the fastest for every
-//! call of that class on that device. CubeCL keeps the results per device, for the process (and
-//! on disk where its `autotune` cache is enabled).
+//! in the [`crate::tuning_cache`]), each pass's blocks are chosen by timing the device's
+//! candidates ([`candidates`]: the block sizes of the pass that fit its shared memory, with 4
+//! or 8 planes per cube on the tensor-core path ([`variants`]), at most [`MAX_CANDIDATES`]; the
+//! forward and dQ split Q tiles over the axes by [`TilePlan::new`], the dK/dV pass KV tiles by
+//! [`TilePlan::for_keys`]) on the first call of each problem class ([`TuneKey`]), then reusing
+//! the fastest for every call of that class on that device. CubeCL keeps the results per
+//! device, for the process and on disk (its autotune cache, `target/autotune` by default).
 //!
-//! Problems below [`MIN_TUNED_SCORES`] take the default plan without tuning: timing every
+//! Problems below [`MIN_TUNED_SCORES`] take the default blocks without tuning: timing every
 //! candidate (a warm-up and ten runs each) costs more than the choice can save there.
 
 use burn::tensor::DType;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{CubeRuntime, CubeTuneId};
 use cubecl::AutotuneKey;
+use cubecl::client::ComputeClient;
 use cubecl::tune::{AutotuneOutput, LocalTuner, Tunable, TunableSet, TuneGroup, local_tuner};
 use serde::{Deserialize, Serialize};
 
-use super::config::{TilePlan, forward_variants};
+use super::config::{Pass, TilePlan, block_candidates};
 use super::forward::ForwardBlocks;
-use super::launch::ForwardCall;
+use super::launch::{BackwardCall, ForwardCall, KeyGradients};
 
-/// The most tile plans autotune times for one problem class.
+/// The most launches autotune times for one pass of one problem class.
 pub const MAX_CANDIDATES: usize = 6;
 
 /// Problems with fewer score elements (batch x heads x queries x keys seen per query) than this
 /// (2^26) are not tuned.
 pub const MIN_TUNED_SCORES: u64 = 1 << 26;
 
-/// What a tuned choice is valid for: the problem's shape class on one device.
+/// Units per cube of the tensor-core variants that only autotune tries: 8 planes of 32, so 8
+/// warps share a tile's products and staging (at head dim 128 the kernels' shared memory allows
+/// one cube per SM).
+const WIDE_UNITS: usize = 256;
+
+/// What a tuned choice is valid for: one pass of a problem class on one device.
 #[derive(Hash, Eq, PartialEq, Debug, Clone, Serialize, Deserialize, AutotuneKey)]
-pub struct ForwardTuneKey {
+pub struct TuneKey {
+    /// The pass: 0 forward, 1 dQ, 2 dK/dV.
+    pub pass: u8,
     /// Per axis (3, padded in front with 1), the query grid's length rounded up to a power of
     /// two.
     pub len_class: [u32; 3],
@@ -52,21 +62,20 @@ pub struct ForwardTuneKey {
     pub head_dim: usize,
     pub head_dim_v: usize,
     pub dtype: DType,
-    /// How many candidates the device offers for these head dims and dtype (slots past it are
-    /// skipped).
+    /// How many candidates the device offers for the pass (slots past it are skipped).
     pub candidates: usize,
 }
 
-impl ForwardTuneKey {
-    fn of<R: CubeRuntime>(call: &ForwardCall<R>) -> Self {
+impl TuneKey {
+    fn of<R: CubeRuntime>(call: &ForwardCall<R>, pass: Pass) -> Self {
         let g = call.q_tiling();
-        let [batch, _, heads, head_dim] = call.q.meta.shape().dims();
-        let head_dim_v = call.v.meta.shape()[3];
+        let ([batch, _, heads, head_dim], _, head_dim_v) = call.dims();
         let (dense_class, dense_causal) = match &call.dense {
             Some(dense) => (dense.k.meta.shape()[1].next_power_of_two(), dense.causal),
             None => (0, false),
         };
         Self {
+            pass: pass as u8,
             len_class: g.len.map(u32::next_power_of_two),
             kernel_size: g.kernel_size,
             stride: g.stride,
@@ -79,28 +88,47 @@ impl ForwardTuneKey {
             head_dim,
             head_dim_v,
             dtype: call.q.dtype,
-            candidates: candidates(call).len(),
+            candidates: candidates(call, pass).len(),
         }
     }
 }
 
-/// The launches autotune times for a call: the device's forward variants, preferred first (the
-/// first is the default plan), at most [`MAX_CANDIDATES`].
-pub fn candidates<R: CubeRuntime>(call: &ForwardCall<R>) -> Vec<(ForwardBlocks, TilePlan)> {
-    let [_, _, _, d] = call.q.meta.shape().dims();
-    let d_v = call.v.meta.shape()[3];
-    let g = call.q_tiling();
-    forward_variants(&call.q.client, d, d_v, call.q.dtype)
+/// A pass's launch variants on this device: the block sizes of [`block_candidates`], preferred
+/// first, and on the tensor-core path each of them again with [`WIDE_UNITS`] units per cube.
+pub fn variants<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    pass: Pass,
+    head_dim: usize,
+    head_dim_v: usize,
+    dtype: DType,
+) -> Vec<ForwardBlocks> {
+    let max_units = client.properties().hardware.max_units_per_cube as usize;
+    block_candidates(client, pass, head_dim, head_dim_v, dtype)
         .into_iter()
-        .take(MAX_CANDIDATES)
-        .map(|blocks| (blocks, TilePlan::new(&g, &blocks)))
+        .flat_map(|blocks| {
+            let wide = ForwardBlocks {
+                units: WIDE_UNITS,
+                ..blocks
+            };
+            let wide = (blocks.cmma && WIDE_UNITS <= max_units).then_some(wide);
+            std::iter::once(blocks).chain(wide)
+        })
         .collect()
+}
+
+/// The launches autotune times for one pass of a call, preferred first (the first is the
+/// default), at most [`MAX_CANDIDATES`].
+pub fn candidates<R: CubeRuntime>(call: &ForwardCall<R>, pass: Pass) -> Vec<ForwardBlocks> {
+    let ([_, _, _, d], _, d_v) = call.dims();
+    let mut out = variants(&call.q.client, pass, d, d_v, call.q.dtype);
+    out.truncate(MAX_CANDIDATES);
+    out
 }
 
 /// Score elements of a call: batch x heads x queries x keys each query sees (the window's
 /// size, plus the dense keys; FMHA: all keys).
 pub fn scores<R: CubeRuntime>(call: &ForwardCall<R>) -> u64 {
-    let [batch, tokens, heads, _] = call.q.meta.shape().dims();
+    let ([batch, tokens, heads, _], _, _) = call.dims();
     let window: u64 = match call.neighborhood {
         Some(g) => g.kernel_size.iter().map(|&k| k as u64).product(),
         None => 0,
@@ -112,10 +140,53 @@ pub fn scores<R: CubeRuntime>(call: &ForwardCall<R>) -> u64 {
     (batch * heads * tokens) as u64 * (window + dense)
 }
 
-/// Whether a call without chosen tiles goes through autotune: large enough
-/// ([`MIN_TUNED_SCORES`]) and with more than one candidate.
+/// Whether a call goes through autotune (when no tiles were chosen): large enough
+/// ([`MIN_TUNED_SCORES`]) and with more than one forward candidate.
 pub fn worth_tuning<R: CubeRuntime>(call: &ForwardCall<R>) -> bool {
-    scores(call) >= MIN_TUNED_SCORES && candidates(call).len() > 1
+    scores(call) >= MIN_TUNED_SCORES && candidates(call, Pass::Forward).len() > 1
+}
+
+/// Runs `run` with the fastest of `pass`'s candidates for the call's class on its device,
+/// timing them all on the first call of the class. `inputs` gives the forward-shaped inputs
+/// that the key and the candidates are computed from.
+fn tuned<R, I, O>(
+    tuner: &'static LocalTuner<TuneKey, CubeTuneId>,
+    call: I,
+    pass: Pass,
+    inputs: fn(&I) -> &ForwardCall<R>,
+    run: fn(&I, ForwardBlocks) -> O,
+) -> O
+where
+    R: CubeRuntime,
+    I: Clone + Send + Sync + 'static,
+    O: AutotuneOutput,
+{
+    let q = &inputs(&call).q;
+    let (client, id) = (q.client.clone(), CubeTuneId::new(&q.client, &q.device));
+    let tunables = tuner.init(move || {
+        // One group: every candidate of a key is timed in the same batch.
+        let group = TuneGroup::<TuneKey>::new("blocks", |_| 0);
+        let mut set = TunableSet::<TuneKey, I, O>::new_cloning_inputs(move |call: &I| {
+            TuneKey::of(inputs(call), pass)
+        });
+        for slot in 0..MAX_CANDIDATES {
+            set = set.with(
+                Tunable::new(&format!("blocks_{slot}"), move |call: I| {
+                    let blocks = candidates(inputs(&call), pass)
+                        .into_iter()
+                        .nth(slot)
+                        .ok_or_else(|| format!("no candidate {slot} on this device"))?;
+                    Ok::<_, String>(run(&call, blocks))
+                })
+                .group(
+                    &group,
+                    move |key| if slot < key.candidates { 0 } else { -1 },
+                ),
+            );
+        }
+        set
+    });
+    tuner.execute(&id, &client, tunables, call)
 }
 
 /// A forward's outputs: out and LSE.
@@ -125,42 +196,46 @@ pub struct Forwarded<R: CubeRuntime> {
 }
 
 impl<R: CubeRuntime> AutotuneOutput for Forwarded<R> {}
+impl<R: CubeRuntime> AutotuneOutput for KeyGradients<R> {}
 
-/// Runs the forward with the fastest candidate for the call's [`ForwardTuneKey`] on its device,
-/// timing them all on the first call of the class. Returns (out, LSE f32).
+/// The forward with the fastest candidate for the call's class. Returns (out, LSE f32).
 pub fn forward_autotuned<R: CubeRuntime>(call: ForwardCall<R>) -> (CubeTensor<R>, CubeTensor<R>) {
-    static TUNER: LocalTuner<ForwardTuneKey, CubeTuneId> = local_tuner!();
+    static TUNER: LocalTuner<TuneKey, CubeTuneId> = local_tuner!("forward");
+    let out = tuned(
+        &TUNER,
+        call,
+        Pass::Forward,
+        |c| c,
+        |c, blocks| {
+            let (out, lse) = c.launch(blocks, &TilePlan::new(&c.q_tiling(), &blocks));
+            Forwarded { out, lse }
+        },
+    );
+    (out.out, out.lse)
+}
 
-    let client = call.q.client.clone();
-    let id = CubeTuneId::new(&call.q.client, &call.q.device);
-    let tunables = TUNER.init(|| {
-        // One group: every candidate of a key is timed in the same batch.
-        let plans = TuneGroup::<ForwardTuneKey>::new("tile_plans", |_| 0);
-        let mut set =
-            TunableSet::<ForwardTuneKey, ForwardCall<R>, Forwarded<R>>::new_cloning_inputs(
-                |call: &ForwardCall<R>| ForwardTuneKey::of(call),
-            );
-        for slot in 0..MAX_CANDIDATES {
-            let name = format!("tile_plan_{slot}");
-            set = set.with(
-                Tunable::new(&name, move |call: ForwardCall<R>| {
-                    let (blocks, plan) = candidates(&call)
-                        .into_iter()
-                        .nth(slot)
-                        .ok_or_else(|| format!("no candidate {slot} on this device"))?;
-                    let (out, lse) = call.launch(blocks, &plan);
-                    Ok::<_, String>(Forwarded { out, lse })
-                })
-                .group(
-                    &plans,
-                    move |key| if slot < key.candidates { 0 } else { -1 },
-                ),
-            );
-        }
-        set
-    });
-    let result = TUNER.execute(&id, &client, tunables, call);
-    (result.out, result.lse)
+/// The dQ pass with the fastest candidate for the call's class.
+pub fn dq_autotuned<R: CubeRuntime>(call: BackwardCall<R>) -> CubeTensor<R> {
+    static TUNER: LocalTuner<TuneKey, CubeTuneId> = local_tuner!("dq");
+    tuned(
+        &TUNER,
+        call,
+        Pass::Dq,
+        |c| &c.inputs,
+        |c, blocks| c.launch_dq(blocks),
+    )
+}
+
+/// The dK/dV passes with the fastest candidate for the call's class.
+pub fn dkdv_autotuned<R: CubeRuntime>(call: BackwardCall<R>) -> KeyGradients<R> {
+    static TUNER: LocalTuner<TuneKey, CubeTuneId> = local_tuner!("dkdv");
+    tuned(
+        &TUNER,
+        call,
+        Pass::Dkdv,
+        |c| &c.inputs,
+        |c, blocks| c.launch_dkdv(blocks),
+    )
 }
 
 #[cfg(all(
@@ -222,38 +297,84 @@ mod tests {
         }
     }
 
-    /// Every candidate's out and LSE against the default plan's, then the tuner's (twice: the
-    /// tuning call and a cache hit). `tol` is relative: the candidates sum in other orders, and
-    /// round the output to the input dtype.
+    /// Checks every candidate of every pass against the default blocks, then the tuned
+    /// calls (twice: the tuning call and a cache hit). `tol` is relative: the candidates sum
+    /// in other orders, and round the outputs to the input dtype.
     fn check_candidates<R: CubeRuntime>(device: R::Device, dtype: DType, tol: f32) {
         let call = call::<R>(dtype, &device);
-        let variants = candidates(&call);
-        assert!(variants.len() > 1, "several candidates on this device");
+        assert!(
+            candidates(&call, Pass::Forward).len() > 1,
+            "several candidates on this device"
+        );
         assert!(
             !worth_tuning(&call),
             "a problem this small is not tuned by default"
         );
-        let (blocks, plan) = call.default_plan();
-        let (out, lse) = call.launch(blocks, &plan);
-        let want = (read::<R, 4>(out), read::<R, 3>(lse));
-        let close = |what: &str, got: (Vec<f32>, Vec<f32>)| {
-            for (got, want) in [(&got.0, &want.0), (&got.1, &want.1)] {
+        let close = |what: &str, got: &[Vec<f32>], want: &[Vec<f32>]| {
+            for (got, want) in got.iter().zip(want) {
                 assert_eq!(got.len(), want.len());
                 for (g, w) in got.iter().zip(want.iter()) {
                     assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}: {g} vs {w}");
                 }
             }
         };
-        for (blocks, plan) in &variants {
-            let (out, lse) = call.launch(*blocks, plan);
+        let forward =
+            |(out, lse): (CubeTensor<R>, CubeTensor<R>)| vec![read::<R, 4>(out), read::<R, 3>(lse)];
+        let (blocks, plan) = call.default_plan();
+        let (out, lse) = call.launch(blocks, &plan);
+        let want = forward((out.clone(), lse.clone()));
+        for blocks in candidates(&call, Pass::Forward) {
+            let plan = TilePlan::new(&call.q_tiling(), &blocks);
             close(
-                &format!("{blocks:?}"),
-                (read::<R, 4>(out), read::<R, 3>(lse)),
+                &format!("forward {blocks:?}"),
+                &forward(call.launch(blocks, &plan)),
+                &want,
             );
         }
         for _ in 0..2 {
-            let (out, lse) = forward_autotuned(call.clone());
-            close("autotuned", (read::<R, 4>(out), read::<R, 3>(lse)));
+            close(
+                "tuned forward",
+                &forward(forward_autotuned(call.clone())),
+                &want,
+            );
+        }
+
+        let d_out = tensor::<R>([2, 120, 2, 16], dtype, &device);
+        let backward = BackwardCall::new(
+            call.q.clone(),
+            call.k.clone(),
+            call.v.clone(),
+            None,
+            out,
+            lse,
+            d_out,
+            call.neighborhood,
+            call.scale,
+        );
+        let keys = |g: KeyGradients<R>| {
+            let (dk, dv) = g.neighborhood.expect("NA has a neighbourhood");
+            vec![read::<R, 4>(dk), read::<R, 4>(dv)]
+        };
+        let want_dq = vec![read::<R, 4>(
+            backward.launch_dq(backward.default_blocks(Pass::Dq)),
+        )];
+        let want_keys = keys(backward.launch_dkdv(backward.default_blocks(Pass::Dkdv)));
+        for blocks in candidates(&call, Pass::Dq) {
+            let dq = vec![read::<R, 4>(backward.launch_dq(blocks))];
+            close(&format!("dq {blocks:?}"), &dq, &want_dq);
+        }
+        for blocks in candidates(&call, Pass::Dkdv) {
+            let got = keys(backward.launch_dkdv(blocks));
+            close(&format!("dkdv {blocks:?}"), &got, &want_keys);
+        }
+        for _ in 0..2 {
+            let dq = vec![read::<R, 4>(dq_autotuned(backward.clone()))];
+            close("tuned dq", &dq, &want_dq);
+            close(
+                "tuned dkdv",
+                &keys(dkdv_autotuned(backward.clone())),
+                &want_keys,
+            );
         }
     }
 
