@@ -33,7 +33,7 @@ struct FnaSm90Traits {
     static constexpr int kNThreads = kNWarps * 32;
     static constexpr int kStages = 2;
     static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
-    static_assert(kBlockN % 16 == 0);
+    static_assert(kBlockN == 64, "window masks are 64-bit words (window_bits)");
 
     using TileShapeS = Shape<Int<kBlockM>, Int<kBlockN>, Int<kHeadDim>>;  // M, N, K of S = Q K^T
     using TileShapeO = Shape<Int<kBlockM>, Int<kHeadDim>, Int<kBlockN>>;  // M, N, K of O = P V
@@ -55,10 +55,93 @@ struct FnaSm90Traits {
     static constexpr int kRowsPerThread = 2;
     static constexpr int kQBytes = kBlockM * kHeadDim * 2;
     static constexpr int kKVBytes = kStages * kBlockN * kHeadDim * 2;
-    // Q, K stages, V stages, then the tile geometry; +1024 to align the tiles to the swizzle's
-    // 1024-byte period (the dynamic shared window's start is not guaranteed to be).
-    static constexpr int kSmemBytes = kQBytes + 2 * kKVBytes + 256 + 1024;
+    // Staging of KV tiles: thread t copies the 16-byte chunk t % kChunks of rows
+    // t / kChunks + kRowStep * i.
+    static constexpr int kChunks = kHeadDim / 8;
+    static constexpr int kRowStep = kNThreads / kChunks;
+    static constexpr int kKVRowsPerThread = kBlockN / kRowStep;
+    static_assert(kRowStep % 8 == 0, "rows kRowStep apart share the swizzle phase");
+    static_assert(kBlockN % kRowStep == 0);
+    // The geometry after the tiles: Q tile box (128 bytes), KV box (128), per KV tile row its
+    // token offset from the tile's first token (kBlockN ints), per Q tile row its window
+    // (lo[3], hi[3]).
+    static constexpr int kGeometryBytes = 256 + kBlockN * 4 + kBlockM * 6 * 4;
+    // Q, K stages, V stages, the geometry; +1024 to align the tiles to the swizzle's 1024-byte
+    // period (the dynamic shared window's start is not guaranteed to be).
+    static constexpr int kSmemBytes = kQBytes + 2 * kKVBytes + kGeometryBytes + 1024;
 };
+
+__device__ __forceinline__ float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// The mask of the bits [0, n) of a 64-bit word (n in [0, 64]).
+__device__ __forceinline__ uint64_t low_bits(int n) {
+    return n >= 64 ? ~0ull : (1ull << n) - 1;
+}
+
+// The keys of the 64-key KV tile at `origin` (tile-local key n = row-major over the tile's box,
+// extents 2^log2) that lie in the window [lo, hi) on every axis, as bit n of a 64-bit mask:
+// per axis, the window's run of keys in one block of the axis, repeated over the blocks.
+// About 20 instructions per axis instead of a window test per score.
+__device__ __forceinline__ uint64_t window_bits(const int (&lo)[3], const int (&hi)[3], const int (&log2)[3],
+                                                const int (&origin)[3]) {
+    uint64_t bits = ~0ull;
+    int shift = 0;  // log2 of the key-index stride of axis a
+#pragma unroll
+    for (int a = 2; a >= 0; --a) {
+        const int extent = 1 << log2[a];
+        const int l = min(max(lo[a] - origin[a], 0), extent);
+        const int h = min(max(hi[a] - origin[a], 0), extent);
+        uint64_t run = h > l ? low_bits(h << shift) & ~low_bits(l << shift) : 0ull;
+        for (int period = extent << shift; period < 64; period <<= 1) run |= run << period;
+        bits &= run;
+        shift += log2[a];
+    }
+    return bits;
+}
+
+// Gathers KV tile rows (tile at `origin`, rows `tok_off` tokens after the tile's first token)
+// into the shared tile `tile` with 16-byte cp.async, zero-filling rows past `bound` and columns
+// from `cols` on. Each thread copies one column chunk of kKVRowsPerThread rows kRowStep apart,
+// whose shared addresses are one swizzled address plus a constant step.
+template <typename Traits, typename SmemTensor>
+__device__ __forceinline__ void stage_kv(SmemTensor& tile, const typename Traits::Element* base, int row_stride,
+                                         const int* tok_off, const FnaParams& p, const int (&origin)[3],
+                                         const int (&bound)[3], const int (&group)[3], int cols) {
+    constexpr int kChunks = Traits::kChunks;
+    const int r0 = threadIdx.x / kChunks;
+    const int c = (threadIdx.x % kChunks) * 8;
+    auto* dst0 = &tile(r0, c);
+    const auto row_step = &tile(r0 + Traits::kRowStep, c) - dst0;
+    const auto* tile_base = base + (long long)token_of(p, origin, group) * row_stride + c;
+    const int* log2 = p.kv_tile_log2;
+    bool whole = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) whole &= origin[a] + (1 << log2[a]) <= bound[a];
+    const bool col_ok = c < cols;
+    if (whole && col_ok) {  // the common case: no checks
+#pragma unroll
+        for (int i = 0; i < Traits::kKVRowsPerThread; ++i) {
+            cp_async_16(dst0 + i * row_step, tile_base + tok_off[r0 + i * Traits::kRowStep] * row_stride, true);
+        }
+        return;
+    }
+#pragma unroll
+    for (int i = 0; i < Traits::kKVRowsPerThread; ++i) {
+        const int r = r0 + i * Traits::kRowStep;
+        bool ok = col_ok;
+        if (!whole) {
+            const int j2 = r & ((1 << log2[2]) - 1), j1 = (r >> log2[2]) & ((1 << log2[1]) - 1),
+                      j0 = r >> (log2[2] + log2[1]);
+            ok &= origin[0] + j0 < bound[0] && origin[1] + j1 < bound[1] && origin[2] + j2 < bound[2];
+        }
+        const auto* src = ok ? tile_base + tok_off[r] * row_stride : base;
+        cp_async_16(dst0 + i * row_step, src, ok);
+    }
+}
 
 // acc (+)= A B with wgmma, A and B fragments over the K blocks; commits one batch and waits until
 // at most `kWait` batches are pending (no wait when negative).
@@ -105,9 +188,15 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
     constexpr int kNThreads = Traits::kNThreads;
     constexpr int kRows = Traits::kRowsPerThread;
 
-    char* smem_raw = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(smem_unaligned) + 1023) & ~uintptr_t(1023));
-    TileBox& qt = *reinterpret_cast<TileBox*>(smem_raw + Traits::kQBytes + 2 * Traits::kKVBytes);
-    KvBox& box = *reinterpret_cast<KvBox*>(smem_raw + Traits::kQBytes + 2 * Traits::kKVBytes + 128);
+    // Offsetting the __shared__ array itself (not a rounded generic address) keeps every access
+    // below a shared-memory access (LDS/STS, not generic loads).
+    const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_unaligned)) & 1023u;
+    char* smem_raw = smem_unaligned + ((1024u - misalign) & 1023u);
+    char* geometry = smem_raw + Traits::kQBytes + 2 * Traits::kKVBytes;
+    TileBox& qt = *reinterpret_cast<TileBox*>(geometry);
+    KvBox& box = *reinterpret_cast<KvBox*>(geometry + 128);
+    int* kv_tok_off = reinterpret_cast<int*>(geometry + 256);               // [kBlockN]
+    int* windows = reinterpret_cast<int*>(geometry + 256 + kBlockN * 4);    // [kBlockM][6]
     static_assert(sizeof(TileBox) <= 128 && sizeof(KvBox) <= 128);
     {
         TileBox mine;
@@ -116,6 +205,14 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
             qt = mine;
             box = kv_box_of(p, mine);
         }
+    }
+    if (threadIdx.x < kBlockN) {
+        // Token offset of KV tile row r from the tile's first token (the same for every tile).
+        int j[3];
+        const int zero[3] = {0, 0, 0};
+        tile_coords(threadIdx.x, p.kv_tile_log2, zero, j);
+        kv_tok_off[threadIdx.x] =
+            (j[0] * p.dilation[0] * p.len[1] + j[1] * p.dilation[1]) * p.len[2] + j[2] * p.dilation[2];
     }
     __syncthreads();
     const int head = blockIdx.y;
@@ -157,8 +254,21 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
         row_sum[r] = 0.f;
     }
 
-    int win_lo[kRows][3], win_hi[kRows][3];
-    row_windows<kRows, kNWarps>(p, qt, win_lo, win_hi);
+    // The windows of the Q tile's rows live in shared memory (read on partial KV tiles only):
+    // in registers they cost 12 of the 128 that two CTAs per SM leave each thread.
+    if (threadIdx.x % 4 == 0) {
+        int win_lo[kRows][3], win_hi[kRows][3];
+        row_windows<kRows, kNWarps>(p, qt, win_lo, win_hi);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+            int* w = windows + acc_row(r, kNWarps) * 6;
+#pragma unroll
+            for (int a = 0; a < 3; ++a) {
+                w[a] = win_lo[r][a];
+                w[3 + a] = win_hi[r][a];
+            }
+        }
+    }
     const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
     stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, q_row_stride, p, p.q_tile_log2, qt.first, qt.end,
                                              qt.group, p.head_dim);
@@ -167,10 +277,9 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
     {
         Tensor k0 = sK(_, _, 0);
         Tensor v0 = sV(_, _, 0);
-        stage_tile<kBlockN, kHeadDim, kNThreads>(k0, k_base, k_row_stride, p, p.kv_tile_log2, origin, box.hi,
-                                                 qt.group, p.head_dim);
-        stage_tile<kBlockN, kHeadDim, kNThreads>(v0, v_base, v_row_stride, p, p.kv_tile_log2, origin, box.hi,
-                                                 qt.group, p.head_dim_v);
+        __syncthreads();  // kv_tok_off written
+        stage_kv<Traits>(k0, k_base, (int)k_row_stride, kv_tok_off, p, origin, box.hi, qt.group, p.head_dim);
+        stage_kv<Traits>(v0, v_base, (int)v_row_stride, kv_tok_off, p, origin, box.hi, qt.group, p.head_dim_v);
     }
     cute::cp_async_fence();
     clear(acc_o);
@@ -182,20 +291,33 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
         // warpgroup is done with tile t - 1, whose buffers the next loads overwrite.
         cutlass::arch::fence_view_async_shared();
         __syncthreads();
+        // S = Q K^T runs on the tensor cores while the threads issue the next tile's loads.
+        Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
+        wgmma_gemm<true, -1>(mma_s, tSrQ, tSrK(_, _, _, stage), acc_s);
         int next[3];
         if (t + 1 < n_tiles) {
-            walk_origin(t + 1, box.lo, box.tiles, p.kv_tile_log2, next);
+            // The walk's next tile (axis 2 fastest), as an odometer: no integer divisions.
+#pragma unroll
+            for (int a = 0; a < 3; ++a) next[a] = origin[a];
+            next[2] += 1 << p.kv_tile_log2[2];
+            if (next[2] >= box.lo[2] + (box.tiles[2] << p.kv_tile_log2[2])) {
+                next[2] = box.lo[2];
+                next[1] += 1 << p.kv_tile_log2[1];
+                if (next[1] >= box.lo[1] + (box.tiles[1] << p.kv_tile_log2[1])) {
+                    next[1] = box.lo[1];
+                    next[0] += 1 << p.kv_tile_log2[0];
+                }
+            }
             Tensor kn = sK(_, _, stage ^ 1);
             Tensor vn = sV(_, _, stage ^ 1);
-            stage_tile<kBlockN, kHeadDim, kNThreads>(kn, k_base, k_row_stride, p, p.kv_tile_log2, next, box.hi,
-                                                     qt.group, p.head_dim);
-            stage_tile<kBlockN, kHeadDim, kNThreads>(vn, v_base, v_row_stride, p, p.kv_tile_log2, next, box.hi,
-                                                     qt.group, p.head_dim_v);
+            stage_kv<Traits>(kn, k_base, (int)k_row_stride, kv_tok_off, p, next, box.hi, qt.group, p.head_dim);
+            stage_kv<Traits>(vn, v_base, (int)v_row_stride, kv_tok_off, p, next, box.hi, qt.group,
+                             p.head_dim_v);
             cute::cp_async_fence();
         }
 
-        Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
-        wgmma_gemm<true, 0>(mma_s, tSrQ, tSrK(_, _, _, stage), acc_s);
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(acc_s);
 
         Tensor scores = make_tensor(acc_s.data(), rowcol_sm90(acc_s.layout()));
         bool full = qt.no_padding;
@@ -203,26 +325,54 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
         for (int a = 0; a < 3; ++a) {
             full &= origin[a] >= box.inner_lo[a] && origin[a] + (1 << p.kv_tile_log2[a]) <= box.inner_hi[a];
         }
-        if (!full) mask_scores<kRows>(scores, win_lo, win_hi, p.kv_tile_log2, origin);
+        if (!full) {
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) {
+                const int* w = windows + acc_row(r, kNWarps) * 6;
+                const int lo[3] = {w[0], w[1], w[2]};
+                const int hi[3] = {w[3], w[4], w[5]};
+                // Column c of this thread is key acc_col(c) = 2 (lane % 4) + (c % 2) + 8 (c / 2).
+                const uint64_t bits = window_bits(lo, hi, p.kv_tile_log2, origin) >> ((threadIdx.x % 4) * 2);
+#pragma unroll
+                for (int c = 0; c < size<1>(scores); ++c) {
+                    if (!((bits >> ((c % 2) + 8 * (c / 2))) & 1)) scores(r, c) = -INFINITY;
+                }
+            }
+        }
 
         // Online softmax (base-2 exponentials of scale * log2(e) * s; the scale is positive);
         // rows that saw no key yet keep max -inf and sum 0.
         Tensor o_rows = make_tensor(acc_o.data(), rowcol_sm90(acc_o.layout()));
+        float new_max[kRows];
+        bool grew = false;
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
             float m = row_max[r];
 #pragma unroll
             for (int c = 0; c < size<1>(scores); ++c) m = fmaxf(m, scores(r, c));
-            m = quad_max(m);
-            const float m_scaled = m == -INFINITY ? 0.f : m * p.scale_log2;
-            const float correction = exp2f(row_max[r] * p.scale_log2 - m_scaled);
-            row_max[r] = m;
-            row_sum[r] *= correction;
+            new_max[r] = quad_max(m);
+            grew |= new_max[r] != row_max[r];
+        }
+        // Rescaling O is skipped when no row max of the warp changed (the correction would be
+        // exactly 1): on long windows most tiles.
+        if (__any_sync(0xffffffffu, grew)) {
 #pragma unroll
-            for (int c = 0; c < size<1>(o_rows); ++c) o_rows(r, c) *= correction;
+            for (int r = 0; r < kRows; ++r) {
+                const float m_scaled = new_max[r] == -INFINITY ? 0.f : new_max[r] * p.scale_log2;
+                const float correction = exp2_approx(row_max[r] * p.scale_log2 - m_scaled);
+                row_sum[r] *= correction;
+#pragma unroll
+                for (int c = 0; c < size<1>(o_rows); ++c) o_rows(r, c) *= correction;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+            const float m = new_max[r];
+            row_max[r] = m;
+            const float m_scaled = m == -INFINITY ? 0.f : m * p.scale_log2;
 #pragma unroll
             for (int c = 0; c < size<1>(scores); ++c) {
-                scores(r, c) = exp2f(scores(r, c) * p.scale_log2 - m_scaled);
+                scores(r, c) = exp2_approx(scores(r, c) * p.scale_log2 - m_scaled);
                 row_sum[r] += scores(r, c);
             }
         }
