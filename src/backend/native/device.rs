@@ -61,7 +61,12 @@ impl NativeDevice {
     /// The forward kernel for `kernel_dim`, `block_m` queries per tile and the element type
     /// (`bf16` or f16): the Hopper kernel where it was loaded and takes the tile, else the
     /// SM80-class one.
-    pub fn forward(&self, kernel_dim: usize, block_m: usize, bf16: bool) -> Option<ForwardKernel<'_>> {
+    pub fn forward(
+        &self,
+        kernel_dim: usize,
+        block_m: usize,
+        bf16: bool,
+    ) -> Option<ForwardKernel<'_>> {
         if block_m == plan::SM90_BLOCK_M
             && let Some((_, f)) = self.forward_sm90.iter().find(|(d, _)| *d == kernel_dim)
         {

@@ -74,10 +74,13 @@ pub const SM90_THREADS: u32 = 256;
 pub const SM90_BLOCK_M: usize = 128;
 
 /// Dynamic shared memory of the Hopper forward (`FnaSm90Traits::kSmemBytes`): the Q tile, two
-/// stages of K and V tiles, 256 bytes of tile geometry and 1024 bytes to align the tiles to the
-/// 128-byte swizzle's period.
+/// stages of K and V tiles, the tile geometry (Q tile box and KV box, 128 bytes each; the token
+/// offset of each KV tile row, 4 bytes each; the window of each Q tile row, 24 bytes each) and
+/// 1024 bytes to align the tiles to the 128-byte swizzle's period.
 pub fn sm90_shared_bytes(kernel_dim: usize) -> u32 {
-    ((SM90_BLOCK_M + 4 * FORWARD_BLOCK_N) * kernel_dim * 2 + 256 + 1024) as u32
+    let tiles = (SM90_BLOCK_M + 4 * FORWARD_BLOCK_N) * kernel_dim * 2;
+    let geometry = 256 + FORWARD_BLOCK_N * 4 + SM90_BLOCK_M * 24;
+    (tiles + geometry + 1024) as u32
 }
 
 /// Queries and keys per tile of both backward passes (every head dim).
@@ -397,10 +400,12 @@ mod tests {
 
     #[test]
     fn sm90_shared_memory_fits_two_ctas_per_sm() {
-        // kernels/fna_forward_sm90.cuh: 32 KiB Q + 2 x 2 x 16 KiB K/V + 1280 at head dim 128;
-        // an H100 SM has 228 KiB, 1 KiB of it reserved per CTA.
-        assert_eq!(sm90_shared_bytes(128), 99_584);
-        assert!(2 * (sm90_shared_bytes(128) + 1024) <= 228 * 1024);
+        // kernels/fna_forward_sm90.cuh: 32 KiB Q + 2 x 2 x 16 KiB K/V + 3584 + 1024 at head dim
+        // 128; an H100 SM has 228 KiB, 1 KiB of it reserved per CTA.
+        assert_eq!(sm90_shared_bytes(128), 102_912);
+        for dim in [64, 128] {
+            assert!(2 * (sm90_shared_bytes(dim) + 1024) <= 228 * 1024);
+        }
     }
 
     #[test]
