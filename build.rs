@@ -1,7 +1,8 @@
 //! Build script: with the `cuda-native` feature, compiles the native CUDA kernels
-//! (`kernels/fna_forward_d*.cu`, CUTLASS/CuTe) with nvcc into fatbins under `OUT_DIR` and writes
-//! `native_kernels.rs`, the list the crate embeds (`include_bytes!`). Without the feature it
-//! does nothing.
+//! (`kernels/fna_{forward,backward}_d*.cu`, CUTLASS/CuTe) with nvcc into fatbins under `OUT_DIR`
+//! and writes `native_kernels.rs`, the list the crate embeds (`include_bytes!`). The Hopper
+//! forward (`kernels/fna_forward_sm90_d*.cu`, wgmma) is built for `sm_90a` only, and only when
+//! `90a` is among `BURN_NATTEN_CUDA_ARCHS`. Without the feature it does nothing.
 //!
 //! Inputs (environment):
 //! - `NVCC` (else `$CUDA_HOME/bin/nvcc`, else `nvcc` on `PATH`, else the venv that
@@ -21,10 +22,11 @@ use std::process::Command;
 /// `kernels/fna_backward_d{dim}.cu`).
 const HEAD_DIMS: [u32; 4] = [32, 64, 128, 256];
 
-/// The kernel families: (source prefix, name of the generated list).
-const FAMILIES: [(&str, &str); 2] = [
-    ("fna_forward", "FNA_FORWARD_FATBINS"),
-    ("fna_backward", "FNA_BACKWARD_FATBINS"),
+/// The kernel families: (source prefix, name of the generated list, built for `sm_90a` only).
+const FAMILIES: [(&str, &str, bool); 3] = [
+    ("fna_forward", "FNA_FORWARD_FATBINS", false),
+    ("fna_backward", "FNA_BACKWARD_FATBINS", false),
+    ("fna_forward_sm90", "FNA_FORWARD_SM90_FATBINS", true),
 ];
 
 const INSTALL_HELP: &str = "the `cuda-native` feature needs nvcc (CUDA 13.0) and the CUTLASS/CuTe \
@@ -84,14 +86,17 @@ fn main() {
         .map(|arch| format!("-gencode=arch=compute_{arch},code=sm_{arch}"))
         .collect();
     gencode.push("-gencode=arch=compute_80,code=compute_80".to_string());
+    // wgmma needs the arch-specific target: SASS for sm_90a, no PTX.
+    let gencode_sm90 = vec!["-gencode=arch=compute_90a,code=sm_90a".to_string()];
+    let build_sm90 = archs.iter().any(|a| a == "90a");
 
-    let compile = |(family, dim): (&str, u32)| -> Result<PathBuf, String> {
+    let compile = |(family, dim, sm90_only): (&str, u32, bool)| -> Result<PathBuf, String> {
         let source = kernels.join(format!("{family}_d{dim}.cu"));
         let target = out_dir.join(format!("{family}_d{dim}.fatbin"));
         let output = Command::new(&nvcc)
             .arg("-fatbin")
             .args(["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"])
-            .args(&gencode)
+            .args(if sm90_only { &gencode_sm90 } else { &gencode })
             .arg(format!("-I{}", cutlass.display()))
             .arg(format!("-I{}", kernels.display()))
             .arg(&source)
@@ -110,10 +115,13 @@ fn main() {
         Ok(target)
     };
 
-    let units: Vec<(&str, u32)> = FAMILIES
+    let units: Vec<(&str, u32, bool)> = FAMILIES
         .iter()
-        .flat_map(|&(family, _)| head_dims.iter().map(move |&dim| (family, dim)))
-        .filter(|(family, dim)| kernels.join(format!("{family}_d{dim}.cu")).is_file())
+        .filter(|&&(_, _, sm90_only)| build_sm90 || !sm90_only)
+        .flat_map(|&(family, _, sm90_only)| {
+            head_dims.iter().map(move |&dim| (family, dim, sm90_only))
+        })
+        .filter(|(family, dim, _)| kernels.join(format!("{family}_d{dim}.cu")).is_file())
         .collect();
 
     // A small pool of nvcc processes (CUTLASS translation units are memory-hungry).
@@ -138,12 +146,12 @@ fn main() {
     }
 
     let mut listing = String::new();
-    for (family, list) in FAMILIES {
+    for (family, list, _) in FAMILIES {
         listing.push_str(&format!(
             "/// Fatbins of `kernels/{family}_d*.cu` built by build.rs: (head dim, fatbin bytes).\n\
              pub(crate) static {list}: &[(usize, &[u8])] = &[\n"
         ));
-        for ((_, dim), path) in built.iter().filter(|((f, _), _)| *f == family) {
+        for ((_, dim, _), path) in built.iter().filter(|((f, _, _), _)| *f == family) {
             listing.push_str(&format!(
                 "    ({dim}, include_bytes!({:?})),\n",
                 path.display().to_string()

@@ -29,23 +29,61 @@ const ELEMENTS: [&str; 2] = ["f16", "bf16"];
 /// A kernel per element type (f16, bf16).
 type PerElement = [CudaFunction; 2];
 
+/// A forward kernel and how to launch it.
+pub struct ForwardKernel<'a> {
+    /// The entry point.
+    pub function: &'a CudaFunction,
+    /// Threads per CTA.
+    pub threads: u32,
+    /// Dynamic shared memory per CTA.
+    pub shared_bytes: u32,
+}
+
+/// Whether `BURN_NATTEN_NATIVE_SM90` allows the Hopper forward (unset or anything but `0`): `0`
+/// keeps the SM80-class forward on compute capability 9.0 too (to compare the two).
+fn sm90_allowed() -> bool {
+    std::env::var_os("BURN_NATTEN_NATIVE_SM90").is_none_or(|v| v != "0")
+}
+
 /// Loaded kernels of one device.
 pub struct NativeDevice {
     pub stream: Arc<CudaStream>,
     /// Forward kernel per built head dim and queries per tile.
     forward: Vec<((usize, usize), PerElement)>,
+    /// Hopper forward (wgmma, [`plan::SM90_BLOCK_M`] queries per tile) per built head dim; empty
+    /// unless the device has compute capability 9.0 and the build has the sm_90a kernels.
+    forward_sm90: Vec<(usize, PerElement)>,
     /// Backward kernels (dQ pass, dK/dV pass) per built head dim.
     backward: Vec<(usize, PerElement, PerElement)>,
 }
 
 impl NativeDevice {
     /// The forward kernel for `kernel_dim`, `block_m` queries per tile and the element type
-    /// (`bf16` or f16).
-    pub fn forward(&self, kernel_dim: usize, block_m: usize, bf16: bool) -> Option<&CudaFunction> {
+    /// (`bf16` or f16): the Hopper kernel where it was loaded and takes the tile, else the
+    /// SM80-class one.
+    pub fn forward(
+        &self,
+        kernel_dim: usize,
+        block_m: usize,
+        bf16: bool,
+    ) -> Option<ForwardKernel<'_>> {
+        if block_m == plan::SM90_BLOCK_M
+            && let Some((_, f)) = self.forward_sm90.iter().find(|(d, _)| *d == kernel_dim)
+        {
+            return Some(ForwardKernel {
+                function: &f[bf16 as usize],
+                threads: plan::SM90_THREADS,
+                shared_bytes: plan::sm90_shared_bytes(kernel_dim),
+            });
+        }
         self.forward
             .iter()
             .find(|(key, _)| *key == (kernel_dim, block_m))
-            .map(|(_, f)| &f[bf16 as usize])
+            .map(|(_, f)| ForwardKernel {
+                function: &f[bf16 as usize],
+                threads: plan::THREADS,
+                shared_bytes: plan::shared_bytes(kernel_dim, block_m),
+            })
     }
 
     /// The backward kernels (dQ pass, dK/dV pass) for `kernel_dim` and the element type.
@@ -150,6 +188,22 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
         let kernels = load_family(fatbin, dim, &names)?;
         forward.extend(blocks.iter().map(|&m| (dim, m)).zip(kernels));
     }
+    // The sm_90a kernels run on compute capability 9.0 only (arch-specific SASS).
+    let mut forward_sm90 = Vec::new();
+    if cc == (9, 0) && sm90_allowed() {
+        for &(dim, fatbin) in fatbins::FNA_FORWARD_SM90_FATBINS {
+            let mut kernels = load_family(
+                fatbin,
+                dim,
+                &[(
+                    "natten_fna_forward_sm90",
+                    &format!("_m{}", plan::SM90_BLOCK_M),
+                    plan::sm90_shared_bytes(dim),
+                )],
+            )?;
+            forward_sm90.push((dim, kernels.remove(0)));
+        }
+    }
     let mut backward = Vec::new();
     for (dim, fatbin) in fatbins::FNA_BACKWARD_FATBINS {
         let shared = plan::backward_shared_bytes(*dim);
@@ -167,6 +221,7 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
     Ok(Arc::new(NativeDevice {
         stream,
         forward,
+        forward_sm90,
         backward,
     }))
 }

@@ -26,7 +26,7 @@ use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 
 use super::device::NativeDevice;
-use super::plan::{CallShape, FnaParams, Pattern, THREADS, backward_shared_bytes, shared_bytes};
+use super::plan::{CallShape, FnaParams, Pattern, THREADS, backward_shared_bytes};
 use crate::backend::TileConfig;
 
 type CudaTensor = CubeTensor<CudaRuntime>;
@@ -83,10 +83,12 @@ fn trace_prepared(entered: Instant) {
     }
 }
 
-/// One kernel launch of a call: the function, its grid and dynamic shared memory.
+/// One kernel launch of a call: the function, its grid, threads per CTA and dynamic shared
+/// memory.
 struct Launch<'a> {
     function: &'a CudaFunction,
     grid: (u32, u32, u32),
+    threads: u32,
     shared_bytes: u32,
 }
 
@@ -129,7 +131,7 @@ fn run_on_burn_buffers(
     for launch in launches {
         let config = LaunchConfig {
             grid_dim: launch.grid,
-            block_dim: (THREADS, 1, 1),
+            block_dim: (launch.threads, 1, 1),
             shared_mem_bytes: launch.shared_bytes,
         };
         let mut builder = stream.launch_builder(launch.function);
@@ -184,7 +186,7 @@ pub fn forward(
     );
     let shape = call_shape(&q, &k, &v)?;
     let block_m: usize = tiles.q_tile.iter().product();
-    let function = device
+    let kernel = device
         .forward(kernel_dim, block_m, is_bf16(q.dtype)?)
         .ok_or_else(|| format!("no forward kernel for head dim {kernel_dim}, {block_m} queries"))?;
     let (b, n, h) = (shape.batch, shape.tokens, shape.heads);
@@ -193,9 +195,10 @@ pub fn forward(
     let params = FnaParams::new(pattern, shape, tiles);
     trace_prepared(entered);
     let launch = Launch {
-        function,
+        function: kernel.function,
         grid: params.query_grid(),
-        shared_bytes: shared_bytes(kernel_dim, block_m),
+        threads: kernel.threads,
+        shared_bytes: kernel.shared_bytes,
     };
     run_on_burn_buffers(
         device,
@@ -241,11 +244,13 @@ pub fn backward(
         Launch {
             function: dq_pass,
             grid: params.query_grid(),
+            threads: THREADS,
             shared_bytes: shared,
         },
         Launch {
             function: dkdv_pass,
             grid: params.key_grid(),
+            threads: THREADS,
             shared_bytes: shared,
         },
     ];

@@ -47,7 +47,7 @@ impl Pattern<'_> {
 /// multiple of 8) runs on the smallest one at least as large (columns past it are zero-filled).
 pub const KERNEL_HEAD_DIMS: [usize; 4] = [32, 64, 128, 256];
 
-/// Threads per CTA of every instantiation (4 warps).
+/// Threads per CTA of the SM80-class kernels (4 warps).
 pub const THREADS: u32 = 128;
 
 /// Keys per KV tile of every forward kernel.
@@ -63,6 +63,24 @@ pub fn forward_block_m(kernel_dim: usize) -> &'static [usize] {
 /// + V tile, 2-byte elements).
 pub fn shared_bytes(kernel_dim: usize, block_m: usize) -> u32 {
     ((block_m + 2 * FORWARD_BLOCK_N) * kernel_dim * 2) as u32
+}
+
+/// Threads per CTA of the Hopper forward (`kernels/fna_forward_sm90.cuh`: two warpgroups).
+pub const SM90_THREADS: u32 = 256;
+
+/// Queries per Q tile of the Hopper forward (its KV tiles have [`FORWARD_BLOCK_N`] keys, like
+/// every forward kernel, so the tile configurations are the same); the 64-query tiles run on the
+/// SM80 kernel there too.
+pub const SM90_BLOCK_M: usize = 128;
+
+/// Dynamic shared memory of the Hopper forward (`FnaSm90Traits::kSmemBytes`): the Q tile, two
+/// stages of K and V tiles, the tile geometry (Q tile box and KV box, 128 bytes each; the token
+/// offset of each KV tile row, 4 bytes each; the window of each Q tile row, 24 bytes each) and
+/// 1024 bytes to align the tiles to the 128-byte swizzle's period.
+pub fn sm90_shared_bytes(kernel_dim: usize) -> u32 {
+    let tiles = (SM90_BLOCK_M + 4 * FORWARD_BLOCK_N) * kernel_dim * 2;
+    let geometry = 256 + FORWARD_BLOCK_N * 4 + SM90_BLOCK_M * 24;
+    (tiles + geometry + 1024) as u32
 }
 
 /// Queries and keys per tile of both backward passes (every head dim).
@@ -378,6 +396,16 @@ mod tests {
         );
         assert_eq!(p.query_grid(), (3, 4, 2));
         assert_eq!(p.key_grid(), (2, 2, 2));
+    }
+
+    #[test]
+    fn sm90_shared_memory_fits_two_ctas_per_sm() {
+        // kernels/fna_forward_sm90.cuh: 32 KiB Q + 2 x 2 x 16 KiB K/V + 3584 + 1024 at head dim
+        // 128; an H100 SM has 228 KiB, 1 KiB of it reserved per CTA.
+        assert_eq!(sm90_shared_bytes(128), 102_912);
+        for dim in [64, 128] {
+            assert!(2 * (sm90_shared_bytes(dim) + 1024) <= 228 * 1024);
+        }
     }
 
     #[test]
