@@ -28,7 +28,7 @@ pub struct ForwardCall<R: CubeRuntime> {
     pub q: CubeTensor<R>,
     pub k: CubeTensor<R>,
     pub v: CubeTensor<R>,
-    /// Dense keys: `(k, v, causal)`; for NA without extra tokens, K/V again with no tokens.
+    /// Dense keys, if any: extra KV tokens (NA) or all keys (FMHA).
     pub dense: Option<Dense<R>>,
     /// The neighbourhood, `None` for FMHA.
     pub neighborhood: Option<Geometry>,
@@ -48,6 +48,15 @@ impl<R: CubeRuntime> ForwardCall<R> {
         (self.q.meta.shape().dims(), h_kv, d_v)
     }
 
+    /// The kernels' dense-key arguments: K, V, token count and causal flag of the dense keys;
+    /// without dense keys, K/V again with no tokens (the kernels skip them).
+    fn dense_keys(&self) -> (CubeTensor<R>, CubeTensor<R>, usize, bool) {
+        match &self.dense {
+            Some(x) => (x.k.clone(), x.v.clone(), x.k.meta.shape()[1], x.causal),
+            None => (self.k.clone(), self.v.clone(), 0, false),
+        }
+    }
+
     /// The tile plan used when neither the caller nor autotune chose one: the preferred block
     /// sizes of the device, split over the axes by [`TilePlan::new`].
     pub fn default_plan(&self) -> (ForwardBlocks, TilePlan) {
@@ -63,15 +72,7 @@ impl<R: CubeRuntime> ForwardCall<R> {
         let out = empty_like(&self.q, Shape::new([b, n, h, d_v]), dtype);
         let lse = empty_like(&self.q, Shape::new([b, n, h]), DType::F32);
         let g = self.q_tiling();
-        let (dense_k, dense_v, dense_tokens, dense_causal) = match &self.dense {
-            Some(dense) => (
-                dense.k.clone(),
-                dense.v.clone(),
-                dense.k.meta.shape()[1],
-                dense.causal,
-            ),
-            None => (self.k.clone(), self.v.clone(), 0, false),
-        };
+        let (dense_k, dense_v, dense_tokens, dense_causal) = self.dense_keys();
         na_forward_kernel::launch::<R>(
             &client,
             plan.cube_count(&g, h, b),
@@ -189,10 +190,7 @@ impl<R: CubeRuntime> BackwardCall<R> {
         let ([b, _, h, _], h_kv, _) = c.dims();
         let (client, dtype) = (c.q.client.clone(), c.q.dtype);
         let g = c.neighborhood.unwrap_or_else(Geometry::none);
-        let (dense_k, dense_v, dense_tokens, dense_causal) = match &c.dense {
-            Some(x) => (x.k.clone(), x.v.clone(), x.k.meta.shape()[1], x.causal),
-            None => (c.k.clone(), c.v.clone(), 0, false),
-        };
+        let (dense_k, dense_v, dense_tokens, dense_causal) = c.dense_keys();
         let dq = empty_like(&c.q, c.q.meta.shape().clone(), dtype);
         let q_tiling = c.q_tiling();
         let plan = TilePlan::new(&q_tiling, &blocks);
