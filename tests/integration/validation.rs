@@ -23,6 +23,24 @@ fn expect_err<T: std::fmt::Debug>(result: Result<T, NattenError>, argument: &str
     );
 }
 
+/// `result` must be `NattenError::Unsupported` naming `backend`, with `needle` in its message
+/// (`""`: any message).
+fn expect_unsupported<T: std::fmt::Debug>(
+    result: Result<T, NattenError>,
+    backend: &str,
+    needle: &str,
+) {
+    let err = result.expect_err("must be unsupported");
+    assert!(
+        matches!(&err, NattenError::Unsupported { backend: b, .. } if *b == backend),
+        "not Unsupported by {backend}: {err}"
+    );
+    assert!(
+        err.to_string().contains(needle),
+        "message lacks {needle:?}: {err}"
+    );
+}
+
 fn qkv2d() -> (Tensor<Cpu, 5>, Tensor<Cpu, 5>, Tensor<Cpu, 5>) {
     (
         zeros([1, 8, 8, 4, 16]),
@@ -212,51 +230,18 @@ fn attention_and_merge_rules() {
 fn explicit_backend_that_cannot_run_is_an_error() {
     let (q, k, v) = qkv2d();
     let opts = NaOptions::new([3, 3]).with_backend(NaBackend::CubeFna);
-    let err = na2d(q, k, v, &opts).expect_err("NdArray has no CubeCL kernels");
-    assert!(
-        matches!(
-            err,
-            NattenError::Unsupported {
-                backend: "cube-fna",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(err.to_string().contains("not a CubeCL backend"), "{err}");
+    expect_unsupported(na2d(q, k, v, &opts), "cube-fna", "not a CubeCL backend");
 }
 
 #[test]
 fn native_cuda_elsewhere_is_an_error() {
     let (q, k, v) = qkv2d();
     let opts = NaOptions::new([3, 3]).with_backend(NaBackend::CudaFna);
-    let err = na2d(q, k, v, &opts).expect_err("NdArray has no native CUDA kernels");
-    assert!(
-        matches!(
-            err,
-            NattenError::Unsupported {
-                backend: "cuda-fna",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(err.to_string().contains("not burn-cuda"), "{err}");
+    expect_unsupported(na2d(q, k, v, &opts), "cuda-fna", "not burn-cuda");
     // Attention (FMHA) follows the same rule.
     let x = zeros([1, 8, 2, 16]);
     let native = AttentionOptions::new().with_backend(NaBackend::CudaFna);
-    let err =
-        attention(x.clone(), x.clone(), x, &native).expect_err("no native kernels on NdArray");
-    assert!(
-        matches!(
-            err,
-            NattenError::Unsupported {
-                backend: "cuda-fna",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    expect_unsupported(attention(x.clone(), x.clone(), x, &native), "cuda-fna", "");
     // On a CubeCL backend of this build (no `cuda-native`), the reason names the feature or
     // the runtime.
     if !crate::common::wgpu_available() {
@@ -264,17 +249,7 @@ fn native_cuda_elsewhere_is_an_error() {
     }
     type G = crate::common::Gpu;
     let x = Tensor::<G, 5>::zeros([1, 6, 6, 1, 8], &Default::default());
-    let err = na2d(x.clone(), x.clone(), x, &opts).expect_err("no native kernels here");
-    assert!(
-        matches!(
-            err,
-            NattenError::Unsupported {
-                backend: "cuda-fna",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    expect_unsupported(na2d(x.clone(), x.clone(), x, &opts), "cuda-fna", "");
 }
 
 #[test]
