@@ -36,6 +36,29 @@ pub struct ForwardCall<R: CubeRuntime> {
 }
 
 impl<R: CubeRuntime> ForwardCall<R> {
+    /// The call's inputs, made contiguous. `geometry` is `None` for FMHA.
+    pub fn new(
+        q: CubeTensor<R>,
+        k: CubeTensor<R>,
+        v: CubeTensor<R>,
+        dense: Option<Dense<R>>,
+        geometry: Option<Geometry>,
+        scale: f32,
+    ) -> Self {
+        Self {
+            q: into_contiguous(q),
+            k: into_contiguous(k),
+            v: into_contiguous(v),
+            dense: dense.map(|x| Dense {
+                k: into_contiguous(x.k),
+                v: into_contiguous(x.v),
+                causal: x.causal,
+            }),
+            neighborhood: geometry,
+            scale,
+        }
+    }
+
     /// The Q tiling's geometry: the neighbourhood's, or one sequence of queries (FMHA).
     pub fn q_tiling(&self) -> Geometry {
         self.neighborhood
@@ -115,18 +138,7 @@ pub fn forward<R: CubeRuntime>(
     tiles: Option<&TileConfig>,
     scale: f32,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
-    let call = ForwardCall {
-        q: into_contiguous(q),
-        k: into_contiguous(k),
-        v: into_contiguous(v),
-        dense: dense.map(|dense| Dense {
-            k: into_contiguous(dense.k),
-            v: into_contiguous(dense.v),
-            causal: dense.causal,
-        }),
-        neighborhood: geometry,
-        scale,
-    };
+    let call = ForwardCall::new(q, k, v, dense, geometry, scale);
     let ([_, _, _, d], _, d_v) = call.dims();
     let chosen = tiles.and_then(|t| {
         let blocks = blocks_for_tiles(&call.q.client, t, d, d_v, call.q.dtype)?;
@@ -189,7 +201,6 @@ impl<R: CubeRuntime> BackwardCall<R> {
         let c = &self.inputs;
         let ([b, _, h, _], h_kv, _) = c.dims();
         let (client, dtype) = (c.q.client.clone(), c.q.dtype);
-        let g = c.neighborhood.unwrap_or_else(Geometry::none);
         let (dense_k, dense_v, dense_tokens, dense_causal) = c.dense_keys();
         let dq = empty_like(&c.q, c.q.meta.shape().clone(), dtype);
         let q_tiling = c.q_tiling();
@@ -212,9 +223,9 @@ impl<R: CubeRuntime> BackwardCall<R> {
             h_kv as u32,
             dense_tokens as u32,
             c.scale,
-            g.causal[0],
-            g.causal[1],
-            g.causal[2],
+            q_tiling.causal[0],
+            q_tiling.causal[1],
+            q_tiling.causal[2],
             c.neighborhood.is_some(),
             dense_causal,
             blocks,
@@ -303,18 +314,7 @@ impl<R: CubeRuntime> BackwardCall<R> {
     ) -> Self {
         use super::backward_preprocess::delta_kernel;
 
-        let inputs = ForwardCall {
-            q: into_contiguous(q),
-            k: into_contiguous(k),
-            v: into_contiguous(v),
-            dense: dense.map(|x| Dense {
-                k: into_contiguous(x.k),
-                v: into_contiguous(x.v),
-                causal: x.causal,
-            }),
-            neighborhood: geometry,
-            scale,
-        };
+        let inputs = ForwardCall::new(q, k, v, dense, geometry, scale);
         let (out, lse, d_out) = (
             into_contiguous(out),
             into_contiguous(lse),
