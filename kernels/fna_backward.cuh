@@ -12,18 +12,21 @@
 //   dV += P^T dO, dK += dS^T Q; dK *= scale.
 // Masking, the full-tile fast path and padding follow the forward: padding queries get
 // LSE = +inf (P = 0) and delta = 0.
+// Both passes double-buffer the walked side (K/V in the dQ pass; Q/dO, LSE and delta in the
+// dK/dV pass): the next tile's cp.async loads run under the current tile's products.
 #pragma once
 
 #include "fna_common.cuh"
 
 namespace natten_native {
 
-// Shared tiles of both passes: two tiles of kBlockM rows, two of kBlockN rows, then the LSE (in
-// log2 units) and delta of the kBlockN (dK/dV) or kBlockM (dQ) query rows.
+// Shared memory of both passes: two tiles of kBlockM rows (the CTA's own: Q and dO, or K and
+// V), two buffers of two tiles of kBlockN rows (the walked side), then two buffers of the LSE
+// (in log2 units) and delta of up to max(kBlockM, kBlockN) query rows.
 template <typename Traits>
 constexpr int backward_smem_bytes() {
-    return (2 * Traits::kBlockM + 2 * Traits::kBlockN) * Traits::kHeadDim * 2 +
-           2 * (Traits::kBlockM > Traits::kBlockN ? Traits::kBlockM : Traits::kBlockN) * 4;
+    return (2 * Traits::kBlockM + 4 * Traits::kBlockN) * Traits::kHeadDim * 2 +
+           4 * (Traits::kBlockM > Traits::kBlockN ? Traits::kBlockM : Traits::kBlockN) * 4;
 }
 
 template <typename Traits>
@@ -57,13 +60,15 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
     const Element* v_base =
         reinterpret_cast<const Element*>(p.v) + head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim_v);
 
+    // Q, dO, then the two K/V buffers: K(0), K(1), V(0), V(1).
     Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw)), typename Traits::SmemLayoutQ{});
     Tensor sdO = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutQ{});
     Tensor sK = make_tensor(sdO.data() + size(sdO), typename Traits::SmemLayoutKV{});
-    Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutKV{});
+    Tensor sV = make_tensor(sK.data() + 2 * size(sK), typename Traits::SmemLayoutKV{});
     Tensor sKt = make_tensor(sK.data(), typename Traits::SmemLayoutKVt{});
     Tensor sKtNoSwizzle = make_tensor(sK.data().get(), typename Traits::SmemLayoutKVtNoSwizzle{});
-    float* s_lse = reinterpret_cast<float*>(smem_raw + (2 * kBlockM + 2 * kBlockN) * kHeadDim * 2);
+    constexpr int kBuffer = kBlockN * kHeadDim;  // elements between the two buffers of K or V
+    float* s_lse = reinterpret_cast<float*>(smem_raw + (2 * kBlockM + 4 * kBlockN) * kHeadDim * 2);
     float* s_delta = s_lse + kBlockM;
 
     typename Traits::TiledMma tiled_mma;
@@ -87,16 +92,23 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
     auto thr_copy_bt = copy_bt.get_thread_slice(threadIdx.x);
     Tensor tQsKt = thr_copy_bt.partition_S(sKt);
 
+    // Stages the K and V tiles at `origin` into buffer `buf`.
+    auto stage_kv = [&](const int (&origin)[3], int buf) {
+        Tensor k_buf = make_tensor(sK.data() + buf * kBuffer, typename Traits::SmemLayoutKV{});
+        Tensor v_buf = make_tensor(sV.data() + buf * kBuffer, typename Traits::SmemLayoutKV{});
+        stage_tile<kBlockN, kHeadDim, kNThreads>(k_buf, k_base, k_row_stride, p, p.kv_tile_log2, origin, box.hi,
+                                                 qt.group, p.head_dim);
+        stage_tile<kBlockN, kHeadDim, kNThreads>(v_buf, v_base, v_row_stride, p, p.kv_tile_log2, origin, box.hi,
+                                                 qt.group, p.head_dim_v);
+    };
+
     stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, q_row_stride, p, p.q_tile_log2, qt.first, qt.end,
                                              qt.group, p.head_dim);
     stage_tile<kBlockM, kHeadDim, kNThreads>(sdO, do_base, o_row_stride, p, p.q_tile_log2, qt.first, qt.end,
                                              qt.group, p.head_dim_v);
     int origin[3];
     walk_origin(0, box.lo, box.tiles, p.kv_tile_log2, origin);
-    stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, k_row_stride, p, p.kv_tile_log2, origin, box.hi,
-                                             qt.group, p.head_dim);
-    stage_tile<kBlockN, kHeadDim, kNThreads>(sV, v_base, v_row_stride, p, p.kv_tile_log2, origin, box.hi,
-                                             qt.group, p.head_dim_v);
+    stage_kv(origin, 0);
     cute::cp_async_fence();
 
     // delta = rowsum(dO * O) in f32 and the LSE in log2 units, per query row; written out for
@@ -130,16 +142,33 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
     const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
     for (int t = 0; t < n_tiles; ++t) {
         cute::cp_async_wait<0>();
-        __syncthreads();  // K(t), V(t) (and Q, dO, LSE, delta) are in shared memory
+        // K(t), V(t) (and Q, dO, LSE, delta) are in shared memory, and every warp is done with
+        // tile t - 1: its buffer takes tile t + 1, loaded under this tile's products.
+        __syncthreads();
+        const int buf = t & 1;
+        if (t + 1 < n_tiles) {
+            int next[3];
+            walk_origin(t + 1, box.lo, box.tiles, p.kv_tile_log2, next);
+            stage_kv(next, buf ^ 1);
+            cute::cp_async_fence();
+        }
+        Tensor tSsK_t = tSsK;
+        Tensor tPsV_t = tPsV;
+        Tensor tQsKt_t = tQsKt;
+        tSsK_t.data() = tSsK.data() + buf * kBuffer;
+        tPsV_t.data() = tPsV.data() + buf * kBuffer;
+        tQsKt_t.data() = tQsKt.data() + buf * kBuffer;
+
         Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
         Tensor acc_dp = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
         clear(acc_s);
         clear(acc_dp);
-        gemm_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
-        gemm_smem(acc_dp, tPrdO, tPrV, tPsdO, tPsV, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
+        gemm_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK_t, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
+        gemm_smem(acc_dp, tPrdO, tPrV, tPsdO, tPsV_t, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
 
         Tensor scores = make_tensor(acc_s.data(), rowcol(acc_s.layout()));
         Tensor dp = make_tensor(acc_dp.data(), rowcol(acc_dp.layout()));
+        walk_origin(t, box.lo, box.tiles, p.kv_tile_log2, origin);
         bool full = qt.no_padding;
 #pragma unroll
         for (int a = 0; a < 3; ++a) {
@@ -158,20 +187,10 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
         }
         Tensor ds = convert_to<Element>(acc_s);
         Tensor tdS = make_tensor(ds.data(), acc_as_a_operand(ds.layout()));
-        gemm_regs_smem(acc_dq, tdS, tQrKt, tQsKt, tiled_mma, copy_bt, thr_copy_bt);
-
-        __syncthreads();  // every warp is done with K(t), V(t)
-        if (t + 1 < n_tiles) {
-            walk_origin(t + 1, box.lo, box.tiles, p.kv_tile_log2, origin);
-            stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, k_row_stride, p, p.kv_tile_log2, origin,
-                                                     box.hi, qt.group, p.head_dim);
-            stage_tile<kBlockN, kHeadDim, kNThreads>(sV, v_base, v_row_stride, p, p.kv_tile_log2, origin,
-                                                     box.hi, qt.group, p.head_dim_v);
-            cute::cp_async_fence();
-        }
+        gemm_regs_smem(acc_dq, tdS, tQrKt, tQsKt_t, tiled_mma, copy_bt, thr_copy_bt);
     }
     cute::cp_async_wait<0>();
-    __syncthreads();
+    __syncthreads();  // every warp is done with Q (its tile takes dQ)
 #pragma unroll
     for (int e = 0; e < size(acc_dq); ++e) acc_dq(e) *= p.scale;
     store_rows<Traits, kBlockM>(acc_dq, sQ, reinterpret_cast<Element*>(p.dq) + q_offset, q_row_stride, p,
@@ -229,16 +248,19 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     const Element* k_base = reinterpret_cast<const Element*>(p.k) + k_offset;
     const Element* v_base = reinterpret_cast<const Element*>(p.v) + v_offset;
 
+    // K, V, then the two Q/dO buffers: Q(0), Q(1), dO(0), dO(1); after them the two buffers of
+    // LSE and delta.
     Tensor sK = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw)), typename Traits::SmemLayoutQ{});
     Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutQ{});
     Tensor sQ = make_tensor(sV.data() + size(sV), typename Traits::SmemLayoutKV{});
-    Tensor sdO = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutKV{});
+    Tensor sdO = make_tensor(sQ.data() + 2 * size(sQ), typename Traits::SmemLayoutKV{});
     Tensor sQt = make_tensor(sQ.data(), typename Traits::SmemLayoutKVt{});
     Tensor sQtNoSwizzle = make_tensor(sQ.data().get(), typename Traits::SmemLayoutKVtNoSwizzle{});
     Tensor sdOt = make_tensor(sdO.data(), typename Traits::SmemLayoutKVt{});
     Tensor sdOtNoSwizzle = make_tensor(sdO.data().get(), typename Traits::SmemLayoutKVtNoSwizzle{});
-    float* s_lse = reinterpret_cast<float*>(smem_raw + (2 * kBlockM + 2 * kBlockN) * kHeadDim * 2);
-    float* s_delta = s_lse + kBlockN;
+    constexpr int kBuffer = kBlockN * kHeadDim;  // elements between the two buffers of Q or dO
+    float* s_lse = reinterpret_cast<float*>(smem_raw + (2 * kBlockM + 4 * kBlockN) * kHeadDim * 2);
+    float* s_delta = s_lse + 2 * kBlockN;
 
     typename Traits::TiledMma tiled_mma;
     auto thr_mma = tiled_mma.get_thread_slice(threadIdx.x);
@@ -264,101 +286,135 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     Tensor tVsdOt = thr_copy_bt.partition_S(sdOt);
     Tensor tKsQt = thr_copy_bt.partition_S(sQt);
 
+    // The walk: step s is query head head_kv * group_size + s / n_tiles (every head of the GQA
+    // group) and Q tile s % n_tiles of the query box.
+    const int n_steps = group_size * n_tiles;
+    // Stages step s's Q and dO tiles into buffer `buf`, and loads (into registers) the LSE, in
+    // log2 units, and delta of query row threadIdx.x (+inf and 0 for padding rows).
+    auto stage_step = [&](int s, int buf, float& lse_log2, float& delta) {
+        const int head = head_kv * group_size + s / n_tiles;
+        int origin[3];
+        walk_origin(s % n_tiles, q_lo, q_tiles, p.q_tile_log2, origin);
+        Tensor q_buf = make_tensor(sQ.data() + buf * kBuffer, typename Traits::SmemLayoutKV{});
+        Tensor do_buf = make_tensor(sdO.data() + buf * kBuffer, typename Traits::SmemLayoutKV{});
+        stage_tile<kBlockN, kHeadDim, kNThreads>(
+            q_buf, reinterpret_cast<const Element*>(p.q) + head_offset(batch, p.tokens, p.heads, head, p.head_dim),
+            q_row_stride, p, p.q_tile_log2, origin, q_hi, kt.group, p.head_dim);
+        stage_tile<kBlockN, kHeadDim, kNThreads>(
+            do_buf,
+            reinterpret_cast<const Element*>(p.d_out) + head_offset(batch, p.tokens, p.heads, head, p.head_dim_v),
+            o_row_stride, p, p.q_tile_log2, origin, q_hi, kt.group, p.head_dim_v);
+        cute::cp_async_fence();
+        lse_log2 = INFINITY;
+        delta = 0.f;
+        if (threadIdx.x < kBlockN) {
+            int i[3];
+            tile_coords(threadIdx.x, p.q_tile_log2, origin, i);
+            if (i[0] < q_hi[0] && i[1] < q_hi[1] && i[2] < q_hi[2]) {
+                const long long row = ((long long)batch * p.tokens + token_of(p, i, kt.group)) * p.heads + head;
+                lse_log2 = p.lse[row] * 1.4426950408889634f;
+                delta = p.delta[row];
+            }
+        }
+    };
+    static_assert(kBlockN <= kNThreads, "one thread per query row loads its LSE and delta");
+
     stage_tile<kBlockM, kHeadDim, kNThreads>(sK, k_base, k_row_stride, p, p.kv_tile_log2, kt.first, kt.end,
                                              kt.group, p.head_dim);
     stage_tile<kBlockM, kHeadDim, kNThreads>(sV, v_base, v_row_stride, p, p.kv_tile_log2, kt.first, kt.end,
                                              kt.group, p.head_dim_v);
-    cute::cp_async_fence();
+    float next_lse = INFINITY, next_delta = 0.f;
+    if (n_steps > 0) stage_step(0, 0, next_lse, next_delta);
+    if (threadIdx.x < kBlockN) {
+        s_lse[threadIdx.x] = next_lse;
+        s_delta[threadIdx.x] = next_delta;
+    }
 
+    // The queries that see each of this thread's key rows (padding keys take the last key's:
+    // finite, never stored): the mask of a partial step is a test of the query's coordinates.
+    int key_lo[kRows][3], key_hi[kRows][3];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+        int key[3];
+        tile_coords(acc_row(r, kNWarps), p.kv_tile_log2, kt.first, key);
+#pragma unroll
+        for (int a = 0; a < 3; ++a) {
+            axis_inverse_window(p, a, min(key[a], kt.end[a] - 1), kt.glen[a], key_lo[r][a], key_hi[r][a]);
+        }
+    }
 
     clear(acc_dk);
     clear(acc_dv);
-    for (int h = 0; h < group_size; ++h) {
-        const int head = head_kv * group_size + h;
-        const Element* q_base =
-            reinterpret_cast<const Element*>(p.q) + head_offset(batch, p.tokens, p.heads, head, p.head_dim);
-        const Element* do_base =
-            reinterpret_cast<const Element*>(p.d_out) + head_offset(batch, p.tokens, p.heads, head, p.head_dim_v);
-        for (int t = 0; t < n_tiles; ++t) {
-            int origin[3];
-            walk_origin(t, q_lo, q_tiles, p.q_tile_log2, origin);
-            __syncthreads();  // every warp is done with the previous Q tile
-            stage_tile<kBlockN, kHeadDim, kNThreads>(sQ, q_base, q_row_stride, p, p.q_tile_log2, origin, q_hi,
-                                                     kt.group, p.head_dim);
-            stage_tile<kBlockN, kHeadDim, kNThreads>(sdO, do_base, o_row_stride, p, p.q_tile_log2, origin, q_hi,
-                                                     kt.group, p.head_dim_v);
-            cute::cp_async_fence();
-            for (int c = threadIdx.x; c < kBlockN; c += kNThreads) {
-                int i[3];
-                tile_coords(c, p.q_tile_log2, origin, i);
-                float lse_log2 = INFINITY, delta = 0.f;
-                if (i[0] < q_hi[0] && i[1] < q_hi[1] && i[2] < q_hi[2]) {
-                    const long long row = ((long long)batch * p.tokens + token_of(p, i, kt.group)) * p.heads + head;
-                    lse_log2 = p.lse[row] * 1.4426950408889634f;
-                    delta = p.delta[row];
-                }
-                s_lse[c] = lse_log2;
-                s_delta[c] = delta;
-            }
-            cute::cp_async_wait<0>();
-            __syncthreads();
+    for (int s = 0; s < n_steps; ++s) {
+        cute::cp_async_wait<0>();
+        // Step s's Q, dO, LSE and delta are in shared memory, and every warp is done with step
+        // s - 1: its buffers take step s + 1, loaded under this step's products.
+        __syncthreads();
+        const int buf = s & 1;
+        if (s + 1 < n_steps) stage_step(s + 1, buf ^ 1, next_lse, next_delta);
+        int origin[3];
+        walk_origin(s % n_tiles, q_lo, q_tiles, p.q_tile_log2, origin);
+        Tensor tSsQ_s = tSsQ;
+        Tensor tPsdO_s = tPsdO;
+        Tensor tVsdOt_s = tVsdOt;
+        Tensor tKsQt_s = tKsQt;
+        tSsQ_s.data() = tSsQ.data() + buf * kBuffer;
+        tPsdO_s.data() = tPsdO.data() + buf * kBuffer;
+        tVsdOt_s.data() = tVsdOt.data() + buf * kBuffer;
+        tKsQt_s.data() = tKsQt.data() + buf * kBuffer;
+        const float* lse_s = s_lse + buf * kBlockN;
+        const float* delta_s = s_delta + buf * kBlockN;
 
-            Tensor acc_st = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
-            Tensor acc_dpt = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
-            clear(acc_st);
-            clear(acc_dpt);
-            gemm_smem(acc_st, tSrK, tSrQ, tSsK, tSsQ, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
-            gemm_smem(acc_dpt, tPrV, tPrdO, tPsV, tPsdO, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
+        Tensor acc_st = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+        Tensor acc_dpt = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+        clear(acc_st);
+        clear(acc_dpt);
+        gemm_smem(acc_st, tSrK, tSrQ, tSsK, tSsQ_s, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
+        gemm_smem(acc_dpt, tPrV, tPrdO, tPsV, tPsdO_s, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
 
-            // Full: no padding on either side, and the last query's window starts at or before
-            // the first key and the first query's window ends after the last key, per axis.
-            bool full = kt.no_padding;
-            int q_first[3], q_last[3];
+        // Full: no padding on either side, and the last query's window starts at or before
+        // the first key and the first query's window ends after the last key, per axis.
+        bool full = kt.no_padding;
+        int q_first[3], q_last[3];
 #pragma unroll
-            for (int a = 0; a < 3; ++a) {
-                q_first[a] = origin[a];
-                q_last[a] = origin[a] + (1 << p.q_tile_log2[a]) - 1;
-                full &= q_last[a] < q_hi[a];
-            }
-            if (full) {
-                int lo_last[3], hi_last[3], lo_first[3], hi_first[3];
-                query_window(p, q_last, kt.glen, q_hi, lo_last, hi_last);
-                query_window(p, q_first, kt.glen, q_hi, lo_first, hi_first);
+        for (int a = 0; a < 3; ++a) {
+            q_first[a] = origin[a];
+            q_last[a] = origin[a] + (1 << p.q_tile_log2[a]) - 1;
+            full &= q_last[a] < q_hi[a];
+        }
+        if (full) {
+            int lo_last[3], hi_last[3], lo_first[3], hi_first[3];
+            query_window(p, q_last, kt.glen, q_hi, lo_last, hi_last);
+            query_window(p, q_first, kt.glen, q_hi, lo_first, hi_first);
 #pragma unroll
-                for (int a = 0; a < 3; ++a) full &= lo_last[a] <= kt.first[a] && hi_first[a] > kt.end[a] - 1;
-            }
+            for (int a = 0; a < 3; ++a) full &= lo_last[a] <= kt.first[a] && hi_first[a] > kt.end[a] - 1;
+        }
 
-            Tensor st = make_tensor(acc_st.data(), rowcol(acc_st.layout()));
-            Tensor dpt = make_tensor(acc_dpt.data(), rowcol(acc_dpt.layout()));
+        Tensor st = make_tensor(acc_st.data(), rowcol(acc_st.layout()));
+        Tensor dpt = make_tensor(acc_dpt.data(), rowcol(acc_dpt.layout()));
+        if (!full) mask_scores<kRows>(st, key_lo, key_hi, p.q_tile_log2, origin);
 #pragma unroll
-            for (int c = 0; c < size<1>(st); ++c) {
-                const int col = acc_col(c);
-                const float lse = s_lse[col], delta = s_delta[col];
-                if (!full) {
-                    int i[3], lo[3], hi[3];
-                    tile_coords(col, p.q_tile_log2, origin, i);
-                    query_window(p, i, kt.glen, q_hi, lo, hi);
+        for (int c = 0; c < size<1>(st); ++c) {
+            const int col = acc_col(c);
+            const float lse = lse_s[col], delta = delta_s[col];
 #pragma unroll
-                    for (int r = 0; r < kRows; ++r) {
-                        // this thread's key row (group-local; padding keys are never stored)
-                        int key[3];
-                        tile_coords(acc_row(r, kNWarps), p.kv_tile_log2, kt.first, key);
-                        if (!in_window(lo, hi, key)) st(r, c) = -INFINITY;
-                    }
-                }
-#pragma unroll
-                for (int r = 0; r < kRows; ++r) {
-                    const float prob = exp2f(st(r, c) * p.scale_log2 - lse);
-                    st(r, c) = prob;
-                    dpt(r, c) = prob * (dpt(r, c) - delta);  // dS^T / scale
-                }
+            for (int r = 0; r < kRows; ++r) {
+                const float prob = exp2f(st(r, c) * p.scale_log2 - lse);
+                st(r, c) = prob;
+                dpt(r, c) = prob * (dpt(r, c) - delta);  // dS^T / scale
             }
-            Tensor pt = convert_to<Element>(acc_st);
-            Tensor tPt = make_tensor(pt.data(), acc_as_a_operand(pt.layout()));
-            gemm_regs_smem(acc_dv, tPt, tVrdOt, tVsdOt, tiled_mma, copy_bt, thr_copy_bt);
-            Tensor dst = convert_to<Element>(acc_dpt);
-            Tensor tdSt = make_tensor(dst.data(), acc_as_a_operand(dst.layout()));
-            gemm_regs_smem(acc_dk, tdSt, tKrQt, tKsQt, tiled_mma, copy_bt, thr_copy_bt);
+        }
+        Tensor pt = convert_to<Element>(acc_st);
+        Tensor tPt = make_tensor(pt.data(), acc_as_a_operand(pt.layout()));
+        gemm_regs_smem(acc_dv, tPt, tVrdOt, tVsdOt_s, tiled_mma, copy_bt, thr_copy_bt);
+        Tensor dst = convert_to<Element>(acc_dpt);
+        Tensor tdSt = make_tensor(dst.data(), acc_as_a_operand(dst.layout()));
+        gemm_regs_smem(acc_dk, tdSt, tKrQt, tKsQt_s, tiled_mma, copy_bt, thr_copy_bt);
+        // Step s + 1's LSE and delta, loaded under the products, into the other buffer (last
+        // read in step s - 1).
+        if (s + 1 < n_steps && threadIdx.x < kBlockN) {
+            s_lse[(buf ^ 1) * kBlockN + threadIdx.x] = next_lse;
+            s_delta[(buf ^ 1) * kBlockN + threadIdx.x] = next_delta;
         }
     }
     cute::cp_async_wait<0>();

@@ -330,15 +330,17 @@ __device__ __forceinline__ void row_windows(const FnaParams& p, const TileBox& q
     }
 }
 
-// Sets to -inf the scores (rows = queries with windows win_lo/win_hi, columns = keys of the KV
-// tile at `origin`) of keys outside their query's window.
+// Sets to -inf the scores outside their row's window: rows are this thread's accumulator rows,
+// with windows [win_lo, win_hi) per axis; columns are the tokens of the tile of extents 2^log2 at
+// `origin`. The forward and dQ pass mask query rows by their windows over a KV tile, the dK/dV
+// pass key rows by their inverse windows over a Q tile.
 template <int kRows, typename Scores>
 __device__ __forceinline__ void mask_scores(Scores& scores, const int (&win_lo)[kRows][3], const int (&win_hi)[kRows][3],
-                                            const int (&kv_log2)[3], const int (&origin)[3]) {
+                                            const int (&log2)[3], const int (&origin)[3]) {
 #pragma unroll
     for (int c = 0; c < size<1>(scores); ++c) {
         int j[3];
-        tile_coords(acc_col(c), kv_log2, origin, j);
+        tile_coords(acc_col(c), log2, origin, j);
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
             if (!in_window(win_lo[r], win_hi[r], j)) scores(r, c) = -INFINITY;

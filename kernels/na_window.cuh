@@ -49,22 +49,32 @@ __device__ __forceinline__ int window_end(int i, int glen, int kernel, int start
 namespace natten_native {
 
 // Group-local queries that see group-local key `j` on one axis: [lo, hi) (empty when lo >= hi).
-// Window starts and ends are monotone in the query and a query's window lies within 2 * kernel
-// of it, so the search covers every candidate.
+// Window starts and ends are non-decreasing in the query, so lo is the first query whose window
+// ends after j and hi the first query whose window starts after j: two binary searches (as
+// natten_core::window::inverse_window_range).
 __device__ __forceinline__ void inverse_window(int j, int glen, int kernel, int stride, bool causal, int& lo,
                                                int& hi) {
-    int first = max(j - 2 * kernel, 0);
-    int last = min(j + 2 * kernel + 1, glen);
-    lo = glen;
-    hi = 0;
-    for (int i = first; i < last; ++i) {
-        int start = window_start(i, glen, kernel, stride, causal);
-        int end = window_end(i, glen, kernel, start, causal);
-        if (start <= j && j < end) {
-            lo = min(lo, i);
-            hi = i + 1;
+    int a = 0, b = glen;
+    while (a < b) {
+        const int m = (a + b) / 2;
+        const int start = window_start(m, glen, kernel, stride, causal);
+        if (window_end(m, glen, kernel, start, causal) > j) {
+            b = m;
+        } else {
+            a = m + 1;
         }
     }
+    lo = a;
+    b = glen;
+    while (a < b) {
+        const int m = (a + b) / 2;
+        if (window_start(m, glen, kernel, stride, causal) > j) {
+            b = m;
+        } else {
+            a = m + 1;
+        }
+    }
+    hi = a;
 }
 
 }  // namespace natten_native

@@ -2,6 +2,7 @@
 
 use crate::neighborhood::{flat_index, neighbors, unflatten};
 use crate::validate::validate_axes;
+use crate::window::{group_len, inverse_window_range, window_start_end};
 use crate::{AxisParams, NeighborTable, axis_window};
 use proptest::prelude::*;
 
@@ -273,6 +274,23 @@ proptest! {
             let i = x / a.dilation;
             let first = (i / a.stride) * a.stride * a.dilation + x % a.dilation;
             prop_assert_eq!(axis_window(&a, len, x).start, axis_window(&a, len, first).start);
+        }
+    }
+
+    #[test]
+    fn inverse_windows_are_the_queries_that_see_the_key((a, len) in arb_axis()) {
+        for g in 0..a.dilation {
+            let glen = group_len(len, a.dilation, g);
+            for j in 0..glen {
+                let seeing: Vec<usize> = (0..glen)
+                    .filter(|&i| {
+                        let (start, end) = window_start_end(&a, i, glen);
+                        start <= j && j < end
+                    })
+                    .collect();
+                let (lo, hi) = inverse_window_range(&a, j, glen);
+                prop_assert_eq!((lo..hi.max(lo)).collect::<Vec<_>>(), seeing, "key {}", j);
+            }
         }
     }
 

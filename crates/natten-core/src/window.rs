@@ -84,6 +84,32 @@ pub fn window_start_end(axis: &AxisParams, i: usize, group_len: usize) -> (usize
     }
 }
 
+/// The group-local queries `[lo, hi)` whose windows hold group-local key `j`, in a group of
+/// length `group_len` (empty when `lo >= hi`).
+///
+/// Window starts and ends are non-decreasing in the query, so `lo` is the first query whose
+/// window ends after `j` and `hi` the first query whose window starts after `j`: two binary
+/// searches. The backward's dK/dV passes walk these queries.
+pub fn inverse_window_range(axis: &AxisParams, j: usize, group_len: usize) -> (usize, usize) {
+    let window = |i| window_start_end(axis, i, group_len);
+    let lo = first_query(0, group_len, |i| window(i).1 > j);
+    let hi = first_query(lo, group_len, |i| window(i).0 > j);
+    (lo, hi)
+}
+
+/// The first query of `[lo, hi)` for which the monotone predicate `past` holds (`hi` if none).
+fn first_query(mut lo: usize, mut hi: usize, past: impl Fn(usize) -> bool) -> usize {
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if past(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
+}
+
 /// The window of the query at global coordinate `x` on an axis of length `len`.
 pub fn axis_window(axis: &AxisParams, len: usize, x: usize) -> AxisWindow {
     let d = axis.dilation;

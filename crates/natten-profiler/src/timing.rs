@@ -141,6 +141,17 @@ fn call<B: NattenBackend>(p: &Problem, op: Op, x: Inputs<B>) -> Result<Tensor<B,
     }
 }
 
+/// With `BURN_NATTEN_NATIVE_TRACE` set, prints `what` with the wall-clock time in microseconds
+/// since the Unix epoch, comparable with the native calls' own trace lines.
+fn trace_point(what: &str) {
+    if std::env::var_os("BURN_NATTEN_NATIVE_TRACE").is_some_and(|v| v != "0") {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        eprintln!("natten-profile: {what} at t={at} us");
+    }
+}
+
 /// Times `op` on backend `B`.
 pub fn time<B: NattenBackend>(
     p: &Problem,
@@ -176,6 +187,7 @@ where
     for i in 0..a.warmup + a.iters {
         sync()?;
         let start = Instant::now();
+        trace_point("forward started");
         let inputs = Inputs {
             q: q.clone(),
             k: k.clone(),
@@ -183,7 +195,9 @@ where
             extra: extra.clone(),
         };
         let out = call::<B>(p, op, inputs)?;
+        trace_point("forward call returned");
         sync()?;
+        trace_point("forward synced");
         drop(out);
         if i >= a.warmup {
             forward.push(start.elapsed().as_secs_f64() * 1e3);

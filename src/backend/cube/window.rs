@@ -92,7 +92,10 @@ pub fn axis_window(
     w
 }
 
-/// Queries that see the key at coordinate `y` on one axis: `[group, lo, hi)` (group-local).
+/// Queries that see the key at coordinate `y` on one axis: `[group, lo, hi)` (group-local;
+/// empty when `lo >= hi`), by the two binary searches of
+/// `natten_core::window::inverse_window_range` (window starts and ends are non-decreasing in
+/// the query).
 #[cube]
 pub fn inverse_window(
     y: u32,
@@ -105,32 +108,33 @@ pub fn inverse_window(
     let group = y % dilation;
     let j = y / dilation;
     let glen = group_len(len, dilation, group);
-    let radius = 2 * kernel_size;
-    let mut first = 0u32;
-    if j > radius {
-        first = j - radius;
+    // lo: the first query whose window ends after j.
+    let mut a = 0u32;
+    let mut b = glen;
+    while a < b {
+        let mid = (a + b) / 2;
+        let start = window_start(mid, glen, kernel_size, stride, causal);
+        if window_end(mid, glen, kernel_size, start, causal) > j {
+            b = mid;
+        } else {
+            a = mid + 1;
+        }
     }
-    let last = if j + radius + 1 < glen {
-        j + radius + 1
-    } else {
-        glen
-    };
-    let mut lo = glen;
-    let mut hi = 0u32;
-    for i in first..last {
-        let start = window_start(i, glen, kernel_size, stride, causal);
-        let end = window_end(i, glen, kernel_size, start, causal);
-        if start <= j && j < end {
-            if i < lo {
-                lo = i;
-            }
-            hi = i + 1;
+    let lo = a;
+    // hi: the first query whose window starts after j.
+    b = glen;
+    while a < b {
+        let mid = (a + b) / 2;
+        if window_start(mid, glen, kernel_size, stride, causal) > j {
+            b = mid;
+        } else {
+            a = mid + 1;
         }
     }
     let mut w = Array::<u32>::new(3usize);
     w[0] = group;
     w[1] = lo;
-    w[2] = hi;
+    w[2] = a;
     w
 }
 

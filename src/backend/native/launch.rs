@@ -2,7 +2,8 @@
 //!
 //! The synchronisation protocol (cubecl does not expose its CUDA stream, and its streams do
 //! not synchronise with others):
-//! 1. inputs are made contiguous and the outputs allocated through cubecl, on its stream;
+//! 1. inputs are made contiguous and the outputs allocated through cubecl, on its stream (one
+//!    buffer for all outputs of a call);
 //! 2. the client's stream is synchronised (`client.sync()`), so every pending write to the
 //!    inputs and the outputs' stream-ordered allocations have completed;
 //! 3. `get_resource` pins each buffer (it cannot be freed or reused while the returned
@@ -10,9 +11,9 @@
 //! 4. the kernel runs on our own stream in the same (primary) context, and that stream is
 //!    synchronised before the resources are released and the outputs handed back to Burn.
 //!
-//! Two host synchronisations per call; the stress test in the integration tests interleaves
-//! Burn ops and native calls to check the protocol. `BURN_NATTEN_NATIVE_TRACE=1` prints the time
-//! of each step of every call on stderr.
+//! Two host synchronisations per call, and one pin per input plus one for the outputs. The
+//! stress test in the integration tests interleaves Burn ops and native calls to check the
+//! protocol. `BURN_NATTEN_NATIVE_TRACE=1` prints the time of each step of every call on stderr.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -22,6 +23,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
+use cubecl::zspace::{Strides, metadata::Metadata};
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 
@@ -40,8 +42,74 @@ fn is_bf16(dtype: DType) -> Result<bool, String> {
     }
 }
 
-fn empty(like: &CudaTensor, shape: Shape, dtype: DType) -> CudaTensor {
-    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, dtype)
+/// A call's outputs, allocated as one buffer so that the protocol pins them with one
+/// `get_resource` (each pin is a round trip to cubecl's device thread): the buffer, and each
+/// output as a contiguous tensor over its own byte range, at `offsets` (multiples of the
+/// memory alignment, as burn's slices of a buffer are).
+struct Outputs<const N: usize> {
+    buffer: CudaTensor,
+    offsets: [u64; N],
+    tensors: [CudaTensor; N],
+}
+
+impl<const N: usize> Outputs<N> {
+    /// Allocates outputs of these shapes and dtypes on `like`'s device.
+    fn new(like: &CudaTensor, parts: [(Shape, DType); N]) -> Self {
+        let align = like.client.properties().memory.alignment.max(16);
+        let bytes = parts
+            .each_ref()
+            .map(|(shape, dtype)| (shape.num_elements() * dtype.size()) as u64);
+        let mut offsets = [0u64; N];
+        let mut total = 0u64;
+        for (offset, size) in offsets.iter_mut().zip(bytes) {
+            *offset = total;
+            total += size.div_ceil(align) * align;
+        }
+        let buffer = empty_device_contiguous_dtype(
+            like.client.clone(),
+            like.device.clone(),
+            Shape::new([total as usize]),
+            DType::U8,
+        );
+        let mut index = 0;
+        let tensors = parts.map(|(shape, dtype)| {
+            let (offset, size) = (offsets[index], bytes[index]);
+            index += 1;
+            let strides: Strides = contiguous_strides(&shape).into_iter().collect();
+            let handle = buffer
+                .handle
+                .clone()
+                .offset_start(offset)
+                .offset_end(total - offset - size);
+            CudaTensor::new(
+                like.client.clone(),
+                handle,
+                Metadata::new(shape, strides),
+                like.device.clone(),
+                dtype,
+            )
+        });
+        Self {
+            buffer,
+            offsets,
+            tensors,
+        }
+    }
+
+    /// The device pointers of the outputs, from that of the pinned buffer.
+    fn pointers(&self, buffer: u64) -> [u64; N] {
+        self.offsets.map(|offset| buffer + offset)
+    }
+}
+
+/// Row-major strides of `shape`.
+fn contiguous_strides(shape: &Shape) -> Vec<usize> {
+    let dims = shape.as_slice();
+    let mut strides = vec![1; dims.len()];
+    for axis in (0..dims.len().saturating_sub(1)).rev() {
+        strides[axis] = strides[axis + 1] * dims[axis + 1];
+    }
+    strides
 }
 
 /// The call's shape from Q `[batch, tokens, heads, head_dim]`, K `[batch, kv_tokens, heads_kv,
@@ -75,11 +143,23 @@ fn tracing() -> bool {
     *TRACE.get_or_init(|| std::env::var_os("BURN_NATTEN_NATIVE_TRACE").is_some_and(|v| v != "0"))
 }
 
-/// With tracing, the time since `entered` spent making inputs contiguous and allocating outputs.
+/// Wall-clock time in microseconds since the Unix epoch: the trace's timestamps, comparable
+/// with those of a caller's own trace (`natten-profile` prints them under the same variable).
+fn unix_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
+}
+
+/// With tracing, when the call entered the native code and the time since then spent making
+/// inputs contiguous and allocating outputs.
 fn trace_prepared(entered: Instant) {
     if tracing() {
         let us = entered.elapsed().as_secs_f64() * 1e6;
-        eprintln!("burn-natten native: contiguous inputs and outputs allocated in {us:.0} us");
+        let at = unix_us() - entered.elapsed().as_micros();
+        eprintln!(
+            "burn-natten native: entered at t={at} us; contiguous inputs and outputs allocated in {us:.0} us"
+        );
     }
 }
 
@@ -155,12 +235,13 @@ fn run_on_burn_buffers(
         };
         eprintln!(
             "burn-natten native: cubecl sync {:.0} us, pin {} buffers {:.0} us, launch {:.0} us, \
-             wait {:.0} us (kernels on the GPU {kernels_us:.0} us)",
+             wait {:.0} us (kernels on the GPU {kernels_us:.0} us); done at t={} us",
             us(start, synced),
             buffers.len(),
             us(synced, pinned),
             us(pinned, launched),
-            us(launched, done)
+            us(launched, done),
+            unix_us()
         );
     }
     Ok(())
@@ -190,8 +271,13 @@ pub fn forward(
         .forward(kernel_dim, block_m, is_bf16(q.dtype)?)
         .ok_or_else(|| format!("no forward kernel for head dim {kernel_dim}, {block_m} queries"))?;
     let (b, n, h) = (shape.batch, shape.tokens, shape.heads);
-    let out = empty(&q, Shape::new([b, n, h, shape.head_dim_v]), q.dtype);
-    let lse = empty(&q, Shape::new([b, n, h]), DType::F32);
+    let outputs = Outputs::new(
+        &q,
+        [
+            (Shape::new([b, n, h, shape.head_dim_v]), q.dtype),
+            (Shape::new([b, n, h]), DType::F32),
+        ],
+    );
     let params = FnaParams::new(pattern, shape, tiles);
     trace_prepared(entered);
     let launch = Launch {
@@ -202,11 +288,15 @@ pub fn forward(
     };
     run_on_burn_buffers(
         device,
-        &[&q, &k, &v, &out, &lse],
+        &[&q, &k, &v, &outputs.buffer],
         params,
-        |p, ptr| [p.q, p.k, p.v, p.out, p.lse] = [ptr[0], ptr[1], ptr[2], ptr[3], ptr[4]],
+        |p, ptr| {
+            [p.q, p.k, p.v] = [ptr[0], ptr[1], ptr[2]];
+            [p.out, p.lse] = outputs.pointers(ptr[3]);
+        },
         &[launch],
     )?;
+    let [out, lse] = outputs.tensors;
     Ok((out, lse))
 }
 
@@ -233,10 +323,15 @@ pub fn backward(
         shape.heads,
         shape.heads_kv,
     );
-    let dq = empty(&q, Shape::new([b, n, h, shape.head_dim]), q.dtype);
-    let dk = empty(&q, Shape::new([b, n_kv, h_kv, shape.head_dim]), q.dtype);
-    let dv = empty(&q, Shape::new([b, n_kv, h_kv, shape.head_dim_v]), q.dtype);
-    let delta = empty(&q, Shape::new([b, n, h]), DType::F32);
+    let outputs = Outputs::new(
+        &q,
+        [
+            (Shape::new([b, n, h, shape.head_dim]), q.dtype),
+            (Shape::new([b, n_kv, h_kv, shape.head_dim]), q.dtype),
+            (Shape::new([b, n_kv, h_kv, shape.head_dim_v]), q.dtype),
+            (Shape::new([b, n, h]), DType::F32),
+        ],
+    );
     let params = FnaParams::new(pattern, shape, tiles);
     trace_prepared(entered);
     let shared = backward_shared_bytes(kernel_dim);
@@ -256,13 +351,15 @@ pub fn backward(
     ];
     run_on_burn_buffers(
         device,
-        &[&q, &k, &v, &out, &lse, &d_out, &dq, &dk, &dv, &delta],
+        &[&q, &k, &v, &out, &lse, &d_out, &outputs.buffer],
         params,
         |p, ptr| {
             [p.q, p.k, p.v, p.out, p.lse] = [ptr[0], ptr[1], ptr[2], ptr[3], ptr[4]];
-            [p.d_out, p.dq, p.dk, p.dv, p.delta] = [ptr[5], ptr[6], ptr[7], ptr[8], ptr[9]];
+            p.d_out = ptr[5];
+            [p.dq, p.dk, p.dv, p.delta] = outputs.pointers(ptr[6]);
         },
         &launches,
     )?;
+    let [dq, dk, dv, _delta] = outputs.tensors;
     Ok((dq, dk, dv))
 }

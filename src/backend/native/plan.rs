@@ -86,11 +86,12 @@ pub fn sm90_shared_bytes(kernel_dim: usize) -> u32 {
 /// Queries and keys per tile of both backward passes (every head dim).
 pub const BACKWARD_BLOCK: usize = 64;
 
-/// Dynamic shared memory of the backward kernels for head dim `kernel_dim`: two tiles of each
-/// side's rows (Q and dO, K and V) and the LSE and delta of 64 query rows (`backward_smem_bytes`
-/// in `kernels/fna_backward.cuh`).
+/// Dynamic shared memory of the backward kernels for head dim `kernel_dim`: two tiles of the
+/// CTA's own rows (Q and dO, or K and V), two buffers of two tiles of the walked rows, and two
+/// buffers of the LSE and delta of 64 query rows (`backward_smem_bytes` in
+/// `kernels/fna_backward.cuh`).
 pub fn backward_shared_bytes(kernel_dim: usize) -> u32 {
-    (4 * BACKWARD_BLOCK * kernel_dim * 2 + 2 * BACKWARD_BLOCK * 4) as u32
+    (6 * BACKWARD_BLOCK * kernel_dim * 2 + 4 * BACKWARD_BLOCK * 4) as u32
 }
 
 /// Default tiles of the backward passes: 64-query Q tiles over the dilation groups, 64-key KV
@@ -405,6 +406,18 @@ mod tests {
         assert_eq!(sm90_shared_bytes(128), 102_912);
         for dim in [64, 128] {
             assert!(2 * (sm90_shared_bytes(dim) + 1024) <= 228 * 1024);
+        }
+    }
+
+    #[test]
+    fn backward_shared_memory_fits() {
+        // kernels/fna_backward.cuh at head dim 128: 2 x 16 KiB own tiles + 2 x 2 x 16 KiB walked
+        // tiles + 1 KiB of LSE and delta: two CTAs per H100 SM (228 KiB, 1 KiB reserved per
+        // CTA), and under the 99 KiB per-block limit of SM86/SM89.
+        assert_eq!(backward_shared_bytes(128), 99_328);
+        for dim in [32, 64, 128] {
+            assert!(2 * (backward_shared_bytes(dim) + 1024) <= 228 * 1024);
+            assert!(backward_shared_bytes(dim) <= 99 * 1024);
         }
     }
 
