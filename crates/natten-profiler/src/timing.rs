@@ -141,10 +141,15 @@ fn call<B: NattenBackend>(p: &Problem, op: Op, x: Inputs<B>) -> Result<Tensor<B,
     }
 }
 
+/// Whether `BURN_NATTEN_NATIVE_TRACE` asks for the time of each step.
+fn trace_enabled() -> bool {
+    std::env::var_os("BURN_NATTEN_NATIVE_TRACE").is_some_and(|v| v != "0")
+}
+
 /// With `BURN_NATTEN_NATIVE_TRACE` set, prints `what` with the wall-clock time in microseconds
 /// since the Unix epoch, comparable with the native calls' own trace lines.
 fn trace_point(what: &str) {
-    if std::env::var_os("BURN_NATTEN_NATIVE_TRACE").is_some_and(|v| v != "0") {
+    if trace_enabled() {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros());
@@ -199,6 +204,10 @@ where
         sync()?;
         trace_point("forward synced");
         drop(out);
+        if trace_enabled() {
+            sync()?;
+            trace_point("forward synced again (nothing pending)");
+        }
         if i >= a.warmup {
             forward.push(start.elapsed().as_secs_f64() * 1e3);
         }

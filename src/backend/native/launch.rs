@@ -151,6 +151,13 @@ fn unix_us() -> u128 {
         .map_or(0, |d| d.as_micros())
 }
 
+/// With tracing, prints `what` with the wall-clock time (the trace's timestamps).
+pub fn trace_point(what: &str) {
+    if tracing() {
+        eprintln!("burn-natten native: {what} at t={} us", unix_us());
+    }
+}
+
 /// With tracing, when the call entered the native code and the time since then spent making
 /// inputs contiguous and allocating outputs.
 fn trace_prepared(entered: Instant) {

@@ -27,6 +27,7 @@ use cubecl::cuda::{CudaDevice, CudaRuntime};
 
 use crate::NaBackend;
 use crate::backend::{FmhaProblem, NaProblem, TileConfig};
+pub use launch::trace_point;
 use plan::Pattern;
 
 /// Why the native kernels cannot run a call with these properties on this device, or `None`.
