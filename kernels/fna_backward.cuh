@@ -46,19 +46,12 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
     const int batch = blockIdx.z;
     const int head_kv = head / (p.heads / p.heads_kv);
 
-    const long long q_row_stride = (long long)p.heads * p.head_dim;
-    const long long o_row_stride = (long long)p.heads * p.head_dim_v;
-    const long long k_row_stride = (long long)p.heads_kv * p.head_dim;
-    const long long v_row_stride = (long long)p.heads_kv * p.head_dim_v;
-    const long long q_offset = head_offset(batch, p.tokens, p.heads, head, p.head_dim);
-    const long long o_offset = head_offset(batch, p.tokens, p.heads, head, p.head_dim_v);
-    const Element* q_base = reinterpret_cast<const Element*>(p.q) + q_offset;
-    const Element* do_base = reinterpret_cast<const Element*>(p.d_out) + o_offset;
-    const Element* o_base = reinterpret_cast<const Element*>(p.out) + o_offset;
-    const Element* k_base =
-        reinterpret_cast<const Element*>(p.k) + head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim);
-    const Element* v_base =
-        reinterpret_cast<const Element*>(p.v) + head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim_v);
+    const HeadRows rows = head_rows(p, batch, head, head_kv);
+    const Element* q_base = reinterpret_cast<const Element*>(p.q) + rows.q;
+    const Element* do_base = reinterpret_cast<const Element*>(p.d_out) + rows.o;
+    const Element* o_base = reinterpret_cast<const Element*>(p.out) + rows.o;
+    const Element* k_base = reinterpret_cast<const Element*>(p.k) + rows.k;
+    const Element* v_base = reinterpret_cast<const Element*>(p.v) + rows.v;
 
     // Q, dO, then the two K/V buffers: K(0), K(1), V(0), V(1).
     Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw)), typename Traits::SmemLayoutQ{});
@@ -96,15 +89,15 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
     auto stage_kv = [&](const int (&origin)[3], int buf) {
         Tensor k_buf = make_tensor(sK.data() + buf * kBuffer, typename Traits::SmemLayoutKV{});
         Tensor v_buf = make_tensor(sV.data() + buf * kBuffer, typename Traits::SmemLayoutKV{});
-        stage_tile<kBlockN, kHeadDim, kNThreads>(k_buf, k_base, k_row_stride, p, p.kv_tile_log2, origin, box.hi,
+        stage_tile<kBlockN, kHeadDim, kNThreads>(k_buf, k_base, rows.k_stride, p, p.kv_tile_log2, origin, box.hi,
                                                  qt.group, p.head_dim);
-        stage_tile<kBlockN, kHeadDim, kNThreads>(v_buf, v_base, v_row_stride, p, p.kv_tile_log2, origin, box.hi,
+        stage_tile<kBlockN, kHeadDim, kNThreads>(v_buf, v_base, rows.v_stride, p, p.kv_tile_log2, origin, box.hi,
                                                  qt.group, p.head_dim_v);
     };
 
-    stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, q_row_stride, p, p.q_tile_log2, qt.first, qt.end,
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, rows.q_stride, p, p.q_tile_log2, qt.first, qt.end,
                                              qt.group, p.head_dim);
-    stage_tile<kBlockM, kHeadDim, kNThreads>(sdO, do_base, o_row_stride, p, p.q_tile_log2, qt.first, qt.end,
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sdO, do_base, rows.o_stride, p, p.q_tile_log2, qt.first, qt.end,
                                              qt.group, p.head_dim_v);
     int origin[3];
     walk_origin(0, box.lo, box.tiles, p.kv_tile_log2, origin);
@@ -121,8 +114,8 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
             const long long token = token_of(p, i, qt.group);
             const long long row = ((long long)batch * p.tokens + token) * p.heads + head;
             for (int c = 0; c < p.head_dim_v; c += 8) {
-                const uint4 o8 = *reinterpret_cast<const uint4*>(o_base + token * o_row_stride + c);
-                const uint4 d8 = *reinterpret_cast<const uint4*>(do_base + token * o_row_stride + c);
+                const uint4 o8 = *reinterpret_cast<const uint4*>(o_base + token * rows.o_stride + c);
+                const uint4 d8 = *reinterpret_cast<const uint4*>(do_base + token * rows.o_stride + c);
                 const Element* o = reinterpret_cast<const Element*>(&o8);
                 const Element* d = reinterpret_cast<const Element*>(&d8);
 #pragma unroll
@@ -193,7 +186,7 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
     __syncthreads();  // every warp is done with Q (its tile takes dQ)
 #pragma unroll
     for (int e = 0; e < size(acc_dq); ++e) acc_dq(e) *= p.scale;
-    store_rows<Traits, kBlockM>(acc_dq, sQ, reinterpret_cast<Element*>(p.dq) + q_offset, q_row_stride, p,
+    store_rows<Traits, kBlockM>(acc_dq, sQ, reinterpret_cast<Element*>(p.dq) + rows.q, rows.q_stride, p,
                                 p.q_tile_log2, qt.first, qt.end, qt.group, p.head_dim);
 }
 
@@ -239,14 +232,10 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     __syncthreads();
     const int n_tiles = q_tiles[0] * q_tiles[1] * q_tiles[2];
 
-    const long long q_row_stride = (long long)p.heads * p.head_dim;
-    const long long o_row_stride = (long long)p.heads * p.head_dim_v;
-    const long long k_row_stride = (long long)p.heads_kv * p.head_dim;
-    const long long v_row_stride = (long long)p.heads_kv * p.head_dim_v;
-    const long long k_offset = head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim);
-    const long long v_offset = head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim_v);
-    const Element* k_base = reinterpret_cast<const Element*>(p.k) + k_offset;
-    const Element* v_base = reinterpret_cast<const Element*>(p.v) + v_offset;
+    // K/V rows of this KV head; the Q-side offsets are those of each walked query head.
+    const HeadRows rows = head_rows(p, batch, head_kv * group_size, head_kv);
+    const Element* k_base = reinterpret_cast<const Element*>(p.k) + rows.k;
+    const Element* v_base = reinterpret_cast<const Element*>(p.v) + rows.v;
 
     // K, V, then the two Q/dO buffers: Q(0), Q(1), dO(0), dO(1); after them the two buffers of
     // LSE and delta.
@@ -297,13 +286,13 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
         walk_origin(s % n_tiles, q_lo, q_tiles, p.q_tile_log2, origin);
         Tensor q_buf = make_tensor(sQ.data() + buf * kBuffer, typename Traits::SmemLayoutKV{});
         Tensor do_buf = make_tensor(sdO.data() + buf * kBuffer, typename Traits::SmemLayoutKV{});
-        stage_tile<kBlockN, kHeadDim, kNThreads>(
-            q_buf, reinterpret_cast<const Element*>(p.q) + head_offset(batch, p.tokens, p.heads, head, p.head_dim),
-            q_row_stride, p, p.q_tile_log2, origin, q_hi, kt.group, p.head_dim);
-        stage_tile<kBlockN, kHeadDim, kNThreads>(
-            do_buf,
-            reinterpret_cast<const Element*>(p.d_out) + head_offset(batch, p.tokens, p.heads, head, p.head_dim_v),
-            o_row_stride, p, p.q_tile_log2, origin, q_hi, kt.group, p.head_dim_v);
+        const HeadRows q_rows = head_rows(p, batch, head, head_kv);
+        stage_tile<kBlockN, kHeadDim, kNThreads>(q_buf, reinterpret_cast<const Element*>(p.q) + q_rows.q,
+                                                 rows.q_stride, p, p.q_tile_log2, origin, q_hi, kt.group,
+                                                 p.head_dim);
+        stage_tile<kBlockN, kHeadDim, kNThreads>(do_buf, reinterpret_cast<const Element*>(p.d_out) + q_rows.o,
+                                                 rows.o_stride, p, p.q_tile_log2, origin, q_hi, kt.group,
+                                                 p.head_dim_v);
         cute::cp_async_fence();
         lse_log2 = INFINITY;
         delta = 0.f;
@@ -319,9 +308,9 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     };
     static_assert(kBlockN <= kNThreads, "one thread per query row loads its LSE and delta");
 
-    stage_tile<kBlockM, kHeadDim, kNThreads>(sK, k_base, k_row_stride, p, p.kv_tile_log2, kt.first, kt.end,
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sK, k_base, rows.k_stride, p, p.kv_tile_log2, kt.first, kt.end,
                                              kt.group, p.head_dim);
-    stage_tile<kBlockM, kHeadDim, kNThreads>(sV, v_base, v_row_stride, p, p.kv_tile_log2, kt.first, kt.end,
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sV, v_base, rows.v_stride, p, p.kv_tile_log2, kt.first, kt.end,
                                              kt.group, p.head_dim_v);
     float next_lse = INFINITY, next_delta = 0.f;
     if (n_steps > 0) stage_step(0, 0, next_lse, next_delta);
@@ -421,9 +410,9 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     __syncthreads();
 #pragma unroll
     for (int e = 0; e < size(acc_dk); ++e) acc_dk(e) *= p.scale;
-    store_rows<Traits, kBlockM>(acc_dk, sK, reinterpret_cast<Element*>(p.dk) + k_offset, k_row_stride, p,
+    store_rows<Traits, kBlockM>(acc_dk, sK, reinterpret_cast<Element*>(p.dk) + rows.k, rows.k_stride, p,
                                 p.kv_tile_log2, kt.first, kt.end, kt.group, p.head_dim);
-    store_rows<Traits, kBlockM>(acc_dv, sV, reinterpret_cast<Element*>(p.dv) + v_offset, v_row_stride, p,
+    store_rows<Traits, kBlockM>(acc_dv, sV, reinterpret_cast<Element*>(p.dv) + rows.v, rows.v_stride, p,
                                 p.kv_tile_log2, kt.first, kt.end, kt.group, p.head_dim_v);
 }
 

@@ -173,6 +173,28 @@ __device__ __forceinline__ long long head_offset(int batch, int tokens, int head
     return ((long long)batch * tokens * heads + head) * cols;
 }
 
+// Where one (batch, query head, KV head)'s rows lie in the heads-last tensors of a call
+// ([batch, tokens, heads, cols]; rows are tokens, `heads * cols` elements apart): each tensor's
+// row stride and the element offset of the head's first row. dQ shares Q's, dO and out share
+// `o`, dK shares K's and dV V's.
+struct HeadRows {
+    long long q_stride, o_stride, k_stride, v_stride;
+    long long q, o, k, v;
+};
+
+__device__ __forceinline__ HeadRows head_rows(const FnaParams& p, int batch, int head, int head_kv) {
+    HeadRows r;
+    r.q_stride = (long long)p.heads * p.head_dim;
+    r.o_stride = (long long)p.heads * p.head_dim_v;
+    r.k_stride = (long long)p.heads_kv * p.head_dim;
+    r.v_stride = (long long)p.heads_kv * p.head_dim_v;
+    r.q = head_offset(batch, p.tokens, p.heads, head, p.head_dim);
+    r.o = head_offset(batch, p.tokens, p.heads, head, p.head_dim_v);
+    r.k = head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim);
+    r.v = head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim_v);
+    return r;
+}
+
 // Coordinates of row `r` of a tile (row-major over the tile's box) at `origin`.
 __device__ __forceinline__ void tile_coords(int r, const int (&log2)[3], const int (&origin)[3], int (&j)[3]) {
     j[2] = origin[2] + (r & ((1 << log2[2]) - 1));

@@ -45,16 +45,10 @@ __device__ void fna_forward(const FnaParams& p, char* smem_raw) {
     const int batch = blockIdx.z;
     const int head_kv = head / (p.heads / p.heads_kv);
 
-    const long long q_row_stride = (long long)p.heads * p.head_dim;
-    const long long o_row_stride = (long long)p.heads * p.head_dim_v;
-    const long long k_row_stride = (long long)p.heads_kv * p.head_dim;
-    const long long v_row_stride = (long long)p.heads_kv * p.head_dim_v;
-    const Element* q_base =
-        reinterpret_cast<const Element*>(p.q) + head_offset(batch, p.tokens, p.heads, head, p.head_dim);
-    const Element* k_base =
-        reinterpret_cast<const Element*>(p.k) + head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim);
-    const Element* v_base =
-        reinterpret_cast<const Element*>(p.v) + head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim_v);
+    const HeadRows rows = head_rows(p, batch, head, head_kv);
+    const Element* q_base = reinterpret_cast<const Element*>(p.q) + rows.q;
+    const Element* k_base = reinterpret_cast<const Element*>(p.k) + rows.k;
+    const Element* v_base = reinterpret_cast<const Element*>(p.v) + rows.v;
 
     Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw)), typename Traits::SmemLayoutQ{});
     Tensor sK = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutKV{});
@@ -89,11 +83,11 @@ __device__ void fna_forward(const FnaParams& p, char* smem_raw) {
     int win_lo[kRows][3], win_hi[kRows][3];
     row_windows<kRows, kNWarps>(p, qt, win_lo, win_hi);
     const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
-    stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, q_row_stride, p, p.q_tile_log2, qt.first, qt.end,
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, rows.q_stride, p, p.q_tile_log2, qt.first, qt.end,
                                              qt.group, p.head_dim);
     int origin[3];
     walk_origin(0, box.lo, box.tiles, p.kv_tile_log2, origin);
-    stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, k_row_stride, p, p.kv_tile_log2, origin, box.hi,
+    stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, rows.k_stride, p, p.kv_tile_log2, origin, box.hi,
                                              qt.group, p.head_dim);
     cute::cp_async_fence();
     clear(acc_o);
@@ -103,7 +97,7 @@ __device__ void fna_forward(const FnaParams& p, char* smem_raw) {
         clear(acc_s);
         cute::cp_async_wait<0>();
         __syncthreads();  // K(t) landed; every warp is done with V(t - 1)
-        stage_tile<kBlockN, kHeadDim, kNThreads>(sV, v_base, v_row_stride, p, p.kv_tile_log2, origin, box.hi,
+        stage_tile<kBlockN, kHeadDim, kNThreads>(sV, v_base, rows.v_stride, p, p.kv_tile_log2, origin, box.hi,
                                                  qt.group, p.head_dim_v);
         cute::cp_async_fence();
 
@@ -121,7 +115,7 @@ __device__ void fna_forward(const FnaParams& p, char* smem_raw) {
         __syncthreads();  // V(t) landed; every warp is done with K(t)
         if (t + 1 < n_tiles) {
             walk_origin(t + 1, box.lo, box.tiles, p.kv_tile_log2, origin);
-            stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, k_row_stride, p, p.kv_tile_log2, origin,
+            stage_tile<kBlockN, kHeadDim, kNThreads>(sK, k_base, rows.k_stride, p, p.kv_tile_log2, origin,
                                                      box.hi, qt.group, p.head_dim);
             cute::cp_async_fence();
         }
@@ -171,8 +165,8 @@ __device__ void fna_forward(const FnaParams& p, char* smem_raw) {
     }
     __syncthreads();  // every warp is done reading sQ / sV
     Element* out_base =
-        reinterpret_cast<Element*>(p.out) + head_offset(batch, p.tokens, p.heads, head, p.head_dim_v);
-    store_rows<Traits, kBlockM>(acc_o, sQ, out_base, o_row_stride, p, p.q_tile_log2, qt.first, qt.end, qt.group,
+        reinterpret_cast<Element*>(p.out) + rows.o;
+    store_rows<Traits, kBlockM>(acc_o, sQ, out_base, rows.o_stride, p, p.q_tile_log2, qt.first, qt.end, qt.group,
                                 p.head_dim_v);
 }
 

@@ -219,16 +219,10 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
     const int batch = blockIdx.z;
     const int head_kv = head / (p.heads / p.heads_kv);
 
-    const long long q_row_stride = (long long)p.heads * p.head_dim;
-    const long long o_row_stride = (long long)p.heads * p.head_dim_v;
-    const long long k_row_stride = (long long)p.heads_kv * p.head_dim;
-    const long long v_row_stride = (long long)p.heads_kv * p.head_dim_v;
-    const Element* q_base =
-        reinterpret_cast<const Element*>(p.q) + head_offset(batch, p.tokens, p.heads, head, p.head_dim);
-    const Element* k_base =
-        reinterpret_cast<const Element*>(p.k) + head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim);
-    const Element* v_base =
-        reinterpret_cast<const Element*>(p.v) + head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim_v);
+    const HeadRows rows = head_rows(p, batch, head, head_kv);
+    const Element* q_base = reinterpret_cast<const Element*>(p.q) + rows.q;
+    const Element* k_base = reinterpret_cast<const Element*>(p.k) + rows.k;
+    const Element* v_base = reinterpret_cast<const Element*>(p.v) + rows.v;
 
     Element* smem_q = reinterpret_cast<Element*>(smem_raw);
     Element* smem_k = reinterpret_cast<Element*>(smem_raw + Traits::kQBytes);
@@ -270,7 +264,7 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
         }
     }
     const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
-    stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, q_row_stride, p, p.q_tile_log2, qt.first, qt.end,
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, rows.q_stride, p, p.q_tile_log2, qt.first, qt.end,
                                              qt.group, p.head_dim);
     int origin[3];
     walk_origin(0, box.lo, box.tiles, p.kv_tile_log2, origin);
@@ -278,8 +272,8 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
         Tensor k0 = sK(_, _, 0);
         Tensor v0 = sV(_, _, 0);
         __syncthreads();  // kv_tok_off written
-        stage_kv<Traits>(k0, k_base, (int)k_row_stride, kv_tok_off, p, origin, box.hi, qt.group, p.head_dim);
-        stage_kv<Traits>(v0, v_base, (int)v_row_stride, kv_tok_off, p, origin, box.hi, qt.group, p.head_dim_v);
+        stage_kv<Traits>(k0, k_base, (int)rows.k_stride, kv_tok_off, p, origin, box.hi, qt.group, p.head_dim);
+        stage_kv<Traits>(v0, v_base, (int)rows.v_stride, kv_tok_off, p, origin, box.hi, qt.group, p.head_dim_v);
     }
     cute::cp_async_fence();
     clear(acc_o);
@@ -310,8 +304,8 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
             }
             Tensor kn = sK(_, _, stage ^ 1);
             Tensor vn = sV(_, _, stage ^ 1);
-            stage_kv<Traits>(kn, k_base, (int)k_row_stride, kv_tok_off, p, next, box.hi, qt.group, p.head_dim);
-            stage_kv<Traits>(vn, v_base, (int)v_row_stride, kv_tok_off, p, next, box.hi, qt.group,
+            stage_kv<Traits>(kn, k_base, (int)rows.k_stride, kv_tok_off, p, next, box.hi, qt.group, p.head_dim);
+            stage_kv<Traits>(vn, v_base, (int)rows.v_stride, kv_tok_off, p, next, box.hi, qt.group,
                              p.head_dim_v);
             cute::cp_async_fence();
         }
@@ -418,7 +412,7 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
     }
     __syncthreads();
     Element* out_base =
-        reinterpret_cast<Element*>(p.out) + head_offset(batch, p.tokens, p.heads, head, p.head_dim_v);
+        reinterpret_cast<Element*>(p.out) + rows.o;
     constexpr int kChunks = kHeadDim / 8;
     for (int idx = threadIdx.x; idx < kBlockM * kChunks; idx += kNThreads) {
         const int r = idx / kChunks;
@@ -426,7 +420,7 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
         int i[3];
         tile_coords(r, p.q_tile_log2, qt.first, i);
         if (i[0] < qt.end[0] && i[1] < qt.end[1] && i[2] < qt.end[2] && c < p.head_dim_v) {
-            *reinterpret_cast<uint4*>(out_base + (long long)token_of(p, i, qt.group) * o_row_stride + c) =
+            *reinterpret_cast<uint4*>(out_base + (long long)token_of(p, i, qt.group) * rows.o_stride + c) =
                 *reinterpret_cast<const uint4*>(&sQ(r, c));
         }
     }
