@@ -29,8 +29,8 @@ const ELEMENTS: [&str; 2] = ["f16", "bf16"];
 /// A kernel per element type (f16, bf16).
 type PerElement = [CudaFunction; 2];
 
-/// A forward kernel and how to launch it.
-pub struct ForwardKernel<'a> {
+/// A loaded kernel (a forward, or the dQ pass) and how to launch it.
+pub struct KernelLaunch<'a> {
     /// The entry point.
     pub function: &'a CudaFunction,
     /// Threads per CTA.
@@ -39,8 +39,17 @@ pub struct ForwardKernel<'a> {
     pub shared_bytes: u32,
 }
 
-/// Whether `BURN_NATTEN_NATIVE_SM90` allows the Hopper forward (unset or anything but `0`): `0`
-/// keeps the SM80-class forward on compute capability 9.0 too (to compare the two).
+/// The backward kernels of one head dim and element type: the dQ pass and how to launch it (the
+/// Hopper one where loaded), and the dK/dV pass (launched with [`plan::THREADS`] and
+/// [`plan::backward_shared_bytes`]).
+pub struct BackwardKernels<'a> {
+    pub dq: KernelLaunch<'a>,
+    pub dkdv: &'a CudaFunction,
+}
+
+/// Whether `BURN_NATTEN_NATIVE_SM90` allows the Hopper kernels (forward and dQ pass; unset or
+/// anything but `0`): `0` keeps the SM80-class kernels on compute capability 9.0 too (to compare
+/// the two).
 fn sm90_allowed() -> bool {
     std::env::var_os("BURN_NATTEN_NATIVE_SM90").is_none_or(|v| v != "0")
 }
@@ -55,6 +64,10 @@ pub struct NativeDevice {
     forward_sm90: Vec<(usize, PerElement)>,
     /// Backward kernels (dQ pass, dK/dV pass) per built head dim.
     backward: Vec<(usize, PerElement, PerElement)>,
+    /// Hopper dQ pass (wgmma, [`plan::BACKWARD_BLOCK`] queries per tile, the backward plan's
+    /// tiles) per built head dim; empty unless the device has compute capability 9.0 and the
+    /// build has the sm_90a kernels.
+    backward_dq_sm90: Vec<(usize, PerElement)>,
 }
 
 impl NativeDevice {
@@ -66,11 +79,11 @@ impl NativeDevice {
         kernel_dim: usize,
         block_m: usize,
         bf16: bool,
-    ) -> Option<ForwardKernel<'_>> {
+    ) -> Option<KernelLaunch<'_>> {
         if block_m == plan::SM90_BLOCK_M
             && let Some((_, f)) = self.forward_sm90.iter().find(|(d, _)| *d == kernel_dim)
         {
-            return Some(ForwardKernel {
+            return Some(KernelLaunch {
                 function: &f[bf16 as usize],
                 threads: plan::SM90_THREADS,
                 shared_bytes: plan::sm90_shared_bytes(kernel_dim),
@@ -79,23 +92,33 @@ impl NativeDevice {
         self.forward
             .iter()
             .find(|(key, _)| *key == (kernel_dim, block_m))
-            .map(|(_, f)| ForwardKernel {
+            .map(|(_, f)| KernelLaunch {
                 function: &f[bf16 as usize],
                 threads: plan::THREADS,
                 shared_bytes: plan::shared_bytes(kernel_dim, block_m),
             })
     }
 
-    /// The backward kernels (dQ pass, dK/dV pass) for `kernel_dim` and the element type.
-    pub fn backward(
-        &self,
-        kernel_dim: usize,
-        bf16: bool,
-    ) -> Option<(&CudaFunction, &CudaFunction)> {
-        self.backward
-            .iter()
-            .find(|(d, _, _)| *d == kernel_dim)
-            .map(|(_, dq, dkdv)| (&dq[bf16 as usize], &dkdv[bf16 as usize]))
+    /// The backward kernels (dQ pass, dK/dV pass) for `kernel_dim` and the element type: the
+    /// Hopper dQ pass where it was loaded, else the SM80-class one.
+    pub fn backward(&self, kernel_dim: usize, bf16: bool) -> Option<BackwardKernels<'_>> {
+        let (_, dq, dkdv) = self.backward.iter().find(|(d, _, _)| *d == kernel_dim)?;
+        let dq = match self.backward_dq_sm90.iter().find(|(d, _)| *d == kernel_dim) {
+            Some((_, f)) => KernelLaunch {
+                function: &f[bf16 as usize],
+                threads: plan::SM90_BACKWARD_DQ_THREADS,
+                shared_bytes: plan::sm90_backward_dq_shared_bytes(kernel_dim),
+            },
+            None => KernelLaunch {
+                function: &dq[bf16 as usize],
+                threads: plan::THREADS,
+                shared_bytes: plan::backward_shared_bytes(kernel_dim),
+            },
+        };
+        Some(BackwardKernels {
+            dq,
+            dkdv: &dkdv[bf16 as usize],
+        })
     }
 }
 
@@ -218,10 +241,26 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
         let dkdv = kernels.remove(1);
         backward.push((*dim, kernels.remove(0), dkdv));
     }
+    let mut backward_dq_sm90 = Vec::new();
+    if cc == (9, 0) && sm90_allowed() {
+        for &(dim, fatbin) in fatbins::FNA_BACKWARD_SM90_FATBINS {
+            let mut kernels = load_family(
+                fatbin,
+                dim,
+                &[(
+                    "natten_fna_backward_dq_sm90",
+                    "",
+                    plan::sm90_backward_dq_shared_bytes(dim),
+                )],
+            )?;
+            backward_dq_sm90.push((dim, kernels.remove(0)));
+        }
+    }
     Ok(Arc::new(NativeDevice {
         stream,
         forward,
         forward_sm90,
         backward,
+        backward_dq_sm90,
     }))
 }

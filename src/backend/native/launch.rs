@@ -320,7 +320,7 @@ pub fn backward(
     let entered = Instant::now();
     let [q, k, v, out, lse, d_out] = [q, k, v, out, lse, d_out].map(|t| into_contiguous(t.clone()));
     let shape = call_shape(&q, &k, &v)?;
-    let (dq_pass, dkdv_pass) = device
+    let kernels = device
         .backward(kernel_dim, is_bf16(q.dtype)?)
         .ok_or_else(|| format!("no backward kernels for head dim {kernel_dim}"))?;
     let (b, n, n_kv, h, h_kv) = (
@@ -344,13 +344,13 @@ pub fn backward(
     let shared = backward_shared_bytes(kernel_dim);
     let launches = [
         Launch {
-            function: dq_pass,
+            function: kernels.dq.function,
             grid: params.query_grid(),
-            threads: THREADS,
-            shared_bytes: shared,
+            threads: kernels.dq.threads,
+            shared_bytes: kernels.dq.shared_bytes,
         },
         Launch {
-            function: dkdv_pass,
+            function: kernels.dkdv,
             grid: params.key_grid(),
             threads: THREADS,
             shared_bytes: shared,

@@ -94,6 +94,29 @@ pub fn backward_shared_bytes(kernel_dim: usize) -> u32 {
     (6 * BACKWARD_BLOCK * kernel_dim * 2 + 4 * BACKWARD_BLOCK * 4) as u32
 }
 
+/// Threads per CTA of the Hopper dQ pass (`kernels/fna_backward_sm90.cuh`: one warpgroup over the
+/// backward's [`BACKWARD_BLOCK`]-query Q tiles).
+pub const SM90_BACKWARD_DQ_THREADS: u32 = 128;
+
+/// K/V buffers of the Hopper dQ pass (`kernels/fna_backward_sm90_d*.cu`): one at head dim 128
+/// (the shared memory of three CTAs per SM), two below.
+pub fn sm90_backward_dq_stages(kernel_dim: usize) -> usize {
+    if kernel_dim >= 128 { 1 } else { 2 }
+}
+
+/// Dynamic shared memory of the Hopper dQ pass (`FnaBwdSm90Traits::kSmemBytes`): the Q and dO
+/// tiles, one or two stages of K and V tiles, the tile geometry (Q tile box and KV box, 128 bytes
+/// each; the token offset of each KV tile row, 4 bytes each; the LSE and delta of each query row,
+/// 8 bytes each; with one stage, the window of each query row, 24 bytes each) and 1024 bytes to
+/// align the tiles to the 128-byte swizzle's period.
+pub fn sm90_backward_dq_shared_bytes(kernel_dim: usize) -> u32 {
+    let stages = sm90_backward_dq_stages(kernel_dim);
+    let tiles = (2 + 2 * stages) * BACKWARD_BLOCK * kernel_dim * 2;
+    let windows = if stages == 1 { BACKWARD_BLOCK * 24 } else { 0 };
+    let geometry = 256 + BACKWARD_BLOCK * 4 + BACKWARD_BLOCK * 8 + windows;
+    (tiles + geometry + 1024) as u32
+}
+
 /// Default tiles of the backward passes: 64-query Q tiles over the dilation groups, 64-key KV
 /// tiles over the windows.
 pub fn default_backward_tiles(pattern: Pattern<'_>) -> TileConfig {
@@ -406,6 +429,20 @@ mod tests {
         assert_eq!(sm90_shared_bytes(128), 102_912);
         for dim in [64, 128] {
             assert!(2 * (sm90_shared_bytes(dim) + 1024) <= 228 * 1024);
+        }
+    }
+
+    #[test]
+    fn sm90_backward_dq_shared_memory_fits_three_ctas_per_sm() {
+        // kernels/fna_backward_sm90.cuh (the static_asserts of kernels/fna_backward_sm90_d*.cu):
+        // at head dim 128, 2 x 16 KiB Q/dO + 16 KiB K + 16 KiB V + 2560 + 1024; at head dim 64,
+        // 2 x 8 KiB Q/dO + 2 x 2 x 8 KiB K/V + 1024 + 1024. The kernels are built for three CTAs
+        // per SM (__launch_bounds__(128, 3)); an H100 SM has 228 KiB, 1 KiB of it reserved per
+        // CTA.
+        assert_eq!(sm90_backward_dq_shared_bytes(128), 69_120);
+        assert_eq!(sm90_backward_dq_shared_bytes(64), 51_200);
+        for dim in [64, 128] {
+            assert!(3 * (sm90_backward_dq_shared_bytes(dim) + 1024) <= 228 * 1024);
         }
     }
 

@@ -1,0 +1,380 @@
+// The dQ pass of the FNA backward for Hopper (sm_90a only): warpgroup MMA (wgmma, CuTe SM90 GMMA
+// atoms), f16/bf16 in, f32 accumulate. Same semantics, parameters, grid and outputs as
+// fna_backward_dq in fna_backward.cuh (the SM80 pass, which runs everywhere else), including
+// the delta = rowsum(dO * O) it writes for the dK/dV pass:
+//
+// - one CTA per (Q tile of 64 queries, head, batch): one warpgroup, 128 threads, three CTAs per
+//   SM; the backward plan's tiles (64-query Q tiles, 64-key KV tiles) are unchanged;
+// - Q and dO resident, K and V gathered with cp.async (stage_kv of the Hopper forward) into
+//   K-major 128-byte-swizzled shared tiles, double-buffered (head dim 64) or single-buffered
+//   (head dim 128: the shared memory of three CTAs per SM; V(t + 1) loads under dS and the dQ
+//   product, K(t + 1) under the other CTAs' work);
+// - S = Q K^T and dP = dO V^T: two SS wgmma issued back to back (double-buffered: the next
+//   tile's loads are issued under them);
+// - P = exp2(S scale_log2 - LSE_log2) with the row's LSE (masked scores give 0),
+//   dS = P (dP - delta), on the accumulator fragments (SM80 m16n8 per-thread layout);
+// - dQ += dS K: RS wgmma, dS converted in registers to the A operand, K read from the same
+//   shared tile as an MN-major B operand (as V in the forward's O += P V).
+#pragma once
+
+#include "fna_forward_sm90.cuh"
+
+namespace natten_native {
+
+// kBlockM_: 64 (one warpgroup, the backward plan's Q tiles: what ships) or 128 (two warpgroups
+// sharing the K/V tiles; needs 128-query Q tiles in the dQ launch's params, one CTA per SM: no
+// faster than 64 on the H100 anchors, so not used).
+// kStages_: 2 (K and V double-buffered: tile t + 1 loads under tile t's products) or 1 (one K
+// and one V buffer, less shared memory for more CTAs per SM: V(t + 1) loads once dP(t) is done,
+// K(t + 1) once dQ(t) is).
+template <typename Element_, int kHeadDim_, int kBlockM_ = 64, int kStages_ = 2>
+struct FnaBwdSm90Traits {
+    using Element = Element_;
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kBlockM = kBlockM_;
+    static constexpr int kBlockN = 64;
+    static constexpr int kNWarps = kBlockM / 16;
+    static constexpr int kNThreads = kNWarps * 32;
+    static constexpr int kStages = kStages_;
+    static_assert(kStages == 1 || kStages == 2);
+    static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
+
+    using TileShapeS = Shape<Int<kBlockM>, Int<kBlockN>, Int<kHeadDim>>;   // S = Q K^T, dP = dO V^T
+    using TileShapeDQ = Shape<Int<kBlockM>, Int<kHeadDim>, Int<kBlockN>>;  // dQ = dS K
+    using WarpGroups = Layout<Shape<Int<kBlockM / 64>, _1, _1>>;
+    using MmaS = decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, TileShapeS>(),
+                                         WarpGroups{}));
+    using MmaDQ = decltype(make_tiled_mma(
+        GMMA::rs_op_selector<Element, Element, float, TileShapeDQ, GMMA::Major::K, GMMA::Major::MN>(),
+        WarpGroups{}));
+
+    using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
+    using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    using SmemLayoutKV =
+        decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>, Int<kStages>>{}));
+    // K^T (head dim x keys) on the K tiles' memory: the MN-major B operand of dQ += dS K.
+    using SmemLayoutKt = decltype(composition(
+        SmemLayoutKV{},
+        make_ordered_layout(Shape<Int<kHeadDim>, Int<kBlockN>, Int<kStages>>{}, Step<_2, _1, _3>{})));
+
+    static constexpr int kRowsPerThread = 2;
+    static constexpr int kQBytes = kBlockM * kHeadDim * 2;
+    static constexpr int kKVBytes = kStages * kBlockN * kHeadDim * 2;
+    // stage_kv (fna_forward_sm90.cuh): thread t copies chunk t % kChunks of rows
+    // t / kChunks + kRowStep * i.
+    static constexpr int kChunks = kHeadDim / 8;
+    static constexpr int kRowStep = kNThreads / kChunks;
+    static constexpr int kKVRowsPerThread = kBlockN / kRowStep;
+    static_assert(kRowStep % 8 == 0, "rows kRowStep apart share the swizzle phase");
+    static_assert(kBlockN % kRowStep == 0);
+    // Geometry after the tiles: Q tile box (128 bytes), KV box (128), per KV tile row its token
+    // offset (kBlockN ints), per Q tile row its LSE (log2 units) and delta (2 x kBlockM floats).
+    // Single-buffered (3 CTAs per SM, 168 registers): also the window of each Q tile row
+    // (lo[3], hi[3]), read on partial KV tiles only, instead of 12 registers.
+    static constexpr bool kWindowsInSmem = kStages == 1;
+    static constexpr int kGeometryBytes = 256 + kBlockN * 4 + kBlockM * 8 + (kWindowsInSmem ? kBlockM * 24 : 0);
+    // Q, dO, K stages, V stages, the geometry, +1024 to align the tiles to the swizzle period.
+    static constexpr int kSmemBytes = 2 * kQBytes + 2 * kKVBytes + kGeometryBytes + 1024;
+};
+
+template <typename Traits>
+__device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
+    using Element = typename Traits::Element;
+    constexpr int kBlockM = Traits::kBlockM;
+    constexpr int kBlockN = Traits::kBlockN;
+    constexpr int kHeadDim = Traits::kHeadDim;
+    constexpr int kNWarps = Traits::kNWarps;
+    constexpr int kNThreads = Traits::kNThreads;
+    constexpr int kRows = Traits::kRowsPerThread;
+
+    const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_unaligned)) & 1023u;
+    char* smem_raw = smem_unaligned + ((1024u - misalign) & 1023u);
+    char* geometry = smem_raw + 2 * Traits::kQBytes + 2 * Traits::kKVBytes;
+    TileBox& qt = *reinterpret_cast<TileBox*>(geometry);
+    KvBox& box = *reinterpret_cast<KvBox*>(geometry + 128);
+    int* kv_tok_off = reinterpret_cast<int*>(geometry + 256);                  // [kBlockN]
+    float* s_lse = reinterpret_cast<float*>(geometry + 256 + kBlockN * 4);     // [kBlockM]
+    float* s_delta = s_lse + kBlockM;                                          // [kBlockM]
+    int* windows = reinterpret_cast<int*>(s_delta + kBlockM);                  // [kBlockM][6]
+    static_assert(sizeof(TileBox) <= 128 && sizeof(KvBox) <= 128);
+    {
+        TileBox mine;
+        if (!tile_of(p, blockIdx.x, p.len, p.q_tile_log2, p.q_tiles, mine)) return;
+        if (threadIdx.x == 0) {
+            qt = mine;
+            box = kv_box_of(p, mine);
+        }
+    }
+    if (threadIdx.x < kBlockN) {
+        int j[3];
+        const int zero[3] = {0, 0, 0};
+        tile_coords(threadIdx.x, p.kv_tile_log2, zero, j);
+        kv_tok_off[threadIdx.x] =
+            (j[0] * p.dilation[0] * p.len[1] + j[1] * p.dilation[1]) * p.len[2] + j[2] * p.dilation[2];
+    }
+    __syncthreads();
+    const int head = blockIdx.y;
+    const int batch = blockIdx.z;
+    const int head_kv = head / (p.heads / p.heads_kv);
+
+    const long long q_row_stride = (long long)p.heads * p.head_dim;
+    const long long o_row_stride = (long long)p.heads * p.head_dim_v;
+    const long long k_row_stride = (long long)p.heads_kv * p.head_dim;
+    const long long v_row_stride = (long long)p.heads_kv * p.head_dim_v;
+    const long long q_offset = head_offset(batch, p.tokens, p.heads, head, p.head_dim);
+    const long long o_offset = head_offset(batch, p.tokens, p.heads, head, p.head_dim_v);
+    const Element* q_base = reinterpret_cast<const Element*>(p.q) + q_offset;
+    const Element* do_base = reinterpret_cast<const Element*>(p.d_out) + o_offset;
+    const Element* o_base = reinterpret_cast<const Element*>(p.out) + o_offset;
+    const Element* k_base =
+        reinterpret_cast<const Element*>(p.k) + head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim);
+    const Element* v_base =
+        reinterpret_cast<const Element*>(p.v) + head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim_v);
+
+    Element* smem_q = reinterpret_cast<Element*>(smem_raw);
+    Element* smem_do = reinterpret_cast<Element*>(smem_raw + Traits::kQBytes);
+    Element* smem_k = reinterpret_cast<Element*>(smem_raw + 2 * Traits::kQBytes);
+    Element* smem_v = reinterpret_cast<Element*>(smem_raw + 2 * Traits::kQBytes + Traits::kKVBytes);
+    Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
+    Tensor sdO = make_tensor(make_smem_ptr(smem_do), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(smem_k), typename Traits::SmemLayoutKV{});
+    Tensor sV = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutKV{});
+    Tensor sKt = make_tensor(make_smem_ptr(smem_k), typename Traits::SmemLayoutKt{});
+
+    typename Traits::MmaS mma_s;
+    typename Traits::MmaDQ mma_dq;
+    auto thr_s = mma_s.get_thread_slice(threadIdx.x);
+    auto thr_dq = mma_dq.get_thread_slice(threadIdx.x);
+    Tensor tSrQ = thr_s.partition_fragment_A(sQ);     // (MMA, 1, K blocks)
+    Tensor tSrdO = thr_s.partition_fragment_A(sdO);   // (MMA, 1, K blocks)
+    Tensor tSrK = thr_s.partition_fragment_B(sK);     // (MMA, 1, K blocks, stages)
+    Tensor tSrV = thr_s.partition_fragment_B(sV);     // (MMA, 1, K blocks, stages)
+    Tensor tQrKt = thr_dq.partition_fragment_B(sKt);  // (MMA, 1, key blocks, stages)
+    Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+
+    const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, q_row_stride, p, p.q_tile_log2, qt.first, qt.end,
+                                             qt.group, p.head_dim);
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sdO, do_base, o_row_stride, p, p.q_tile_log2, qt.first, qt.end,
+                                             qt.group, p.head_dim_v);
+    int origin[3];
+    walk_origin(0, box.lo, box.tiles, p.kv_tile_log2, origin);
+    {
+        Tensor k0 = sK(_, _, 0);
+        Tensor v0 = sV(_, _, 0);
+        stage_kv<Traits>(k0, k_base, (int)k_row_stride, kv_tok_off, p, origin, box.hi, qt.group, p.head_dim);
+        stage_kv<Traits>(v0, v_base, (int)v_row_stride, kv_tok_off, p, origin, box.hi, qt.group, p.head_dim_v);
+    }
+    cute::cp_async_fence();
+
+    // delta = rowsum(dO * O) in f32 (written out for the dK/dV pass) and the LSE in log2 units,
+    // per query row: two threads per row, each half of the columns.
+    static_assert(kNThreads == 2 * kBlockM);
+    {
+        const int r = threadIdx.x / 2;
+        const int half = threadIdx.x % 2;
+        int i[3];
+        tile_coords(r, p.q_tile_log2, qt.first, i);
+        const bool real = i[0] < qt.end[0] && i[1] < qt.end[1] && i[2] < qt.end[2];
+        float delta = 0.f;
+        long long row = 0;
+        if (real) {
+            const long long token = token_of(p, i, qt.group);
+            row = ((long long)batch * p.tokens + token) * p.heads + head;
+            for (int c = half * 8; c < p.head_dim_v; c += 16) {
+                const uint4 o8 = *reinterpret_cast<const uint4*>(o_base + token * o_row_stride + c);
+                const uint4 d8 = *reinterpret_cast<const uint4*>(do_base + token * o_row_stride + c);
+                const Element* o = reinterpret_cast<const Element*>(&o8);
+                const Element* d = reinterpret_cast<const Element*>(&d8);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) delta += float(o[e]) * float(d[e]);
+            }
+        }
+        delta += __shfl_xor_sync(0xffffffffu, delta, 1);
+        if (half == 0) {
+            float lse_log2 = INFINITY;
+            if (real) {
+                lse_log2 = p.lse[row] * 1.4426950408889634f;
+                p.delta[row] = delta;
+            }
+            s_lse[r] = lse_log2;
+            s_delta[r] = delta;
+        }
+    }
+
+    int win_lo[kRows][3], win_hi[kRows][3];
+    if constexpr (Traits::kWindowsInSmem) {
+        if (threadIdx.x % 4 == 0) {
+            row_windows<kRows, kNWarps>(p, qt, win_lo, win_hi);
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) {
+                int* w = windows + acc_row(r, kNWarps) * 6;
+#pragma unroll
+                for (int a = 0; a < 3; ++a) {
+                    w[a] = win_lo[r][a];
+                    w[3 + a] = win_hi[r][a];
+                }
+            }
+        }
+    } else {
+        row_windows<kRows, kNWarps>(p, qt, win_lo, win_hi);
+    }
+    clear(acc_dq);
+    __syncthreads();  // s_lse, s_delta
+    float row_lse[kRows], row_delta[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+        row_lse[r] = s_lse[acc_row(r, kNWarps)];
+        row_delta[r] = s_delta[acc_row(r, kNWarps)];
+    }
+
+    constexpr bool kDouble = Traits::kStages == 2;
+    for (int t = 0; t < n_tiles; ++t) {
+        const int stage = kDouble ? t & 1 : 0;
+        cute::cp_async_wait<0>();
+        // Tile t (and Q, dO) landed and is visible to the async proxy; every warp is done with
+        // tile t - 1 (its dQ product was waited for), whose buffers the next loads overwrite.
+        cutlass::arch::fence_view_async_shared();
+        __syncthreads();
+        Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
+        Tensor acc_dp = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
+        wgmma_gemm<true, -1>(mma_s, tSrQ, tSrK(_, _, _, stage), acc_s);
+        wgmma_gemm<true, -1>(mma_s, tSrdO, tSrV(_, _, _, stage), acc_dp);
+        int next[3];
+        const bool more = t + 1 < n_tiles;
+        if (more) {
+#pragma unroll
+            for (int a = 0; a < 3; ++a) next[a] = origin[a];
+            next[2] += 1 << p.kv_tile_log2[2];
+            if (next[2] >= box.lo[2] + (box.tiles[2] << p.kv_tile_log2[2])) {
+                next[2] = box.lo[2];
+                next[1] += 1 << p.kv_tile_log2[1];
+                if (next[1] >= box.lo[1] + (box.tiles[1] << p.kv_tile_log2[1])) {
+                    next[1] = box.lo[1];
+                    next[0] += 1 << p.kv_tile_log2[0];
+                }
+            }
+        }
+        if (kDouble && more) {
+            Tensor kn = sK(_, _, stage ^ 1);
+            Tensor vn = sV(_, _, stage ^ 1);
+            stage_kv<Traits>(kn, k_base, (int)k_row_stride, kv_tok_off, p, next, box.hi, qt.group, p.head_dim);
+            stage_kv<Traits>(vn, v_base, (int)v_row_stride, kv_tok_off, p, next, box.hi, qt.group,
+                             p.head_dim_v);
+            cute::cp_async_fence();
+        }
+
+        warpgroup_wait<1>();  // S done (dP may still run)
+        warpgroup_fence_operand(acc_s);
+        Tensor scores = make_tensor(acc_s.data(), rowcol_sm90(acc_s.layout()));
+        bool full = qt.no_padding;
+#pragma unroll
+        for (int a = 0; a < 3; ++a) {
+            full &= origin[a] >= box.inner_lo[a] && origin[a] + (1 << p.kv_tile_log2[a]) <= box.inner_hi[a];
+        }
+        if (!full) {
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) {
+                uint64_t bits;
+                if constexpr (Traits::kWindowsInSmem) {
+                    const int* w = windows + acc_row(r, kNWarps) * 6;
+                    const int lo[3] = {w[0], w[1], w[2]};
+                    const int hi[3] = {w[3], w[4], w[5]};
+                    bits = window_bits(lo, hi, p.kv_tile_log2, origin);
+                } else {
+                    bits = window_bits(win_lo[r], win_hi[r], p.kv_tile_log2, origin);
+                }
+                bits >>= (threadIdx.x % 4) * 2;
+#pragma unroll
+                for (int c = 0; c < size<1>(scores); ++c) {
+                    if (!((bits >> ((c % 2) + 8 * (c / 2))) & 1)) scores(r, c) = -INFINITY;
+                }
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+            for (int c = 0; c < size<1>(scores); ++c) {
+                scores(r, c) = exp2_approx(fmaf(scores(r, c), p.scale_log2, -row_lse[r]));
+            }
+        }
+        warpgroup_wait<0>();  // dP done
+        warpgroup_fence_operand(acc_dp);
+        if constexpr (!kDouble) {
+            __syncthreads();  // every warp is done with V(t): V(t + 1) loads under dS and dQ
+            if (more) {
+                Tensor vn = sV(_, _, 0);
+                stage_kv<Traits>(vn, v_base, (int)v_row_stride, kv_tok_off, p, next, box.hi, qt.group,
+                                 p.head_dim_v);
+                cute::cp_async_fence();
+            }
+        }
+        Tensor dp = make_tensor(acc_dp.data(), rowcol_sm90(acc_dp.layout()));
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+            for (int c = 0; c < size<1>(scores); ++c) {
+                scores(r, c) = scores(r, c) * (dp(r, c) - row_delta[r]);  // dS / scale
+            }
+        }
+        Tensor ds = convert_to<Element>(acc_s);
+        Tensor tdS = make_tensor(ds.data(), acc_as_a_operand_sm90(ds.layout()));
+        wgmma_gemm<false, 0>(mma_dq, tdS, tQrKt(_, _, _, stage), acc_dq);
+        if constexpr (!kDouble) {
+            __syncthreads();  // every warp is done with K(t)
+            if (more) {
+                Tensor kn = sK(_, _, 0);
+                stage_kv<Traits>(kn, k_base, (int)k_row_stride, kv_tok_off, p, next, box.hi, qt.group,
+                                 p.head_dim);
+                cute::cp_async_fence();
+            }
+        }
+        if (more) {
+#pragma unroll
+            for (int a = 0; a < 3; ++a) origin[a] = next[a];
+        }
+    }
+    cute::cp_async_wait<0>();
+    __syncthreads();  // every warp is done reading sQ (its tile takes dQ)
+
+    Tensor dq_rows = make_tensor(acc_dq.data(), rowcol_sm90(acc_dq.layout()));
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+        const int row = acc_row(r, kNWarps);
+#pragma unroll
+        for (int c = 0; c < size<1>(dq_rows); c += 2) {
+            const int col = acc_col(c);
+            cutlass::Array<Element, 2> pair;
+            pair[0] = Element(dq_rows(r, c) * p.scale);
+            pair[1] = Element(dq_rows(r, c + 1) * p.scale);
+            *reinterpret_cast<cutlass::Array<Element, 2>*>(&sQ(row, col)) = pair;
+        }
+    }
+    __syncthreads();
+    Element* dq_base = reinterpret_cast<Element*>(p.dq) + q_offset;
+    constexpr int kChunks = kHeadDim / 8;
+    for (int idx = threadIdx.x; idx < kBlockM * kChunks; idx += kNThreads) {
+        const int r = idx / kChunks;
+        const int c = (idx % kChunks) * 8;
+        int i[3];
+        tile_coords(r, p.q_tile_log2, qt.first, i);
+        if (i[0] < qt.end[0] && i[1] < qt.end[1] && i[2] < qt.end[2] && c < p.head_dim) {
+            *reinterpret_cast<uint4*>(dq_base + (long long)token_of(p, i, qt.group) * q_row_stride + c) =
+                *reinterpret_cast<const uint4*>(&sQ(r, c));
+        }
+    }
+}
+
+}  // namespace natten_native
+
+// One extern "C" entry point per instantiation (element type, head dim, K/V stages); 64 queries
+// and 64 keys per tile (the backward plan's), 128 threads, three CTAs per SM (168 registers).
+// H100, bf16, the anchors (1-D / 2-D / 3-D, 16 heads): at head dim 128 one stage (3 CTAs per
+// SM, 69 KB) beat two stages (2 CTAs per SM, 100 KB) by 3 / 9 / 10%; at head dim 64 two stages
+// at 3 CTAs per SM beat 2 CTAs per SM by 18% on the 1-D anchor (4 CTAs per SM spill: slower).
+#define NATTEN_FNA_BACKWARD_DQ_SM90_KERNEL(NAME, ELEMENT, HEAD_DIM, STAGES)                                \
+    extern "C" __global__ void __launch_bounds__(128, 3) NAME(const natten_native::FnaParams p) {          \
+        extern __shared__ __align__(1024) char smem[];                                                     \
+        natten_native::fna_backward_dq_sm90<natten_native::FnaBwdSm90Traits<ELEMENT, HEAD_DIM, 64, STAGES>>( \
+            p, smem);                                                                                      \
+    }
