@@ -29,7 +29,8 @@ const ELEMENTS: [&str; 2] = ["f16", "bf16"];
 /// A kernel per element type (f16, bf16).
 type PerElement = [CudaFunction; 2];
 
-/// A loaded kernel (a forward, or the dQ pass) and how to launch it.
+/// A loaded kernel and how to launch it.
+#[derive(Clone, Copy)]
 pub struct KernelLaunch<'a> {
     /// The entry point.
     pub function: &'a CudaFunction,
@@ -39,12 +40,11 @@ pub struct KernelLaunch<'a> {
     pub shared_bytes: u32,
 }
 
-/// The backward kernels of one head dim and element type: the dQ pass and how to launch it (the
-/// Hopper one where loaded), and the dK/dV pass (launched with [`plan::THREADS`] and
-/// [`plan::backward_shared_bytes`]).
+/// The backward kernels of one head dim and element type and how to launch them: the dQ pass
+/// (the Hopper one where loaded) and the dK/dV pass.
 pub struct BackwardKernels<'a> {
     pub dq: KernelLaunch<'a>,
-    pub dkdv: &'a CudaFunction,
+    pub dkdv: KernelLaunch<'a>,
 }
 
 /// Whether `BURN_NATTEN_NATIVE_SM90` allows the Hopper kernels (forward and dQ pass; unset or
@@ -117,7 +117,11 @@ impl NativeDevice {
         };
         Some(BackwardKernels {
             dq,
-            dkdv: &dkdv[bf16 as usize],
+            dkdv: KernelLaunch {
+                function: &dkdv[bf16 as usize],
+                threads: plan::THREADS,
+                shared_bytes: plan::backward_shared_bytes(kernel_dim),
+            },
         })
     }
 }

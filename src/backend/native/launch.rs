@@ -25,10 +25,10 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
 use cubecl::zspace::{Strides, metadata::Metadata};
 use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::device::NativeDevice;
-use super::plan::{CallShape, FnaParams, Pattern, THREADS, backward_shared_bytes};
+use super::device::{KernelLaunch, NativeDevice};
+use super::plan::{CallShape, FnaParams, Pattern};
 use crate::backend::TileConfig;
 
 type CudaTensor = CubeTensor<CudaRuntime>;
@@ -170,13 +170,11 @@ fn trace_prepared(entered: Instant) {
     }
 }
 
-/// One kernel launch of a call: the function, its grid, threads per CTA and dynamic shared
-/// memory.
+/// One kernel launch of a call: the kernel (function, threads per CTA, dynamic shared memory)
+/// and its grid.
 struct Launch<'a> {
-    function: &'a CudaFunction,
+    kernel: KernelLaunch<'a>,
     grid: (u32, u32, u32),
-    threads: u32,
-    shared_bytes: u32,
 }
 
 /// The synchronisation protocol (module docs): syncs cubecl's stream, pins `buffers`, writes
@@ -218,10 +216,10 @@ fn run_on_burn_buffers(
     for launch in launches {
         let config = LaunchConfig {
             grid_dim: launch.grid,
-            block_dim: (launch.threads, 1, 1),
-            shared_mem_bytes: launch.shared_bytes,
+            block_dim: (launch.kernel.threads, 1, 1),
+            shared_mem_bytes: launch.kernel.shared_bytes,
         };
-        let mut builder = stream.launch_builder(launch.function);
+        let mut builder = stream.launch_builder(launch.kernel.function);
         builder.arg(&params);
         // SAFETY: every native kernel takes `FnaParams` by value (kernels/fna_params.cuh), and
         // every pointer in it is a pinned, contiguous buffer of the shape the kernel indexes.
@@ -288,10 +286,8 @@ pub fn forward(
     let params = FnaParams::new(pattern, shape, tiles);
     trace_prepared(entered);
     let launch = Launch {
-        function: kernel.function,
+        kernel,
         grid: params.query_grid(),
-        threads: kernel.threads,
-        shared_bytes: kernel.shared_bytes,
     };
     run_on_burn_buffers(
         device,
@@ -341,19 +337,14 @@ pub fn backward(
     );
     let params = FnaParams::new(pattern, shape, tiles);
     trace_prepared(entered);
-    let shared = backward_shared_bytes(kernel_dim);
     let launches = [
         Launch {
-            function: kernels.dq.function,
+            kernel: kernels.dq,
             grid: params.query_grid(),
-            threads: kernels.dq.threads,
-            shared_bytes: kernels.dq.shared_bytes,
         },
         Launch {
-            function: kernels.dkdv,
+            kernel: kernels.dkdv,
             grid: params.key_grid(),
-            threads: THREADS,
-            shared_bytes: shared,
         },
     ];
     run_on_burn_buffers(
