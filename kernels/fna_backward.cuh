@@ -13,7 +13,10 @@
 // Masking, the full-tile fast path and padding follow the forward: padding queries get
 // LSE = +inf (P = 0) and delta = 0.
 // Both passes double-buffer the walked side (K/V in the dQ pass; Q/dO, LSE and delta in the
-// dK/dV pass): the next tile's cp.async loads run under the current tile's products.
+// dK/dV pass): the next tile's cp.async loads run under the current tile's products. Head dim
+// 256 single-buffers it (kStages = 1: the shared memory of an A100 or H100 CTA) and splits the
+// dK/dV pass into a dK pass and a dV pass (kGrads): 64 x 256 f32 accumulators for both dK and
+// dV would need 256 registers per thread.
 #pragma once
 
 #include "fna_common.cuh"
@@ -21,16 +24,23 @@
 namespace natten_native {
 
 // Shared memory of both passes: two tiles of kBlockM rows (the CTA's own: Q and dO, or K and
-// V), two buffers of two tiles of kBlockN rows (the walked side), then two buffers of the LSE
-// (in log2 units) and delta of up to max(kBlockM, kBlockN) query rows.
-template <typename Traits>
+// V), kStages buffers of two tiles of kBlockN rows (the walked side), then two buffers of the
+// LSE (in log2 units) and delta of up to max(kBlockM, kBlockN) query rows.
+template <typename Traits, int kStages = 2>
 constexpr int backward_smem_bytes() {
-    return (2 * Traits::kBlockM + 4 * Traits::kBlockN) * Traits::kHeadDim * 2 +
+    return (2 * Traits::kBlockM + 2 * kStages * Traits::kBlockN) * Traits::kHeadDim * 2 +
            4 * (Traits::kBlockM > Traits::kBlockN ? Traits::kBlockM : Traits::kBlockN) * 4;
 }
 
-template <typename Traits>
+// The gradients a dK/dV pass computes (kGrads): both, or one of them (head dim 256).
+constexpr int kGradK = 1;
+constexpr int kGradV = 2;
+
+// kStages: buffers of the walked K/V tiles (2: tile t + 1 loads under tile t's products; 1: it
+// loads after them).
+template <typename Traits, int kStages = 2>
 __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
+    static_assert(kStages == 1 || kStages == 2);
     using Element = typename Traits::Element;
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
@@ -53,15 +63,15 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
     const Element* k_base = reinterpret_cast<const Element*>(p.k) + rows.k;
     const Element* v_base = reinterpret_cast<const Element*>(p.v) + rows.v;
 
-    // Q, dO, then the two K/V buffers: K(0), K(1), V(0), V(1).
+    // Q, dO, then the K/V buffers: K(0), K(1), V(0), V(1) (K, V with one stage).
     Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw)), typename Traits::SmemLayoutQ{});
     Tensor sdO = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutQ{});
     Tensor sK = make_tensor(sdO.data() + size(sdO), typename Traits::SmemLayoutKV{});
-    Tensor sV = make_tensor(sK.data() + 2 * size(sK), typename Traits::SmemLayoutKV{});
+    Tensor sV = make_tensor(sK.data() + kStages * size(sK), typename Traits::SmemLayoutKV{});
     Tensor sKt = make_tensor(sK.data(), typename Traits::SmemLayoutKVt{});
     Tensor sKtNoSwizzle = make_tensor(sK.data().get(), typename Traits::SmemLayoutKVtNoSwizzle{});
     constexpr int kBuffer = kBlockN * kHeadDim;  // elements between the two buffers of K or V
-    float* s_lse = reinterpret_cast<float*>(smem_raw + (2 * kBlockM + 4 * kBlockN) * kHeadDim * 2);
+    float* s_lse = reinterpret_cast<float*>(smem_raw + (2 * kBlockM + 2 * kStages * kBlockN) * kHeadDim * 2);
     float* s_delta = s_lse + kBlockM;
 
     typename Traits::TiledMma tiled_mma;
@@ -138,8 +148,8 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
         // K(t), V(t) (and Q, dO, LSE, delta) are in shared memory, and every warp is done with
         // tile t - 1: its buffer takes tile t + 1, loaded under this tile's products.
         __syncthreads();
-        const int buf = t & 1;
-        if (t + 1 < n_tiles) {
+        const int buf = kStages == 2 ? t & 1 : 0;
+        if (kStages == 2 && t + 1 < n_tiles) {
             int next[3];
             walk_origin(t + 1, box.lo, box.tiles, p.kv_tile_log2, next);
             stage_kv(next, buf ^ 1);
@@ -181,6 +191,13 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
         Tensor ds = convert_to<Element>(acc_s);
         Tensor tdS = make_tensor(ds.data(), acc_as_a_operand(ds.layout()));
         gemm_regs_smem(acc_dq, tdS, tQrKt, tQsKt_t, tiled_mma, copy_bt, thr_copy_bt);
+        if (kStages == 1 && t + 1 < n_tiles) {
+            __syncthreads();  // every warp is done with K(t) and V(t)
+            int next[3];
+            walk_origin(t + 1, box.lo, box.tiles, p.kv_tile_log2, next);
+            stage_kv(next, 0);
+            cute::cp_async_fence();
+        }
     }
     cute::cp_async_wait<0>();
     __syncthreads();  // every warp is done with Q (its tile takes dQ)
@@ -192,8 +209,15 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
 
 // The dK/dV pass: here the M side of every product is the CTA's keys (kBlockM of them, tile
 // shape kv_tile_log2) and the N side the walked queries (kBlockN, tile shape q_tile_log2).
-template <typename Traits>
+// kStages: buffers of the walked Q/dO tiles (as in the dQ pass); kGrads: kGradK | kGradV (both),
+// kGradK (dK only: dV is not computed or written) or kGradV (dV only: no dP^T product, V is not
+// loaded, dK is not written).
+template <typename Traits, int kStages = 2, int kGrads = kGradK | kGradV>
 __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
+    static_assert(kStages == 1 || kStages == 2);
+    static_assert(kGrads >= 1 && kGrads <= 3);
+    constexpr bool kDk = kGrads & kGradK;
+    constexpr bool kDv = kGrads & kGradV;
     using Element = typename Traits::Element;
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
@@ -237,18 +261,18 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     const Element* k_base = reinterpret_cast<const Element*>(p.k) + rows.k;
     const Element* v_base = reinterpret_cast<const Element*>(p.v) + rows.v;
 
-    // K, V, then the two Q/dO buffers: Q(0), Q(1), dO(0), dO(1); after them the two buffers of
-    // LSE and delta.
+    // K, V, then the Q/dO buffers: Q(0), Q(1), dO(0), dO(1) (Q, dO with one stage); after them
+    // the two buffers of LSE and delta.
     Tensor sK = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw)), typename Traits::SmemLayoutQ{});
     Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutQ{});
     Tensor sQ = make_tensor(sV.data() + size(sV), typename Traits::SmemLayoutKV{});
-    Tensor sdO = make_tensor(sQ.data() + 2 * size(sQ), typename Traits::SmemLayoutKV{});
+    Tensor sdO = make_tensor(sQ.data() + kStages * size(sQ), typename Traits::SmemLayoutKV{});
     Tensor sQt = make_tensor(sQ.data(), typename Traits::SmemLayoutKVt{});
     Tensor sQtNoSwizzle = make_tensor(sQ.data().get(), typename Traits::SmemLayoutKVtNoSwizzle{});
     Tensor sdOt = make_tensor(sdO.data(), typename Traits::SmemLayoutKVt{});
     Tensor sdOtNoSwizzle = make_tensor(sdO.data().get(), typename Traits::SmemLayoutKVtNoSwizzle{});
     constexpr int kBuffer = kBlockN * kHeadDim;  // elements between the two buffers of Q or dO
-    float* s_lse = reinterpret_cast<float*>(smem_raw + (2 * kBlockM + 4 * kBlockN) * kHeadDim * 2);
+    float* s_lse = reinterpret_cast<float*>(smem_raw + (2 * kBlockM + 2 * kStages * kBlockN) * kHeadDim * 2);
     float* s_delta = s_lse + 2 * kBlockN;
 
     typename Traits::TiledMma tiled_mma;
@@ -310,8 +334,10 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
 
     stage_tile<kBlockM, kHeadDim, kNThreads>(sK, k_base, rows.k_stride, p, p.kv_tile_log2, kt.first, kt.end,
                                              kt.group, p.head_dim);
-    stage_tile<kBlockM, kHeadDim, kNThreads>(sV, v_base, rows.v_stride, p, p.kv_tile_log2, kt.first, kt.end,
-                                             kt.group, p.head_dim_v);
+    if constexpr (kDk) {
+        stage_tile<kBlockM, kHeadDim, kNThreads>(sV, v_base, rows.v_stride, p, p.kv_tile_log2, kt.first, kt.end,
+                                                 kt.group, p.head_dim_v);
+    }
     float next_lse = INFINITY, next_delta = 0.f;
     if (n_steps > 0) stage_step(0, 0, next_lse, next_delta);
     if (threadIdx.x < kBlockN) {
@@ -339,8 +365,9 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
         // Step s's Q, dO, LSE and delta are in shared memory, and every warp is done with step
         // s - 1: its buffers take step s + 1, loaded under this step's products.
         __syncthreads();
-        const int buf = s & 1;
-        if (s + 1 < n_steps) stage_step(s + 1, buf ^ 1, next_lse, next_delta);
+        const int buf = kStages == 2 ? s & 1 : 0;
+        const int lse_buf = s & 1;  // LSE and delta: two buffers with either stage count
+        if (kStages == 2 && s + 1 < n_steps) stage_step(s + 1, buf ^ 1, next_lse, next_delta);
         int origin[3];
         walk_origin(s % n_tiles, q_lo, q_tiles, p.q_tile_log2, origin);
         Tensor tSsQ_s = tSsQ;
@@ -351,15 +378,17 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
         tPsdO_s.data() = tPsdO.data() + buf * kBuffer;
         tVsdOt_s.data() = tVsdOt.data() + buf * kBuffer;
         tKsQt_s.data() = tKsQt.data() + buf * kBuffer;
-        const float* lse_s = s_lse + buf * kBlockN;
-        const float* delta_s = s_delta + buf * kBlockN;
+        const float* lse_s = s_lse + lse_buf * kBlockN;
+        const float* delta_s = s_delta + lse_buf * kBlockN;
 
         Tensor acc_st = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
         Tensor acc_dpt = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
         clear(acc_st);
-        clear(acc_dpt);
         gemm_smem(acc_st, tSrK, tSrQ, tSsK, tSsQ_s, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
-        gemm_smem(acc_dpt, tPrV, tPrdO, tPsV, tPsdO_s, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
+        if constexpr (kDk) {
+            clear(acc_dpt);
+            gemm_smem(acc_dpt, tPrV, tPrdO, tPsV, tPsdO_s, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
+        }
 
         // Full: no padding on either side, and the last query's window starts at or before
         // the first key and the first query's window ends after the last key, per axis.
@@ -390,30 +419,42 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
             for (int r = 0; r < kRows; ++r) {
                 const float prob = exp2f(st(r, c) * p.scale_log2 - lse);
                 st(r, c) = prob;
-                dpt(r, c) = prob * (dpt(r, c) - delta);  // dS^T / scale
+                if constexpr (kDk) dpt(r, c) = prob * (dpt(r, c) - delta);  // dS^T / scale
             }
         }
-        Tensor pt = convert_to<Element>(acc_st);
-        Tensor tPt = make_tensor(pt.data(), acc_as_a_operand(pt.layout()));
-        gemm_regs_smem(acc_dv, tPt, tVrdOt, tVsdOt_s, tiled_mma, copy_bt, thr_copy_bt);
-        Tensor dst = convert_to<Element>(acc_dpt);
-        Tensor tdSt = make_tensor(dst.data(), acc_as_a_operand(dst.layout()));
-        gemm_regs_smem(acc_dk, tdSt, tKrQt, tKsQt_s, tiled_mma, copy_bt, thr_copy_bt);
-        // Step s + 1's LSE and delta, loaded under the products, into the other buffer (last
-        // read in step s - 1).
+        if constexpr (kDv) {
+            Tensor pt = convert_to<Element>(acc_st);
+            Tensor tPt = make_tensor(pt.data(), acc_as_a_operand(pt.layout()));
+            gemm_regs_smem(acc_dv, tPt, tVrdOt, tVsdOt_s, tiled_mma, copy_bt, thr_copy_bt);
+        }
+        if constexpr (kDk) {
+            Tensor dst = convert_to<Element>(acc_dpt);
+            Tensor tdSt = make_tensor(dst.data(), acc_as_a_operand(dst.layout()));
+            gemm_regs_smem(acc_dk, tdSt, tKrQt, tKsQt_s, tiled_mma, copy_bt, thr_copy_bt);
+        }
+        if (kStages == 1 && s + 1 < n_steps) {
+            __syncthreads();  // every warp is done with Q(s) and dO(s)
+            stage_step(s + 1, 0, next_lse, next_delta);
+        }
+        // Step s + 1's LSE and delta (loaded under the products with two stages) into the other
+        // buffer (last read in step s - 1).
         if (s + 1 < n_steps && threadIdx.x < kBlockN) {
-            s_lse[(buf ^ 1) * kBlockN + threadIdx.x] = next_lse;
-            s_delta[(buf ^ 1) * kBlockN + threadIdx.x] = next_delta;
+            s_lse[(lse_buf ^ 1) * kBlockN + threadIdx.x] = next_lse;
+            s_delta[(lse_buf ^ 1) * kBlockN + threadIdx.x] = next_delta;
         }
     }
     cute::cp_async_wait<0>();
     __syncthreads();
+    if constexpr (kDk) {
 #pragma unroll
-    for (int e = 0; e < size(acc_dk); ++e) acc_dk(e) *= p.scale;
-    store_rows<Traits, kBlockM>(acc_dk, sK, reinterpret_cast<Element*>(p.dk) + rows.k, rows.k_stride, p,
-                                p.kv_tile_log2, kt.first, kt.end, kt.group, p.head_dim);
-    store_rows<Traits, kBlockM>(acc_dv, sV, reinterpret_cast<Element*>(p.dv) + rows.v, rows.v_stride, p,
-                                p.kv_tile_log2, kt.first, kt.end, kt.group, p.head_dim_v);
+        for (int e = 0; e < size(acc_dk); ++e) acc_dk(e) *= p.scale;
+        store_rows<Traits, kBlockM>(acc_dk, sK, reinterpret_cast<Element*>(p.dk) + rows.k, rows.k_stride, p,
+                                    p.kv_tile_log2, kt.first, kt.end, kt.group, p.head_dim);
+    }
+    if constexpr (kDv) {
+        store_rows<Traits, kBlockM>(acc_dv, sV, reinterpret_cast<Element*>(p.dv) + rows.v, rows.v_stride, p,
+                                    p.kv_tile_log2, kt.first, kt.end, kt.group, p.head_dim_v);
+    }
 }
 
 }  // namespace natten_native
@@ -431,4 +472,26 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
         extern __shared__ __align__(128) char smem[];                                                  \
         natten_native::fna_backward_dkdv<natten_native::FnaTraits<ELEMENT, HEAD_DIM, 64, 64, 4>>(p,   \
                                                                                                  smem); \
+    }
+
+// extern "C" entry points for head dim 256: the dQ pass, a dK pass and a dV pass, each with one
+// buffer of walked tiles (64 x 64 blocks, 4 warps; 129 KiB of shared memory: A100 and H100,
+// not SM86/89's 99 KiB, where the device loader leaves them out).
+#define NATTEN_FNA_BACKWARD_SPLIT_KERNELS(SUFFIX, ELEMENT, HEAD_DIM)                                      \
+    extern "C" __global__ void __launch_bounds__(128) natten_fna_backward_dq_##SUFFIX(                   \
+        const natten_native::FnaParams p) {                                                            \
+        extern __shared__ __align__(128) char smem[];                                                  \
+        natten_native::fna_backward_dq<natten_native::FnaTraits<ELEMENT, HEAD_DIM, 64, 64, 4>, 1>(p, smem); \
+    }                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(128) natten_fna_backward_dk_##SUFFIX(                   \
+        const natten_native::FnaParams p) {                                                            \
+        extern __shared__ __align__(128) char smem[];                                                  \
+        natten_native::fna_backward_dkdv<natten_native::FnaTraits<ELEMENT, HEAD_DIM, 64, 64, 4>, 1,    \
+                                         natten_native::kGradK>(p, smem);                              \
+    }                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(128) natten_fna_backward_dv_##SUFFIX(                   \
+        const natten_native::FnaParams p) {                                                            \
+        extern __shared__ __align__(128) char smem[];                                                  \
+        natten_native::fna_backward_dkdv<natten_native::FnaTraits<ELEMENT, HEAD_DIM, 64, 64, 4>, 1,    \
+                                         natten_native::kGradV>(p, smem);                              \
     }

@@ -435,6 +435,64 @@ fn native_backward_tile_configurations_match_reference() {
     }
 }
 
+/// The head-dim-256 backward (the dQ pass, then separate dK and dV passes) natively, where the
+/// device gives a CTA its 129 KiB of shared memory (A100, H100; SM86/89 run the portable
+/// backward, and this test says SKIPPED there): ranks 1-3, causal, stride, dilation, GQA,
+/// partial tiles, V head dims that differ, extra KV tokens, against the f32 reference.
+#[test]
+fn native_backward_head_dim_256_matches_f32() {
+    if native_unavailable() {
+        return;
+    }
+    let device = Default::default();
+    if na_backward_tile_configs::<Cuda>(&device, 1, 256, 256, DType::BF16).is_empty() {
+        eprintln!(
+            "SKIPPED: this device gives a CTA less than the 129 KiB of shared memory of the \
+             head-dim-256 native backward"
+        );
+        return;
+    }
+    let problem = |seed, spatial: Vec<usize>, axes, group, (head_dim, head_dim_v), extra| Problem {
+        seed,
+        batch: 1,
+        spatial,
+        axes,
+        heads_kv: 2,
+        group,
+        head_dim,
+        head_dim_v,
+        extra,
+        scale: None,
+        backend: NaBackend::CudaFna,
+    };
+    let problems = [
+        problem(21, vec![300], vec![axis(47, 2, 2, true)], 2, (256, 256), 0),
+        problem(
+            22,
+            vec![20, 26],
+            vec![axis(7, 1, 2, false), axis(9, 2, 1, true)],
+            1,
+            (256, 136),
+            0,
+        ),
+        problem(
+            23,
+            vec![6, 10, 12],
+            vec![
+                axis(3, 1, 1, false),
+                axis(5, 1, 2, false),
+                axis(4, 2, 1, true),
+            ],
+            2,
+            (200, 256),
+            9,
+        ),
+    ];
+    for p in &problems {
+        check_against_f32(p);
+    }
+}
+
 /// Both forward kernels (128- and 64-query tiles) through explicit tile configurations, against
 /// the reference in f32 on the same bf16 inputs (bf16 tolerance of the sweeps).
 #[test]

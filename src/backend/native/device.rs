@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::driver::sys::CUfunction_attribute_enum;
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 
 use super::plan;
@@ -41,10 +41,13 @@ pub struct KernelLaunch<'a> {
 }
 
 /// The backward kernels of one head dim and element type and how to launch them: the dQ pass
-/// (the Hopper one where loaded) and the dK/dV pass.
+/// (the Hopper one where loaded), then the passes over key tiles.
 pub struct BackwardKernels<'a> {
+    /// The dQ pass (one CTA per Q tile); it writes delta, which the key passes read.
     pub dq: KernelLaunch<'a>,
-    pub dkdv: KernelLaunch<'a>,
+    /// The dK/dV pass, or (head dim 256, [`plan::backward_splits_dk_dv`]) a dK pass and a dV
+    /// pass; one CTA per KV tile each.
+    pub key_passes: Vec<KernelLaunch<'a>>,
 }
 
 /// Whether `BURN_NATTEN_NATIVE_SM90` allows the Hopper kernels (forward and dQ pass; unset or
@@ -62,8 +65,9 @@ pub struct NativeDevice {
     /// Hopper forward (wgmma, [`plan::SM90_BLOCK_M`] queries per tile) per built head dim; empty
     /// unless the device has compute capability 9.0 and the build has the sm_90a kernels.
     forward_sm90: Vec<(usize, PerElement)>,
-    /// Backward kernels (dQ pass, dK/dV pass) per built head dim.
-    backward: Vec<(usize, PerElement, PerElement)>,
+    /// Backward kernels per head dim built and fitting the device's shared memory: the dQ
+    /// pass, and the dK/dV pass or the dK and dV passes.
+    backward: Vec<(usize, PerElement, Vec<PerElement>)>,
     /// Hopper dQ pass (wgmma, [`plan::BACKWARD_BLOCK`] queries per tile, the backward plan's
     /// tiles) per built head dim; empty unless the device has compute capability 9.0 and the
     /// build has the sm_90a kernels.
@@ -99,10 +103,17 @@ impl NativeDevice {
             })
     }
 
-    /// The backward kernels (dQ pass, dK/dV pass) for `kernel_dim` and the element type: the
-    /// Hopper dQ pass where it was loaded, else the SM80-class one.
+    /// Head dims with backward kernels on this device: those built whose shared memory fits a
+    /// CTA here.
+    pub fn backward_head_dims(&self) -> Vec<usize> {
+        self.backward.iter().map(|(d, _, _)| *d).collect()
+    }
+
+    /// The backward kernels for `kernel_dim` and the element type (`None` where that head dim
+    /// was not built or needs more shared memory than the device gives a CTA): the Hopper dQ
+    /// pass where it was loaded, else the SM80-class one.
     pub fn backward(&self, kernel_dim: usize, bf16: bool) -> Option<BackwardKernels<'_>> {
-        let (_, dq, dkdv) = self.backward.iter().find(|(d, _, _)| *d == kernel_dim)?;
+        let (_, dq, key_passes) = self.backward.iter().find(|(d, _, _)| *d == kernel_dim)?;
         let dq = match self.backward_dq_sm90.iter().find(|(d, _)| *d == kernel_dim) {
             Some((_, f)) => KernelLaunch {
                 function: &f[bf16 as usize],
@@ -115,14 +126,15 @@ impl NativeDevice {
                 shared_bytes: plan::backward_shared_bytes(kernel_dim),
             },
         };
-        Some(BackwardKernels {
-            dq,
-            dkdv: KernelLaunch {
-                function: &dkdv[bf16 as usize],
+        let key_passes = key_passes
+            .iter()
+            .map(|f| KernelLaunch {
+                function: &f[bf16 as usize],
                 threads: plan::THREADS,
                 shared_bytes: plan::backward_shared_bytes(kernel_dim),
-            },
-        })
+            })
+            .collect();
+        Some(BackwardKernels { dq, key_passes })
     }
 }
 
@@ -231,19 +243,29 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
             forward_sm90.push((dim, kernels.remove(0)));
         }
     }
+    // Head dims whose backward needs more shared memory than a CTA may have here (head dim 256
+    // on SM86/89) are left out: their backward runs on the portable kernels.
+    let max_shared = ctx
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+        .map_err(|e| format!("CUDA device {index}: shared memory per block: {e}"))?;
     let mut backward = Vec::new();
-    for (dim, fatbin) in fatbins::FNA_BACKWARD_FATBINS {
-        let shared = plan::backward_shared_bytes(*dim);
-        let mut kernels = load_family(
-            fatbin,
-            *dim,
-            &[
-                ("natten_fna_backward_dq", "", shared),
-                ("natten_fna_backward_dkdv", "", shared),
-            ],
-        )?;
-        let dkdv = kernels.remove(1);
-        backward.push((*dim, kernels.remove(0), dkdv));
+    for &(dim, fatbin) in fatbins::FNA_BACKWARD_FATBINS {
+        let shared = plan::backward_shared_bytes(dim);
+        if shared as i64 > max_shared as i64 {
+            continue;
+        }
+        let key_passes: &[&str] = if plan::backward_splits_dk_dv(dim) {
+            &["natten_fna_backward_dk", "natten_fna_backward_dv"]
+        } else {
+            &["natten_fna_backward_dkdv"]
+        };
+        let names: Vec<_> = std::iter::once("natten_fna_backward_dq")
+            .chain(key_passes.iter().copied())
+            .map(|prefix| (prefix, "", shared))
+            .collect();
+        let mut kernels = load_family(fatbin, dim, &names)?;
+        let dq = kernels.remove(0);
+        backward.push((dim, dq, kernels));
     }
     let mut backward_dq_sm90 = Vec::new();
     if cc == (9, 0) && sm90_allowed() {

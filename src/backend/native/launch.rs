@@ -303,7 +303,8 @@ pub fn forward(
     Ok((out, lse))
 }
 
-/// Runs the native backward (dQ pass, then dK/dV pass; NA or attention, by `pattern`); returns
+/// Runs the native backward (dQ pass, then the dK/dV pass or, at head dim 256, the dK and dV
+/// passes; NA or attention, by `pattern`); returns
 /// (dq, dk, dv). `out` and `lse` are those of the whole forward (of a merged one, with extra
 /// keys).
 pub fn backward(
@@ -337,16 +338,15 @@ pub fn backward(
     );
     let params = FnaParams::new(pattern, shape, tiles);
     trace_prepared(entered);
-    let launches = [
-        Launch {
-            kernel: kernels.dq,
-            grid: params.query_grid(),
-        },
-        Launch {
-            kernel: kernels.dkdv,
-            grid: params.key_grid(),
-        },
-    ];
+    let launches: Vec<Launch<'_>> = std::iter::once(Launch {
+        kernel: kernels.dq,
+        grid: params.query_grid(),
+    })
+    .chain(kernels.key_passes.iter().map(|&kernel| Launch {
+        kernel,
+        grid: params.key_grid(),
+    }))
+    .collect();
     run_on_burn_buffers(
         device,
         &[&q, &k, &v, &out, &lse, &d_out, &outputs.buffer],

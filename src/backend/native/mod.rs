@@ -9,7 +9,8 @@
 //! What runs natively: NA forward and backward (ranks 1-3, kernel size, stride, dilation,
 //! per-axis causal, GQA/MQA, extra KV tokens) and attention (FMHA: causal, Q/KV lengths that
 //! differ) in f16/bf16, head dims (Q/K and V, which may differ) multiples of 8 up to 256
-//! (backward: up to 128), positive scale, on GPUs of compute capability 8.0 or newer. Extra KV
+//! (backward at head dim 256: where a CTA may have 129 KiB of shared memory, A100 and H100),
+//! positive scale, on GPUs of compute capability 8.0 or newer. Extra KV
 //! tokens run as a second, dense call of the same kernels whose result the caller merges
 //! (`merge_attentions`); their backward runs both calls against the merged output and LSE.
 //! Everything else runs the portable CubeCL kernels.
@@ -91,10 +92,9 @@ pub fn backward_tile_configs<D: 'static>(
     if unsupported_reason(device, head_dim, head_dim_v, dtype).is_some() {
         return None;
     }
-    plan::kernel_head_dim(
-        head_dim.max(head_dim_v),
-        &device::built_backward_head_dims(),
-    )?;
+    let index = (device as &dyn Any).downcast_ref::<CudaDevice>()?.index;
+    let native = device::native_device(index).ok()?;
+    plan::kernel_head_dim(head_dim.max(head_dim_v), &native.backward_head_dims())?;
     Some(plan::backward_tile_configs(rank))
 }
 
@@ -252,7 +252,7 @@ pub fn try_na_forward<R: CubeRuntime>(
 }
 
 /// The native NA backward, under the same conditions as [`try_na_forward`] and a head dim with
-/// backward kernels (up to 128); `None` lets the caller run the portable backward. `out` and
+/// backward kernels on the device; `None` lets the caller run the portable backward. `out` and
 /// `lse` are the whole forward's (merged over the extra tokens), from either path.
 pub fn try_na_backward<R: CubeRuntime>(
     tensors: [&CubeTensor<R>; 6],
@@ -265,6 +265,9 @@ pub fn try_na_backward<R: CubeRuntime>(
         device: native,
         kernel_dim,
     } = native_call(tensors, problem.backend, problem.scale, &built)?;
+    if !native.backward_head_dims().contains(&kernel_dim) {
+        return None; // built, but more shared memory than this device gives a CTA
+    }
     let extra = cuda_extra(extra)?;
     let tiles = match &problem.backward_tiles {
         Some(t) if plan::backward_tile_configs(problem.spatial.len()).contains(t) => t.clone(),
@@ -325,6 +328,9 @@ pub fn try_fmha_backward<R: CubeRuntime>(
         device: native,
         kernel_dim,
     } = native_call(tensors, problem.backend, problem.scale, &built)?;
+    if !native.backward_head_dims().contains(&kernel_dim) {
+        return None;
+    }
     let tiles = plan::default_backward_tiles(problem.into());
     let grads = launch::backward(&native, tensors, problem.into(), &tiles, kernel_dim);
     grads_back(launched("attention backward", grads)?)

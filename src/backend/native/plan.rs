@@ -86,12 +86,26 @@ pub fn sm90_shared_bytes(kernel_dim: usize) -> u32 {
 /// Queries and keys per tile of both backward passes (every head dim).
 pub const BACKWARD_BLOCK: usize = 64;
 
-/// Dynamic shared memory of the backward kernels for head dim `kernel_dim`: two tiles of the
-/// CTA's own rows (Q and dO, or K and V), two buffers of two tiles of the walked rows, and two
-/// buffers of the LSE and delta of 64 query rows (`backward_smem_bytes` in
+/// Buffers of the walked tiles in the SM80-class backward passes (`kStages` in
+/// `kernels/fna_backward.cuh`): two (the next tile loads under the current one's products), one
+/// at head dim 256 (the shared memory of an A100 or H100 CTA).
+pub fn backward_stages(kernel_dim: usize) -> usize {
+    if kernel_dim > 128 { 1 } else { 2 }
+}
+
+/// Whether the SM80-class backward computes dK and dV in separate passes (head dim 256: 64 x 256
+/// f32 accumulators for both would need 256 registers per thread) rather than in one dK/dV pass.
+pub fn backward_splits_dk_dv(kernel_dim: usize) -> bool {
+    kernel_dim > 128
+}
+
+/// Dynamic shared memory of the SM80-class backward kernels for head dim `kernel_dim`: two tiles
+/// of the CTA's own rows (Q and dO, or K and V), [`backward_stages`] buffers of two tiles of the
+/// walked rows, and two buffers of the LSE and delta of 64 query rows (`backward_smem_bytes` in
 /// `kernels/fna_backward.cuh`).
 pub fn backward_shared_bytes(kernel_dim: usize) -> u32 {
-    (6 * BACKWARD_BLOCK * kernel_dim * 2 + 4 * BACKWARD_BLOCK * 4) as u32
+    let tiles = (2 + 2 * backward_stages(kernel_dim)) * BACKWARD_BLOCK * kernel_dim * 2;
+    (tiles + 4 * BACKWARD_BLOCK * 4) as u32
 }
 
 /// Threads per CTA of the Hopper dQ pass (`kernels/fna_backward_sm90.cuh`: one warpgroup over the
@@ -456,6 +470,12 @@ mod tests {
             assert!(2 * (backward_shared_bytes(dim) + 1024) <= 228 * 1024);
             assert!(backward_shared_bytes(dim) <= 99 * 1024);
         }
+        // Head dim 256, one buffer of walked tiles (the static_assert of
+        // kernels/fna_backward_d256.cu): 2 x 32 KiB own + 2 x 32 KiB walked + 1 KiB, under an
+        // A100's 163 KiB per block (the loader leaves it out on devices with less).
+        assert_eq!(backward_shared_bytes(256), 132_096);
+        assert!(backward_shared_bytes(256) <= 163 * 1024);
+        assert!(backward_splits_dk_dv(256) && !backward_splits_dk_dv(128));
     }
 
     #[test]
