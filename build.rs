@@ -15,7 +15,13 @@
 //! - `BURN_NATTEN_NATIVE_HEAD_DIMS`: comma-separated head dims to build (default all:
 //!   `32,64,128,256`); CI builds a smaller set to keep the compile short;
 //! - `BURN_NATTEN_NVCC_JOBS`: parallel nvcc processes (default 2; each needs 1-2 GB).
+//!
+//! Fatbins are cached in `<target>/<profile>/burn-natten-kernels/`, keyed by a hash of the nvcc
+//! command and the contents of the unit and of the `kernels/` headers it includes: a build with
+//! other features (another `OUT_DIR`) or after an unrelated kernel change reuses them.
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -92,15 +98,36 @@ fn main() {
     let gencode_sm90 = vec!["-gencode=arch=compute_90a,code=sm_90a".to_string()];
     let build_sm90 = archs.iter().any(|a| a == "90a");
 
+    // out_dir is <target>/<profile>/build/<package>-<hash>/out.
+    let cache = out_dir
+        .ancestors()
+        .nth(3)
+        .map(|profile| profile.join("burn-natten-kernels"));
     let compile = |(family, dim, sm90_only): (&str, u32, bool)| -> Result<PathBuf, String> {
         let source = kernels.join(format!("{family}_d{dim}.cu"));
         let target = out_dir.join(format!("{family}_d{dim}.fatbin"));
+        let mut args: Vec<String> = [
+            "-fatbin",
+            "-O3",
+            "-std=c++17",
+            "--expt-relaxed-constexpr",
+            "-lineinfo",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend_from_slice(if sm90_only { &gencode_sm90 } else { &gencode });
+        args.push(format!("-I{}", cutlass.display()));
+        args.push(format!("-I{}", kernels.display()));
+        let cached = cache.as_ref().map(|dir| {
+            let key = unit_key(&nvcc, &args, &source, &kernels);
+            dir.join(format!("{family}_d{dim}-{key:016x}.fatbin"))
+        });
+        if let Some(cached) = cached.as_ref().filter(|c| c.is_file()) {
+            std::fs::copy(cached, &target).map_err(|e| format!("{}: {e}", cached.display()))?;
+            return Ok(target);
+        }
         let output = Command::new(&nvcc)
-            .arg("-fatbin")
-            .args(["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"])
-            .args(if sm90_only { &gencode_sm90 } else { &gencode })
-            .arg(format!("-I{}", cutlass.display()))
-            .arg(format!("-I{}", kernels.display()))
+            .args(&args)
             .arg(&source)
             .arg("-o")
             .arg(&target)
@@ -113,6 +140,17 @@ fn main() {
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             ));
+        }
+        if let Some(cached) = cached {
+            // Best effort (a read-only target directory only loses the cache): written aside,
+            // then renamed, so a concurrent build never reads half a fatbin.
+            let partial = cached.with_extension(format!("partial{}", std::process::id()));
+            let stored = std::fs::create_dir_all(cached.parent().expect("in the cache dir"))
+                .and_then(|()| std::fs::copy(&target, &partial))
+                .and_then(|_| std::fs::rename(&partial, &cached));
+            if stored.is_err() {
+                let _ = std::fs::remove_file(&partial);
+            }
         }
         Ok(target)
     };
@@ -162,6 +200,39 @@ fn main() {
         listing.push_str("];\n");
     }
     std::fs::write(out_dir.join("native_kernels.rs"), listing).expect("write OUT_DIR");
+}
+
+/// The cache key of a unit: the nvcc command and the contents of `source` and of every header
+/// of `kernels` it includes (`#include "..."`, transitively). The CUTLASS headers are named by
+/// their directory (a pinned wheel), not hashed.
+fn unit_key(nvcc: &Path, args: &[String], source: &Path, kernels: &Path) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    nvcc.hash(&mut hasher);
+    args.hash(&mut hasher);
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut pending = vec![source.to_path_buf()];
+    while let Some(file) = pending.pop() {
+        if seen.contains(&file) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        file.file_name().hash(&mut hasher);
+        text.hash(&mut hasher);
+        for line in text.lines() {
+            let included = line
+                .trim_start()
+                .strip_prefix("#include \"")
+                .and_then(|rest| rest.split('"').next());
+            if let Some(name) = included {
+                let path = kernels.join(name);
+                if path.is_file() {
+                    pending.push(path);
+                }
+            }
+        }
+        seen.push(file);
+    }
+    hasher.finish()
 }
 
 fn list_env(var: &str, default: &str) -> Vec<String> {

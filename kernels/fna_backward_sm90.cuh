@@ -17,7 +17,7 @@
 //   shared tile as an MN-major B operand (as V in the forward's O += P V).
 #pragma once
 
-#include "fna_forward_sm90.cuh"
+#include "sm90_common.cuh"
 
 namespace natten_native {
 
@@ -60,7 +60,7 @@ struct FnaBwdSm90Traits {
     static constexpr int kRowsPerThread = 2;
     static constexpr int kQBytes = kBlockM * kHeadDim * 2;
     static constexpr int kKVBytes = kStages * kBlockN * kHeadDim * 2;
-    // stage_kv (fna_forward_sm90.cuh): thread t copies chunk t % kChunks of rows
+    // stage_kv (sm90_common.cuh): thread t copies chunk t % kChunks of rows
     // t / kChunks + kRowStep * i.
     static constexpr int kChunks = kHeadDim / 8;
     static constexpr int kRowStep = kNThreads / kChunks;
@@ -240,21 +240,9 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
         Tensor acc_dp = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
         wgmma_gemm<true, -1>(mma_s, tSrQ, tSrK(_, _, _, stage), acc_s);
         wgmma_gemm<true, -1>(mma_s, tSrdO, tSrV(_, _, _, stage), acc_dp);
-        int next[3];
+        int next[3] = {origin[0], origin[1], origin[2]};
         const bool more = t + 1 < n_tiles;
-        if (more) {
-#pragma unroll
-            for (int a = 0; a < 3; ++a) next[a] = origin[a];
-            next[2] += 1 << p.kv_tile_log2[2];
-            if (next[2] >= box.lo[2] + (box.tiles[2] << p.kv_tile_log2[2])) {
-                next[2] = box.lo[2];
-                next[1] += 1 << p.kv_tile_log2[1];
-                if (next[1] >= box.lo[1] + (box.tiles[1] << p.kv_tile_log2[1])) {
-                    next[1] = box.lo[1];
-                    next[0] += 1 << p.kv_tile_log2[0];
-                }
-            }
-        }
+        if (more) next_kv_origin(p, box, next);
         if (kDouble && more) {
             Tensor kn = sK(_, _, stage ^ 1);
             Tensor vn = sV(_, _, stage ^ 1);
@@ -275,19 +263,13 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
         if (!full) {
 #pragma unroll
             for (int r = 0; r < kRows; ++r) {
-                uint64_t bits;
                 if constexpr (Traits::kWindowsInSmem) {
                     const int* w = windows + acc_row(r, kNWarps) * 6;
                     const int lo[3] = {w[0], w[1], w[2]};
                     const int hi[3] = {w[3], w[4], w[5]};
-                    bits = window_bits(lo, hi, p.kv_tile_log2, origin);
+                    mask_row_sm90(scores, r, lo, hi, p.kv_tile_log2, origin);
                 } else {
-                    bits = window_bits(win_lo[r], win_hi[r], p.kv_tile_log2, origin);
-                }
-                bits >>= (threadIdx.x % 4) * 2;
-#pragma unroll
-                for (int c = 0; c < size<1>(scores); ++c) {
-                    if (!((bits >> ((c % 2) + 8 * (c / 2))) & 1)) scores(r, c) = -INFINITY;
+                    mask_row_sm90(scores, r, win_lo[r], win_hi[r], p.kv_tile_log2, origin);
                 }
             }
         }

@@ -1,9 +1,10 @@
 // Native FNA forward for Hopper (sm_90a), head dim 64: f16 and bf16, 128 queries x 64 keys per
-// tile (2 warpgroups, wgmma). The kernel body is fna_forward_sm90.cuh; src/backend/native/device.rs
-// loads these entry points on compute capability 9.0
-// (natten_fna_forward_sm90_<element>_d<head dim>_m128).
+// tile, warp-specialised and persistent (a producer and two consumer warpgroups, wgmma). The
+// kernel body is fna_forward_sm90.cuh; src/backend/native/device.rs loads these entry points on
+// compute capability 9.0 (natten_fna_forward_sm90_<element>_d<head dim>_m128).
 #include "fna_forward_sm90.cuh"
 
-NATTEN_FNA_FORWARD_SM90_KERNEL(natten_fna_forward_sm90_f16_d64_m128, cutlass::half_t, 64, 64)
-NATTEN_FNA_FORWARD_SM90_KERNEL(natten_fna_forward_sm90_bf16_d64_m128, cutlass::bfloat16_t, 64, 64)
-static_assert(natten_native::FnaSm90Traits<cutlass::half_t, 64, 64>::kSmemBytes == 53760, "sm90_shared_bytes in src/backend/native/plan.rs");
+NATTEN_FNA_FORWARD_SM90_KERNEL(natten_fna_forward_sm90_f16_d64_m128, cutlass::half_t, 64)
+NATTEN_FNA_FORWARD_SM90_KERNEL(natten_fna_forward_sm90_bf16_d64_m128, cutlass::bfloat16_t, 64)
+static_assert(natten_native::FnaSm90Traits<cutlass::half_t, 64>::kSmemBytes == 83280,
+              "sm90_shared_bytes in src/backend/native/plan.rs");

@@ -38,6 +38,20 @@ pub struct KernelLaunch<'a> {
     pub threads: u32,
     /// Dynamic shared memory per CTA.
     pub shared_bytes: u32,
+    /// For a persistent kernel, the most CTAs worth launching (one per SM): its CTAs walk the
+    /// work items of the grid it is given; `None` for a kernel with one CTA per work item.
+    pub persistent_ctas: Option<u32>,
+}
+
+impl KernelLaunch<'_> {
+    /// The grid that runs the work items `work` (a grid of one CTA per item): `work` itself, or
+    /// for a persistent kernel one CTA per SM, at most one per item, in a 1-D grid.
+    pub fn grid(&self, work: (u32, u32, u32)) -> (u32, u32, u32) {
+        match self.persistent_ctas {
+            Some(ctas) => ((work.0 * work.1 * work.2).clamp(1, ctas), 1, 1),
+            None => work,
+        }
+    }
 }
 
 /// The backward kernels of one head dim and element type and how to launch them: the dQ pass
@@ -60,6 +74,8 @@ fn sm90_allowed() -> bool {
 /// Loaded kernels of one device.
 pub struct NativeDevice {
     pub stream: Arc<CudaStream>,
+    /// Streaming multiprocessors: the CTAs of a persistent kernel.
+    sm_count: u32,
     /// Forward kernel per built head dim and queries per tile.
     forward: Vec<((usize, usize), PerElement)>,
     /// Hopper forward (wgmma, [`plan::SM90_BLOCK_M`] queries per tile) per built head dim; empty
@@ -91,6 +107,7 @@ impl NativeDevice {
                 function: &f[bf16 as usize],
                 threads: plan::SM90_THREADS,
                 shared_bytes: plan::sm90_shared_bytes(kernel_dim),
+                persistent_ctas: Some(self.sm_count),
             });
         }
         self.forward
@@ -100,6 +117,7 @@ impl NativeDevice {
                 function: &f[bf16 as usize],
                 threads: plan::THREADS,
                 shared_bytes: plan::shared_bytes(kernel_dim, block_m),
+                persistent_ctas: None,
             })
     }
 
@@ -119,11 +137,13 @@ impl NativeDevice {
                 function: &f[bf16 as usize],
                 threads: plan::SM90_BACKWARD_DQ_THREADS,
                 shared_bytes: plan::sm90_backward_dq_shared_bytes(kernel_dim),
+                persistent_ctas: None,
             },
             None => KernelLaunch {
                 function: &dq[bf16 as usize],
                 threads: plan::THREADS,
                 shared_bytes: plan::backward_shared_bytes(kernel_dim),
+                persistent_ctas: None,
             },
         };
         let key_passes = key_passes
@@ -132,6 +152,7 @@ impl NativeDevice {
                 function: &f[bf16 as usize],
                 threads: plan::THREADS,
                 shared_bytes: plan::backward_shared_bytes(kernel_dim),
+                persistent_ctas: None,
             })
             .collect();
         Some(BackwardKernels { dq, key_passes })
@@ -245,6 +266,10 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
     }
     // Head dims whose backward needs more shared memory than a CTA may have here (head dim 256
     // on SM86/89) are left out: their backward runs on the portable kernels.
+    let sm_count = ctx
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .map_err(|e| format!("CUDA device {index}: multiprocessors: {e}"))?
+        .max(1) as u32;
     let max_shared = ctx
         .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
         .map_err(|e| format!("CUDA device {index}: shared memory per block: {e}"))?;
@@ -284,6 +309,7 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
     }
     Ok(Arc::new(NativeDevice {
         stream,
+        sm_count,
         forward,
         forward_sm90,
         backward,

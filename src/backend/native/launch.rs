@@ -287,7 +287,7 @@ pub fn forward(
     trace_prepared(entered);
     let launch = Launch {
         kernel,
-        grid: params.query_grid(),
+        grid: kernel.grid(params.query_grid()),
     };
     run_on_burn_buffers(
         device,
@@ -340,11 +340,11 @@ pub fn backward(
     trace_prepared(entered);
     let launches: Vec<Launch<'_>> = std::iter::once(Launch {
         kernel: kernels.dq,
-        grid: params.query_grid(),
+        grid: kernels.dq.grid(params.query_grid()),
     })
     .chain(kernels.key_passes.iter().map(|&kernel| Launch {
         kernel,
-        grid: params.key_grid(),
+        grid: kernel.grid(params.key_grid()),
     }))
     .collect();
     run_on_burn_buffers(

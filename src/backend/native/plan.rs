@@ -65,22 +65,26 @@ pub fn shared_bytes(kernel_dim: usize, block_m: usize) -> u32 {
     ((block_m + 2 * FORWARD_BLOCK_N) * kernel_dim * 2) as u32
 }
 
-/// Threads per CTA of the Hopper forward (`kernels/fna_forward_sm90.cuh`: two warpgroups).
-pub const SM90_THREADS: u32 = 256;
+/// Threads per CTA of the Hopper forward (`kernels/fna_forward_sm90.cuh`: a producer warpgroup
+/// and two consumer warpgroups).
+pub const SM90_THREADS: u32 = 384;
 
 /// Queries per Q tile of the Hopper forward (its KV tiles have [`FORWARD_BLOCK_N`] keys, like
 /// every forward kernel, so the tile configurations are the same); the 64-query tiles run on the
 /// SM80 kernel there too.
 pub const SM90_BLOCK_M: usize = 128;
 
-/// Dynamic shared memory of the Hopper forward (`FnaSm90Traits::kSmemBytes`): the Q tile, two
-/// stages of K and V tiles, the tile geometry (Q tile box and KV box, 128 bytes each; the token
-/// offset of each KV tile row, 4 bytes each; the window of each Q tile row, 24 bytes each) and
-/// 1024 bytes to align the tiles to the 128-byte swizzle's period.
+/// K/V buffers in the ring of the Hopper forward (`FnaSm90Traits::kStages`).
+pub const SM90_STAGES: usize = 3;
+
+/// Dynamic shared memory of the Hopper forward (`FnaSm90Traits::kSmemBytes`): two Q tiles, the
+/// ring of K and V tiles, the token offset of each KV tile row (256 bytes), the mbarriers (8
+/// bytes each: two per Q buffer, two per ring stage) and 1024 bytes to align the tiles to the
+/// 128-byte swizzle's period.
 pub fn sm90_shared_bytes(kernel_dim: usize) -> u32 {
-    let tiles = (SM90_BLOCK_M + 4 * FORWARD_BLOCK_N) * kernel_dim * 2;
-    let geometry = 256 + FORWARD_BLOCK_N * 4 + SM90_BLOCK_M * 24;
-    (tiles + geometry + 1024) as u32
+    let tiles = (2 * SM90_BLOCK_M + 2 * SM90_STAGES * FORWARD_BLOCK_N) * kernel_dim * 2;
+    let barriers = (4 + 2 * SM90_STAGES) * 8;
+    (tiles + 256 + barriers + 1024) as u32
 }
 
 /// Queries and keys per tile of both backward passes (every head dim).
@@ -437,13 +441,13 @@ mod tests {
     }
 
     #[test]
-    fn sm90_shared_memory_fits_two_ctas_per_sm() {
-        // kernels/fna_forward_sm90.cuh: 32 KiB Q + 2 x 2 x 16 KiB K/V + 3584 + 1024 at head dim
-        // 128; an H100 SM has 228 KiB, 1 KiB of it reserved per CTA.
-        assert_eq!(sm90_shared_bytes(128), 102_912);
-        for dim in [64, 128] {
-            assert!(2 * (sm90_shared_bytes(dim) + 1024) <= 228 * 1024);
-        }
+    fn sm90_shared_memory_fits_one_cta_per_sm() {
+        // kernels/fna_forward_sm90.cuh (the static_asserts of kernels/fna_forward_sm90_d*.cu):
+        // 2 x 32 KiB Q + 2 x 3 x 16 KiB K/V + 256 + 80 + 1024 at head dim 128, under the 227 KiB
+        // an H100 CTA may have.
+        assert_eq!(sm90_shared_bytes(128), 165_200);
+        assert_eq!(sm90_shared_bytes(64), 83_280);
+        assert!(sm90_shared_bytes(128) <= 227 * 1024);
     }
 
     #[test]

@@ -1,0 +1,148 @@
+// What the Hopper (sm_90a) kernels share: the 64-bit window masks of a 64-key tile, the
+// gathered cp.async staging of K/V tile rows into 128-byte-swizzled K-major tiles, wgmma issue
+// and the views of a wgmma accumulator (whose per-thread layout is that of the SM80 m16n8 one:
+// warp w of a warpgroup holds rows [16 w, 16 w + 16)), and the KV walk's odometer.
+#pragma once
+
+#include <cute/arch/mma_sm90.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cutlass/arch/barrier.h>
+
+#include "fna_common.cuh"
+
+namespace natten_native {
+
+__device__ __forceinline__ float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// The mask of the bits [0, n) of a 64-bit word (n in [0, 64]).
+__device__ __forceinline__ uint64_t low_bits(int n) {
+    return n >= 64 ? ~0ull : (1ull << n) - 1;
+}
+
+// The keys of the 64-key KV tile at `origin` (tile-local key n = row-major over the tile's box,
+// extents 2^log2) that lie in the window [lo, hi) on every axis, as bit n of a 64-bit mask:
+// per axis, the window's run of keys in one block of the axis, repeated over the blocks.
+// About 20 instructions per axis instead of a window test per score.
+__device__ __forceinline__ uint64_t window_bits(const int (&lo)[3], const int (&hi)[3], const int (&log2)[3],
+                                                const int (&origin)[3]) {
+    uint64_t bits = ~0ull;
+    int shift = 0;  // log2 of the key-index stride of axis a
+#pragma unroll
+    for (int a = 2; a >= 0; --a) {
+        const int extent = 1 << log2[a];
+        const int l = min(max(lo[a] - origin[a], 0), extent);
+        const int h = min(max(hi[a] - origin[a], 0), extent);
+        uint64_t run = h > l ? low_bits(h << shift) & ~low_bits(l << shift) : 0ull;
+        for (int period = extent << shift; period < 64; period <<= 1) run |= run << period;
+        bits &= run;
+        shift += log2[a];
+    }
+    return bits;
+}
+
+// Gathers KV tile rows (tile at `origin`, rows `tok_off` tokens after the tile's first token)
+// into the shared tile `tile` with 16-byte cp.async, zero-filling rows past `bound` and columns
+// from `cols` on. Each thread copies one column chunk of kKVRowsPerThread rows kRowStep apart,
+// whose shared addresses are one swizzled address plus a constant step.
+template <typename Traits, typename SmemTensor>
+__device__ __forceinline__ void stage_kv(SmemTensor& tile, const typename Traits::Element* base, int row_stride,
+                                         const int* tok_off, const FnaParams& p, const int (&origin)[3],
+                                         const int (&bound)[3], const int (&group)[3], int cols) {
+    constexpr int kChunks = Traits::kChunks;
+    const int r0 = threadIdx.x / kChunks;
+    const int c = (threadIdx.x % kChunks) * 8;
+    auto* dst0 = &tile(r0, c);
+    const auto row_step = &tile(r0 + Traits::kRowStep, c) - dst0;
+    const auto* tile_base = base + (long long)token_of(p, origin, group) * row_stride + c;
+    const int* log2 = p.kv_tile_log2;
+    bool whole = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) whole &= origin[a] + (1 << log2[a]) <= bound[a];
+    const bool col_ok = c < cols;
+    if (whole && col_ok) {  // the common case: no checks
+#pragma unroll
+        for (int i = 0; i < Traits::kKVRowsPerThread; ++i) {
+            cp_async_16(dst0 + i * row_step, tile_base + tok_off[r0 + i * Traits::kRowStep] * row_stride, true);
+        }
+        return;
+    }
+#pragma unroll
+    for (int i = 0; i < Traits::kKVRowsPerThread; ++i) {
+        const int r = r0 + i * Traits::kRowStep;
+        bool ok = col_ok;
+        if (!whole) {
+            const int j2 = r & ((1 << log2[2]) - 1), j1 = (r >> log2[2]) & ((1 << log2[1]) - 1),
+                      j0 = r >> (log2[2] + log2[1]);
+            ok &= origin[0] + j0 < bound[0] && origin[1] + j1 < bound[1] && origin[2] + j2 < bound[2];
+        }
+        const auto* src = ok ? tile_base + tok_off[r] * row_stride : base;
+        cp_async_16(dst0 + i * row_step, src, ok);
+    }
+}
+
+// acc (+)= A B with wgmma, A and B fragments over the K blocks; commits one batch and waits until
+// at most `kWait` batches are pending (no wait when negative).
+template <bool kZeroInit, int kWait, typename Mma, typename TA, typename TB, typename TC>
+__device__ __forceinline__ void wgmma_gemm(Mma& mma, TA const& a, TB const& b, TC& c) {
+    constexpr bool kRegA = !cute::is_base_of<GMMA::DescriptorIterator, typename Mma::FrgTypeA>::value;
+    if constexpr (kRegA) warpgroup_fence_operand(const_cast<TA&>(a));
+    warpgroup_fence_operand(c);
+    warpgroup_arrive();
+    if constexpr (kZeroInit) mma.accumulate_ = GMMA::ScaleOut::Zero;
+#pragma unroll
+    for (int k = 0; k < size<2>(a); ++k) {
+        cute::gemm(mma, a(_, _, k), b(_, _, k), c);
+        mma.accumulate_ = GMMA::ScaleOut::One;
+    }
+    warpgroup_commit_batch();
+    if constexpr (kWait >= 0) warpgroup_wait<kWait>();
+    warpgroup_fence_operand(c);
+    if constexpr (kRegA) warpgroup_fence_operand(const_cast<TA&>(a));
+}
+
+// ((2, 2, N / 8), MMA_M, MMA_N) wgmma accumulator -> (rows = (2, MMA_M), cols = (2, N / 8, MMA_N)).
+template <typename Layout>
+__device__ __forceinline__ auto rowcol_sm90(Layout l) {
+    return make_layout(make_layout(get<0, 1>(l), get<1>(l)), make_layout(get<0, 0>(l), get<0, 2>(l), get<2>(l)));
+}
+
+// The f32 accumulator of S as the register A operand of O += P V:
+// ((2, 2, N / 8), 1, 1) -> ((2, 2, 2), 1, N / 16).
+template <typename Layout>
+__device__ __forceinline__ auto acc_as_a_operand_sm90(Layout l) {
+    auto split = logical_divide(get<0, 2>(l), Tile<_2>{});  // ((2, N / 16))
+    return make_layout(make_layout(get<0, 0>(l), get<0, 1>(l), get<0, 0>(split)), get<1>(l),
+                       coalesce(make_layout(get<0, 1>(split), get<2>(l))));
+}
+
+// The walk's next KV tile origin (axis 2 fastest).
+__device__ __forceinline__ void next_kv_origin(const FnaParams& p, const KvBox& box, int (&o)[3]) {
+    o[2] += 1 << p.kv_tile_log2[2];
+    if (o[2] >= box.lo[2] + (box.tiles[2] << p.kv_tile_log2[2])) {
+        o[2] = box.lo[2];
+        o[1] += 1 << p.kv_tile_log2[1];
+        if (o[1] >= box.lo[1] + (box.tiles[1] << p.kv_tile_log2[1])) {
+            o[1] = box.lo[1];
+            o[0] += 1 << p.kv_tile_log2[0];
+        }
+    }
+}
+
+// Sets the scores of a 64-key tile outside a row's window to -inf: row r's window (`lo`, `hi`)
+// as the 64-bit key mask of window_bits, shifted to this thread's columns (thread t % 4 of a
+// quad holds columns 2 (t % 4) + 8 j + {0, 1}).
+template <typename Scores>
+__device__ __forceinline__ void mask_row_sm90(Scores& scores, int r, const int (&lo)[3], const int (&hi)[3],
+                                              const int (&log2)[3], const int (&origin)[3]) {
+    const uint64_t bits = window_bits(lo, hi, log2, origin) >> ((threadIdx.x % 4) * 2);
+#pragma unroll
+    for (int c = 0; c < size<1>(scores); ++c) {
+        if (!((bits >> ((c % 2) + 8 * (c / 2))) & 1)) scores(r, c) = -INFINITY;
+    }
+}
+
+}  // namespace natten_native
