@@ -8,3 +8,14 @@ NATTEN_FNA_BACKWARD_DQ_SM90_KERNEL(natten_fna_backward_dq_sm90_f16_d128, cutlass
 NATTEN_FNA_BACKWARD_DQ_SM90_KERNEL(natten_fna_backward_dq_sm90_bf16_d128, cutlass::bfloat16_t, 128, 1)
 static_assert(natten_native::FnaBwdSm90Traits<cutlass::half_t, 128, 64, 1>::kSmemBytes == 69120,
               "sm90_backward_dq_shared_bytes in src/backend/native/plan.rs");
+
+// The dK/dV pass (fna_backward_dkdv_sm90.cuh): 64 keys per CTA walking 64-query tiles, one
+// warpgroup, K/V resident, Q/dO double-buffered, dK/dV in registers (two CTAs per SM, 244
+// registers). Shared bytes: 2 x K/V tile (2 x 64 x 128 x 2) + 2 x 2 stages of Q/dO tiles
+// (4 x 64 x 128 x 2) + geometry (256 + 64 x 4 + 2 x 2 x 64 x 4 + 64 x 24) + 1024 (alignment).
+#include "fna_backward_dkdv_sm90.cuh"
+
+NATTEN_FNA_BACKWARD_DKDV_SM90_KERNEL(natten_fna_backward_dkdv_sm90_f16_d128, cutlass::half_t, 128, 2)
+NATTEN_FNA_BACKWARD_DKDV_SM90_KERNEL(natten_fna_backward_dkdv_sm90_bf16_d128, cutlass::bfloat16_t, 128, 2)
+static_assert(natten_native::FnaBwdDkdvSm90Traits<cutlass::half_t, 128>::kSmemBytes == 102400,
+              "the dK/dV pass's shared bytes on the Rust side (src/backend/native/plan.rs)");

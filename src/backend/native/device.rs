@@ -64,9 +64,9 @@ pub struct BackwardKernels<'a> {
     pub key_passes: Vec<KernelLaunch<'a>>,
 }
 
-/// Whether `BURN_NATTEN_NATIVE_SM90` allows the Hopper kernels (forward and dQ pass; unset or
-/// anything but `0`): `0` keeps the SM80-class kernels on compute capability 9.0 too (to compare
-/// the two).
+/// Whether `BURN_NATTEN_NATIVE_SM90` allows the Hopper kernels (the forward and the backward
+/// passes; unset or anything but `0`): `0` keeps the SM80-class kernels on compute capability
+/// 9.0 too (to compare the two).
 fn sm90_allowed() -> bool {
     std::env::var_os("BURN_NATTEN_NATIVE_SM90").is_none_or(|v| v != "0")
 }
@@ -84,10 +84,10 @@ pub struct NativeDevice {
     /// Backward kernels per head dim built and fitting the device's shared memory: the dQ
     /// pass, and the dK/dV pass or the dK and dV passes.
     backward: Vec<(usize, PerElement, Vec<PerElement>)>,
-    /// Hopper dQ pass (wgmma, [`plan::BACKWARD_BLOCK`] queries per tile, the backward plan's
-    /// tiles) per built head dim; empty unless the device has compute capability 9.0 and the
-    /// build has the sm_90a kernels.
-    backward_dq_sm90: Vec<(usize, PerElement)>,
+    /// Hopper backward (wgmma; the backward plan's [`plan::BACKWARD_BLOCK`]-row tiles): the dQ
+    /// pass and the dK/dV pass per built head dim; empty unless the device has compute
+    /// capability 9.0 and the build has the sm_90a kernels.
+    backward_sm90: Vec<(usize, PerElement, PerElement)>,
 }
 
 impl NativeDevice {
@@ -128,23 +128,31 @@ impl NativeDevice {
     }
 
     /// The backward kernels for `kernel_dim` and the element type (`None` where that head dim
-    /// was not built or needs more shared memory than the device gives a CTA): the Hopper dQ
-    /// pass where it was loaded, else the SM80-class one.
+    /// was not built or needs more shared memory than the device gives a CTA): the Hopper
+    /// passes where they were loaded, else the SM80-class ones.
     pub fn backward(&self, kernel_dim: usize, bf16: bool) -> Option<BackwardKernels<'_>> {
         let (_, dq, key_passes) = self.backward.iter().find(|(d, _, _)| *d == kernel_dim)?;
-        let dq = match self.backward_dq_sm90.iter().find(|(d, _)| *d == kernel_dim) {
-            Some((_, f)) => KernelLaunch {
-                function: &f[bf16 as usize],
-                threads: plan::SM90_BACKWARD_DQ_THREADS,
-                shared_bytes: plan::sm90_backward_dq_shared_bytes(kernel_dim),
-                persistent_ctas: None,
-            },
-            None => KernelLaunch {
-                function: &dq[bf16 as usize],
-                threads: plan::THREADS,
-                shared_bytes: plan::backward_shared_bytes(kernel_dim),
-                persistent_ctas: None,
-            },
+        if let Some((_, dq, dkdv)) = self.backward_sm90.iter().find(|(d, _, _)| *d == kernel_dim) {
+            return Some(BackwardKernels {
+                dq: KernelLaunch {
+                    function: &dq[bf16 as usize],
+                    threads: plan::SM90_BACKWARD_THREADS,
+                    shared_bytes: plan::sm90_backward_dq_shared_bytes(kernel_dim),
+                    persistent_ctas: None,
+                },
+                key_passes: vec![KernelLaunch {
+                    function: &dkdv[bf16 as usize],
+                    threads: plan::SM90_BACKWARD_THREADS,
+                    shared_bytes: plan::sm90_backward_dkdv_shared_bytes(kernel_dim),
+                    persistent_ctas: None,
+                }],
+            });
+        }
+        let dq = KernelLaunch {
+            function: &dq[bf16 as usize],
+            threads: plan::THREADS,
+            shared_bytes: plan::backward_shared_bytes(kernel_dim),
+            persistent_ctas: None,
         };
         let key_passes = key_passes
             .iter()
@@ -292,19 +300,27 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
         let dq = kernels.remove(0);
         backward.push((dim, dq, kernels));
     }
-    let mut backward_dq_sm90 = Vec::new();
+    let mut backward_sm90 = Vec::new();
     if cc == (9, 0) && sm90_allowed() {
         for &(dim, fatbin) in fatbins::FNA_BACKWARD_SM90_FATBINS {
             let mut kernels = load_family(
                 fatbin,
                 dim,
-                &[(
-                    "natten_fna_backward_dq_sm90",
-                    "",
-                    plan::sm90_backward_dq_shared_bytes(dim),
-                )],
+                &[
+                    (
+                        "natten_fna_backward_dq_sm90",
+                        "",
+                        plan::sm90_backward_dq_shared_bytes(dim),
+                    ),
+                    (
+                        "natten_fna_backward_dkdv_sm90",
+                        "",
+                        plan::sm90_backward_dkdv_shared_bytes(dim),
+                    ),
+                ],
             )?;
-            backward_dq_sm90.push((dim, kernels.remove(0)));
+            let dkdv = kernels.remove(1);
+            backward_sm90.push((dim, kernels.remove(0), dkdv));
         }
     }
     Ok(Arc::new(NativeDevice {
@@ -313,6 +329,6 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
         forward,
         forward_sm90,
         backward,
-        backward_dq_sm90,
+        backward_sm90,
     }))
 }

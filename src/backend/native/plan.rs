@@ -112,9 +112,9 @@ pub fn backward_shared_bytes(kernel_dim: usize) -> u32 {
     (tiles + 4 * BACKWARD_BLOCK * 4) as u32
 }
 
-/// Threads per CTA of the Hopper dQ pass (`kernels/fna_backward_sm90.cuh`: one warpgroup over the
-/// backward's [`BACKWARD_BLOCK`]-query Q tiles).
-pub const SM90_BACKWARD_DQ_THREADS: u32 = 128;
+/// Threads per CTA of the Hopper backward passes (`kernels/fna_backward_sm90.cuh`,
+/// `kernels/fna_backward_dkdv_sm90.cuh`: one warpgroup over a [`BACKWARD_BLOCK`]-row tile).
+pub const SM90_BACKWARD_THREADS: u32 = 128;
 
 /// K/V buffers of the Hopper dQ pass (`kernels/fna_backward_sm90_d*.cu`): one at head dim 128
 /// (the shared memory of three CTAs per SM), two below.
@@ -132,6 +132,17 @@ pub fn sm90_backward_dq_shared_bytes(kernel_dim: usize) -> u32 {
     let tiles = (2 + 2 * stages) * BACKWARD_BLOCK * kernel_dim * 2;
     let windows = if stages == 1 { BACKWARD_BLOCK * 24 } else { 0 };
     let geometry = 256 + BACKWARD_BLOCK * 4 + BACKWARD_BLOCK * 8 + windows;
+    (tiles + geometry + 1024) as u32
+}
+
+/// Dynamic shared memory of the Hopper dK/dV pass (`FnaBwdDkdvSm90Traits::kSmemBytes`): the K
+/// and V tiles, two stages of Q and dO tiles, the tile geometry (the KV tile box and the query
+/// box, 128 bytes each; the token offset of each Q tile row, 4 bytes each; two stages of the
+/// LSE and delta of each query row, 16 bytes per row; the inverse window of each key row, 24
+/// bytes each) and 1024 bytes to align the tiles to the 128-byte swizzle's period.
+pub fn sm90_backward_dkdv_shared_bytes(kernel_dim: usize) -> u32 {
+    let tiles = (2 + 2 * 2) * BACKWARD_BLOCK * kernel_dim * 2;
+    let geometry = 256 + BACKWARD_BLOCK * 4 + 2 * 2 * BACKWARD_BLOCK * 4 + BACKWARD_BLOCK * 24;
     (tiles + geometry + 1024) as u32
 }
 
@@ -461,6 +472,18 @@ mod tests {
         assert_eq!(sm90_backward_dq_shared_bytes(64), 51_200);
         for dim in [64, 128] {
             assert!(3 * (sm90_backward_dq_shared_bytes(dim) + 1024) <= 228 * 1024);
+        }
+    }
+
+    #[test]
+    fn sm90_backward_dkdv_shared_memory_fits_two_ctas_per_sm() {
+        // kernels/fna_backward_dkdv_sm90.cuh (the static_asserts of
+        // kernels/fna_backward_sm90_d*.cu): 2 x 16 KiB K/V + 2 x 2 x 16 KiB Q/dO + 3072 + 1024 at
+        // head dim 128.
+        assert_eq!(sm90_backward_dkdv_shared_bytes(128), 102_400);
+        assert_eq!(sm90_backward_dkdv_shared_bytes(64), 53_248);
+        for dim in [64, 128] {
+            assert!(2 * (sm90_backward_dkdv_shared_bytes(dim) + 1024) <= 228 * 1024);
         }
     }
 

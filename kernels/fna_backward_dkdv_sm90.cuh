@@ -1,0 +1,420 @@
+// The dK/dV pass of the FNA backward for Hopper (sm_90a only): warpgroup MMA (wgmma, CuTe SM90
+// GMMA atoms), f16/bf16 in, f32 accumulate. Same semantics, parameters, grid and outputs as
+// fna_backward_dkdv in fna_backward.cuh (the SM80 pass, which runs everywhere else); it reads the
+// delta that the dQ pass wrote:
+//
+// - one CTA per (KV tile of 64 keys, KV head, batch): one warpgroup, 128 threads; it walks the
+//   box of Q tiles (64 queries) whose windows reach its keys (inverse windows), for every query
+//   head of the GQA group, as one flat walk of group_size x n_tiles steps;
+// - K and V resident, Q and dO of each step gathered with cp.async (token offsets per tile row,
+//   as stage_kv of the Hopper forward) into K-major 128-byte-swizzled shared tiles,
+//   double-buffered: step s + 1 loads under step s's products; the LSE (log2 units) and delta
+//   of each step's queries in shared memory, double-buffered likewise;
+// - S^T = K Q^T and dP^T = V dO^T: two SS wgmma issued back to back (64 keys x 64 queries);
+// - P^T = exp2(S^T scale_log2 - LSE_log2[query]) (the columns are queries), masked on partial
+//   steps by each key row's inverse window (64-bit column masks, window_bits), and
+//   dS^T = P^T (dP^T - delta[query]), on the accumulator fragments;
+// - dV += P^T dO and dK += dS^T Q: RS wgmma, P^T / dS^T converted in registers to the A operand,
+//   dO / Q read from their shared tiles as MN-major B operands (the dQ pass's K^T view);
+// - dK and dV (64 x head dim each) stay in registers through the walk; dK *= scale; both leave
+//   through the K / V shared tiles as 16-byte row stores, padding keys skipped.
+#pragma once
+
+// The SM90 helpers (wgmma_gemm, rowcol_sm90, acc_as_a_operand_sm90, window_bits, exp2_approx).
+#include "fna_backward_sm90.cuh"
+
+namespace natten_native {
+
+// Each step waits for its dK/dV products before the next step's barrier. Letting them run on
+// under step s + 1's barrier and S^T / dP^T issue (an extra barrier before step s + 1's loads)
+// made ptxas serialize every wgmma (C7515) and was 8-18% slower on the H200 anchors.
+template <typename Element_, int kHeadDim_>
+struct FnaBwdDkdvSm90Traits {
+    using Element = Element_;
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kBlockM = 64;  // keys of the CTA (the KV tile)
+    static constexpr int kBlockN = 64;  // queries of a walked step (a Q tile)
+    static constexpr int kNWarps = 4;
+    static constexpr int kNThreads = kNWarps * 32;
+    static constexpr int kStages = 2;
+    static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
+    static_assert(kBlockN == 64, "column masks are 64-bit words (window_bits)");
+
+    using TileShapeS = Shape<Int<kBlockM>, Int<kBlockN>, Int<kHeadDim>>;   // S^T = K Q^T, dP^T = V dO^T
+    using TileShapeKV = Shape<Int<kBlockM>, Int<kHeadDim>, Int<kBlockN>>;  // dV = P^T dO, dK = dS^T Q
+    using MmaS = decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, TileShapeS>(),
+                                         Layout<Shape<_1, _1, _1>>{}));
+    using MmaKV = decltype(make_tiled_mma(
+        GMMA::rs_op_selector<Element, Element, float, TileShapeKV, GMMA::Major::K, GMMA::Major::MN>(),
+        Layout<Shape<_1, _1, _1>>{}));
+
+    using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
+    using SmemLayoutK = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    using SmemLayoutQ =
+        decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>, Int<kStages>>{}));
+    // Q^T and dO^T (head dim x queries) on the Q / dO tiles' memory: the MN-major B operands of
+    // dK += dS^T Q and dV += P^T dO.
+    using SmemLayoutQt = decltype(composition(
+        SmemLayoutQ{},
+        make_ordered_layout(Shape<Int<kHeadDim>, Int<kBlockN>, Int<kStages>>{}, Step<_2, _1, _3>{})));
+
+    static constexpr int kRowsPerThread = 2;
+    static constexpr int kKBytes = kBlockM * kHeadDim * 2;            // K, and V
+    static constexpr int kQBytes = kStages * kBlockN * kHeadDim * 2;  // Q stages, and dO stages
+    // Staging of Q/dO tiles: thread t copies chunk t % kChunks of rows t / kChunks + kRowStep * i.
+    static constexpr int kChunks = kHeadDim / 8;
+    static constexpr int kRowStep = kNThreads / kChunks;
+    static constexpr int kQRowsPerThread = kBlockN / kRowStep;
+    static_assert(kRowStep % 8 == 0, "rows kRowStep apart share the swizzle phase");
+    static_assert(kBlockN % kRowStep == 0);
+    // Geometry after the tiles: the KV tile box (128 bytes), the query box (128), per Q tile row
+    // its token offset from the tile's first token (kBlockN ints), per stage the LSE (log2 units)
+    // and delta of the step's queries (2 x kStages x kBlockN floats), per key row its inverse
+    // window (lo[3], hi[3]: kBlockM x 6 ints; read on partial steps only).
+    static constexpr int kGeometryBytes = 256 + kBlockN * 4 + 2 * kStages * kBlockN * 4 + kBlockM * 24;
+    // K, V, Q stages, dO stages, the geometry, +1024 to align the tiles to the swizzle period.
+    static constexpr int kSmemBytes = 2 * kKBytes + 2 * kQBytes + kGeometryBytes + 1024;
+};
+
+// The box of queries (group-local, [lo, hi) per axis) whose windows reach a key of the KV tile,
+// walked in Q tiles (tiles per axis), and its inner box [full_lo, full_hi) of queries that see
+// every key of the tile (the inverse windows of the tile's last and first keys).
+struct QueryBox {
+    int lo[3];
+    int hi[3];
+    int tiles[3];
+    int full_lo[3];
+    int full_hi[3];
+};
+
+// Gathers the rows of a tile of extents 2^log2 at `origin` (rows `tok_off` tokens after the
+// tile's first token) into the shared tile `tile` with 16-byte cp.async, zero-filling rows past
+// `bound` and columns from `cols` on: stage_kv of fna_forward_sm90.cuh for any tile shape.
+template <typename Traits, typename SmemTensor>
+__device__ __forceinline__ void stage_rows_sm90(SmemTensor& tile, const typename Traits::Element* base,
+                                                int row_stride, const int* tok_off, const FnaParams& p,
+                                                const int (&log2)[3], const int (&origin)[3],
+                                                const int (&bound)[3], const int (&group)[3], int cols) {
+    constexpr int kChunks = Traits::kChunks;
+    const int r0 = threadIdx.x / kChunks;
+    const int c = (threadIdx.x % kChunks) * 8;
+    auto* dst0 = &tile(r0, c);
+    const auto row_step = &tile(r0 + Traits::kRowStep, c) - dst0;
+    const auto* tile_base = base + (long long)token_of(p, origin, group) * row_stride + c;
+    bool whole = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) whole &= origin[a] + (1 << log2[a]) <= bound[a];
+    const bool col_ok = c < cols;
+    if (whole && col_ok) {
+#pragma unroll
+        for (int i = 0; i < Traits::kQRowsPerThread; ++i) {
+            cp_async_16(dst0 + i * row_step, tile_base + tok_off[r0 + i * Traits::kRowStep] * row_stride, true);
+        }
+        return;
+    }
+#pragma unroll
+    for (int i = 0; i < Traits::kQRowsPerThread; ++i) {
+        const int r = r0 + i * Traits::kRowStep;
+        bool ok = col_ok;
+        if (!whole) {
+            const int j2 = r & ((1 << log2[2]) - 1), j1 = (r >> log2[2]) & ((1 << log2[1]) - 1),
+                      j0 = r >> (log2[2] + log2[1]);
+            ok &= origin[0] + j0 < bound[0] && origin[1] + j1 < bound[1] && origin[2] + j2 < bound[2];
+        }
+        const auto* src = ok ? tile_base + tok_off[r] * row_stride : base;
+        cp_async_16(dst0 + i * row_step, src, ok);
+    }
+}
+
+template <typename Traits>
+__device__ void fna_backward_dkdv_sm90(const FnaParams& p, char* smem_unaligned) {
+    using Element = typename Traits::Element;
+    constexpr int kBlockM = Traits::kBlockM;
+    constexpr int kBlockN = Traits::kBlockN;
+    constexpr int kHeadDim = Traits::kHeadDim;
+    constexpr int kNWarps = Traits::kNWarps;
+    constexpr int kNThreads = Traits::kNThreads;
+    constexpr int kRows = Traits::kRowsPerThread;
+
+    const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_unaligned)) & 1023u;
+    char* smem_raw = smem_unaligned + ((1024u - misalign) & 1023u);
+    char* geometry = smem_raw + 2 * Traits::kKBytes + 2 * Traits::kQBytes;
+    TileBox& kt = *reinterpret_cast<TileBox*>(geometry);
+    QueryBox& qb = *reinterpret_cast<QueryBox*>(geometry + 128);
+    int* q_tok_off = reinterpret_cast<int*>(geometry + 256);                          // [kBlockN]
+    float* s_lse = reinterpret_cast<float*>(geometry + 256 + kBlockN * 4);            // [kStages][kBlockN]
+    float* s_delta = s_lse + Traits::kStages * kBlockN;                               // [kStages][kBlockN]
+    int* windows = reinterpret_cast<int*>(s_delta + Traits::kStages * kBlockN);       // [kBlockM][6]
+    static_assert(sizeof(TileBox) <= 128 && sizeof(QueryBox) <= 128);
+    static_assert(kBlockM <= kNThreads && kBlockN <= kNThreads);
+    {
+        TileBox mine;
+        if (!tile_of(p, blockIdx.x, p.kv_len, p.kv_tile_log2, p.kv_tiles, mine)) return;
+        if (threadIdx.x == 0) {
+            kt = mine;
+            bool any = true;
+#pragma unroll
+            for (int a = 0; a < 3; ++a) {
+                int lo, hi, lo_last, hi_last;
+                axis_inverse_window(p, a, mine.first[a], mine.glen[a], lo, hi);
+                axis_inverse_window(p, a, mine.end[a] - 1, mine.glen[a], lo_last, hi_last);
+                qb.lo[a] = lo;
+                qb.hi[a] = hi_last;
+                qb.full_lo[a] = lo_last;
+                qb.full_hi[a] = hi;
+                any &= lo < hi_last;
+                const int extent = 1 << p.q_tile_log2[a];
+                qb.tiles[a] = any ? (hi_last - lo + extent - 1) / extent : 0;
+            }
+            if (!any) qb.tiles[0] = 0;
+        }
+        if (threadIdx.x < kBlockM) {
+            // The queries that see key row threadIdx.x (padding keys take the last key's: finite,
+            // never stored).
+            int key[3];
+            tile_coords(threadIdx.x, p.kv_tile_log2, mine.first, key);
+            int* w = windows + threadIdx.x * 6;
+#pragma unroll
+            for (int a = 0; a < 3; ++a) {
+                axis_inverse_window(p, a, min(key[a], mine.end[a] - 1), mine.glen[a], w[a], w[3 + a]);
+            }
+        }
+    }
+    if (threadIdx.x < kBlockN) {
+        // Token offset of Q tile row r from the tile's first token (the same for every tile).
+        int j[3];
+        const int zero[3] = {0, 0, 0};
+        tile_coords(threadIdx.x, p.q_tile_log2, zero, j);
+        q_tok_off[threadIdx.x] =
+            (j[0] * p.dilation[0] * p.len[1] + j[1] * p.dilation[1]) * p.len[2] + j[2] * p.dilation[2];
+    }
+    __syncthreads();
+    const int head_kv = blockIdx.y;
+    const int batch = blockIdx.z;
+    const int group_size = p.heads / p.heads_kv;
+    const int head0 = head_kv * group_size;
+
+    // K/V rows of this KV head; Q/dO rows of the group's first query head (the others are
+    // head_dim / head_dim_v columns further).
+    const HeadRows rows = head_rows(p, batch, head0, head_kv);
+    const Element* k_base = reinterpret_cast<const Element*>(p.k) + rows.k;
+    const Element* v_base = reinterpret_cast<const Element*>(p.v) + rows.v;
+    const Element* q_base = reinterpret_cast<const Element*>(p.q) + rows.q;
+    const Element* do_base = reinterpret_cast<const Element*>(p.d_out) + rows.o;
+
+    Element* smem_k = reinterpret_cast<Element*>(smem_raw);
+    Element* smem_v = reinterpret_cast<Element*>(smem_raw + Traits::kKBytes);
+    Element* smem_q = reinterpret_cast<Element*>(smem_raw + 2 * Traits::kKBytes);
+    Element* smem_do = reinterpret_cast<Element*>(smem_raw + 2 * Traits::kKBytes + Traits::kQBytes);
+    Tensor sK = make_tensor(make_smem_ptr(smem_k), typename Traits::SmemLayoutK{});
+    Tensor sV = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutK{});
+    Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
+    Tensor sdO = make_tensor(make_smem_ptr(smem_do), typename Traits::SmemLayoutQ{});
+    Tensor sQt = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQt{});
+    Tensor sdOt = make_tensor(make_smem_ptr(smem_do), typename Traits::SmemLayoutQt{});
+
+    typename Traits::MmaS mma_s;
+    typename Traits::MmaKV mma_kv;
+    auto thr_s = mma_s.get_thread_slice(threadIdx.x);
+    auto thr_kv = mma_kv.get_thread_slice(threadIdx.x);
+    Tensor tSrK = thr_s.partition_fragment_A(sK);       // (MMA, 1, K blocks)
+    Tensor tSrV = thr_s.partition_fragment_A(sV);       // (MMA, 1, K blocks)
+    Tensor tSrQ = thr_s.partition_fragment_B(sQ);       // (MMA, 1, K blocks, stages)
+    Tensor tSrdO = thr_s.partition_fragment_B(sdO);     // (MMA, 1, K blocks, stages)
+    Tensor tKrQt = thr_kv.partition_fragment_B(sQt);    // (MMA, 1, query blocks, stages)
+    Tensor tVrdOt = thr_kv.partition_fragment_B(sdOt);  // (MMA, 1, query blocks, stages)
+    Tensor acc_dk = partition_fragment_C(mma_kv, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+    Tensor acc_dv = partition_fragment_C(mma_kv, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+
+    const int n_tiles = qb.tiles[0] * qb.tiles[1] * qb.tiles[2];
+    const int n_steps = group_size * n_tiles;
+
+    // Stages step s (query head head0 + s / n_tiles, Q tile s % n_tiles of the query box): its Q
+    // and dO tiles into stage `stage` (cp.async), and the LSE (log2 units) and delta of query
+    // row threadIdx.x into registers (+inf and 0 for padding rows), stored later.
+    auto stage_step = [&](int s, int stage, float& lse_log2, float& delta) {
+        const int g = s / n_tiles;
+        int origin[3];
+        walk_origin(s - g * n_tiles, qb.lo, qb.tiles, p.q_tile_log2, origin);
+        Tensor qn = sQ(_, _, stage);
+        Tensor don = sdO(_, _, stage);
+        stage_rows_sm90<Traits>(qn, q_base + g * p.head_dim, (int)rows.q_stride, q_tok_off, p, p.q_tile_log2,
+                                origin, qb.hi, kt.group, p.head_dim);
+        stage_rows_sm90<Traits>(don, do_base + g * p.head_dim_v, (int)rows.o_stride, q_tok_off, p,
+                                p.q_tile_log2, origin, qb.hi, kt.group, p.head_dim_v);
+        cute::cp_async_fence();
+        lse_log2 = INFINITY;
+        delta = 0.f;
+        if (threadIdx.x < kBlockN) {
+            int i[3];
+            tile_coords(threadIdx.x, p.q_tile_log2, origin, i);
+            if (i[0] < qb.hi[0] && i[1] < qb.hi[1] && i[2] < qb.hi[2]) {
+                const long long row =
+                    ((long long)batch * p.tokens + token_of(p, i, kt.group)) * p.heads + head0 + g;
+                lse_log2 = p.lse[row] * 1.4426950408889634f;
+                delta = p.delta[row];
+            }
+        }
+    };
+
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sK, k_base, rows.k_stride, p, p.kv_tile_log2, kt.first, kt.end,
+                                             kt.group, p.head_dim);
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sV, v_base, rows.v_stride, p, p.kv_tile_log2, kt.first, kt.end,
+                                             kt.group, p.head_dim_v);
+    float next_lse = INFINITY, next_delta = 0.f;
+    if (n_steps > 0) {
+        stage_step(0, 0, next_lse, next_delta);
+    } else {
+        cute::cp_async_fence();
+    }
+    if (threadIdx.x < kBlockN) {
+        s_lse[threadIdx.x] = next_lse;
+        s_delta[threadIdx.x] = next_delta;
+    }
+    clear(acc_dk);
+    clear(acc_dv);
+
+    for (int s = 0; s < n_steps; ++s) {
+        const int stage = s & 1;
+        cute::cp_async_wait<0>();
+        // Step s's Q and dO (and K, V) landed and are visible to the async proxy, its LSE and
+        // delta are in shared memory; every warp is done with step s - 1 (its products were
+        // waited for), whose buffers the next loads overwrite.
+        cutlass::arch::fence_view_async_shared();
+        __syncthreads();
+        Tensor acc_st = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
+        Tensor acc_dpt = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
+        wgmma_gemm<true, -1>(mma_s, tSrK, tSrQ(_, _, _, stage), acc_st);
+        wgmma_gemm<true, -1>(mma_s, tSrV, tSrdO(_, _, _, stage), acc_dpt);
+        const bool more = s + 1 < n_steps;
+        if (more) stage_step(s + 1, stage ^ 1, next_lse, next_delta);
+
+        int origin[3];
+        walk_origin(s % n_tiles, qb.lo, qb.tiles, p.q_tile_log2, origin);
+        // Full: no padding key, and the step's queries inside the inner box (queries that see
+        // every key of the tile; window starts and ends are monotone): then no padding query
+        // either, and every key row's inverse window holds every query of the step. (Computed
+        // once per CTA instead of the SM80 pass's two query windows per step: 1.13-1.29x on the
+        // H200 anchors.)
+        bool full = kt.no_padding;
+#pragma unroll
+        for (int a = 0; a < 3; ++a) {
+            full &= origin[a] >= qb.full_lo[a] && origin[a] + (1 << p.q_tile_log2[a]) <= qb.full_hi[a];
+        }
+
+        warpgroup_wait<1>();  // S^T done (dP^T may still run)
+        warpgroup_fence_operand(acc_st);
+        Tensor st = make_tensor(acc_st.data(), rowcol_sm90(acc_st.layout()));
+        if (!full) {
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) {
+                const int* w = windows + acc_row(r, kNWarps) * 6;
+                const int lo[3] = {w[0], w[1], w[2]};
+                const int hi[3] = {w[3], w[4], w[5]};
+                // Column c of this thread is query acc_col(c) = 2 (lane % 4) + (c % 2) + 8 (c / 2).
+                const uint64_t bits = window_bits(lo, hi, p.q_tile_log2, origin) >> ((threadIdx.x % 4) * 2);
+#pragma unroll
+                for (int c = 0; c < size<1>(st); ++c) {
+                    if (!((bits >> ((c % 2) + 8 * (c / 2))) & 1)) st(r, c) = -INFINITY;
+                }
+            }
+        }
+        const float* lse_s = s_lse + stage * kBlockN;
+        const float* delta_s = s_delta + stage * kBlockN;
+#pragma unroll
+        for (int c = 0; c < size<1>(st); c += 2) {
+            const float2 lse = *reinterpret_cast<const float2*>(lse_s + acc_col(c));
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) {
+                st(r, c) = exp2_approx(fmaf(st(r, c), p.scale_log2, -lse.x));
+                st(r, c + 1) = exp2_approx(fmaf(st(r, c + 1), p.scale_log2, -lse.y));
+            }
+        }
+        {
+            Tensor pt = convert_to<Element>(acc_st);
+            Tensor tPt = make_tensor(pt.data(), acc_as_a_operand_sm90(pt.layout()));
+            wgmma_gemm<false, -1>(mma_kv, tPt, tVrdOt(_, _, _, stage), acc_dv);
+        }
+        warpgroup_wait<1>();  // dP^T done (dV may still run)
+        warpgroup_fence_operand(acc_dpt);
+        Tensor dpt = make_tensor(acc_dpt.data(), rowcol_sm90(acc_dpt.layout()));
+#pragma unroll
+        for (int c = 0; c < size<1>(dpt); c += 2) {
+            const float2 delta = *reinterpret_cast<const float2*>(delta_s + acc_col(c));
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) {
+                dpt(r, c) = st(r, c) * (dpt(r, c) - delta.x);  // dS^T / scale
+                dpt(r, c + 1) = st(r, c + 1) * (dpt(r, c + 1) - delta.y);
+            }
+        }
+        {
+            Tensor dst = convert_to<Element>(acc_dpt);
+            Tensor tdSt = make_tensor(dst.data(), acc_as_a_operand_sm90(dst.layout()));
+            wgmma_gemm<false, -1>(mma_kv, tdSt, tKrQt(_, _, _, stage), acc_dk);
+        }
+        // Step s + 1's LSE and delta, loaded under the products, into the other buffer (last
+        // read in step s - 1).
+        if (more && threadIdx.x < kBlockN) {
+            s_lse[(stage ^ 1) * kBlockN + threadIdx.x] = next_lse;
+            s_delta[(stage ^ 1) * kBlockN + threadIdx.x] = next_delta;
+        }
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(acc_dv);
+        warpgroup_fence_operand(acc_dk);
+    }
+    cute::cp_async_wait<0>();
+    __syncthreads();  // every product is done: the K and V tiles take dK and dV
+
+    Tensor dk_rows = make_tensor(acc_dk.data(), rowcol_sm90(acc_dk.layout()));
+    Tensor dv_rows = make_tensor(acc_dv.data(), rowcol_sm90(acc_dv.layout()));
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+        const int row = acc_row(r, kNWarps);
+#pragma unroll
+        for (int c = 0; c < size<1>(dk_rows); c += 2) {
+            const int col = acc_col(c);
+            cutlass::Array<Element, 2> pair;
+            pair[0] = Element(dk_rows(r, c) * p.scale);
+            pair[1] = Element(dk_rows(r, c + 1) * p.scale);
+            *reinterpret_cast<cutlass::Array<Element, 2>*>(&sK(row, col)) = pair;
+            pair[0] = Element(dv_rows(r, c));
+            pair[1] = Element(dv_rows(r, c + 1));
+            *reinterpret_cast<cutlass::Array<Element, 2>*>(&sV(row, col)) = pair;
+        }
+    }
+    __syncthreads();
+    Element* dk_base = reinterpret_cast<Element*>(p.dk) + rows.k;
+    Element* dv_base = reinterpret_cast<Element*>(p.dv) + rows.v;
+    constexpr int kChunks = kHeadDim / 8;
+    for (int idx = threadIdx.x; idx < kBlockM * kChunks; idx += kNThreads) {
+        const int r = idx / kChunks;
+        const int c = (idx % kChunks) * 8;
+        int i[3];
+        tile_coords(r, p.kv_tile_log2, kt.first, i);
+        if (i[0] < kt.end[0] && i[1] < kt.end[1] && i[2] < kt.end[2]) {
+            const long long token = token_of(p, i, kt.group);
+            if (c < p.head_dim) {
+                *reinterpret_cast<uint4*>(dk_base + token * rows.k_stride + c) =
+                    *reinterpret_cast<const uint4*>(&sK(r, c));
+            }
+            if (c < p.head_dim_v) {
+                *reinterpret_cast<uint4*>(dv_base + token * rows.v_stride + c) =
+                    *reinterpret_cast<const uint4*>(&sV(r, c));
+            }
+        }
+    }
+}
+
+}  // namespace natten_native
+
+// One extern "C" entry point per instantiation (element type, head dim, minimum CTAs per SM for
+// __launch_bounds__); 64 keys per KV tile and 64 queries per walked Q tile (the backward plan's),
+// 128 threads (one warpgroup). H200, bf16: head dim 128 at 2 CTAs per SM (244 registers, 100 KB
+// of shared memory each); head dim 64 at 3 CTAs per SM (168 registers, a few bytes of spill) beat
+// 2 CTAs per SM by 19% on the 1-D anchor.
+#define NATTEN_FNA_BACKWARD_DKDV_SM90_KERNEL(NAME, ELEMENT, HEAD_DIM, MIN_CTAS)                          \
+    extern "C" __global__ void __launch_bounds__(128, MIN_CTAS) NAME(const natten_native::FnaParams p) {  \
+        extern __shared__ __align__(1024) char smem[];                                                  \
+        natten_native::fna_backward_dkdv_sm90<natten_native::FnaBwdDkdvSm90Traits<ELEMENT, HEAD_DIM>>(p, \
+                                                                                                 smem); \
+    }
