@@ -229,7 +229,7 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     // The tile geometry lives in shared memory (as in the forward): no registers held through
     // the walk over query tiles.
     __shared__ TileBox kt;
-    __shared__ int q_lo[3], q_hi[3], q_tiles[3];
+    __shared__ QueryBox qb;
     TileBox mine;
     if (!tile_of(p, blockIdx.x, p.kv_len, p.kv_tile_log2, p.kv_tiles, mine)) return;
     const int head_kv = blockIdx.y;
@@ -239,22 +239,10 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     // The box of queries whose windows reach a key of this tile, walked in Q tiles.
     if (threadIdx.x == 0) {
         kt = mine;
-        bool any = true;
-#pragma unroll
-        for (int a = 0; a < 3; ++a) {
-            int lo, hi, lo_last, hi_last;
-            axis_inverse_window(p, a, mine.first[a], mine.glen[a], lo, hi);
-            axis_inverse_window(p, a, mine.end[a] - 1, mine.glen[a], lo_last, hi_last);
-            q_lo[a] = lo;
-            q_hi[a] = hi_last;
-            any &= lo < hi_last;
-            const int extent = 1 << p.q_tile_log2[a];
-            q_tiles[a] = any ? (hi_last - lo + extent - 1) / extent : 0;
-        }
-        if (!any) q_tiles[0] = 0;
+        qb = query_box_of(p, mine);
     }
     __syncthreads();
-    const int n_tiles = q_tiles[0] * q_tiles[1] * q_tiles[2];
+    const int n_tiles = qb.tiles[0] * qb.tiles[1] * qb.tiles[2];
 
     // K/V rows of this KV head; the Q-side offsets are those of each walked query head.
     const HeadRows rows = head_rows(p, batch, head_kv * group_size, head_kv);
@@ -307,15 +295,15 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     auto stage_step = [&](int s, int buf, float& lse_log2, float& delta) {
         const int head = head_kv * group_size + s / n_tiles;
         int origin[3];
-        walk_origin(s % n_tiles, q_lo, q_tiles, p.q_tile_log2, origin);
+        walk_origin(s % n_tiles, qb.lo, qb.tiles, p.q_tile_log2, origin);
         Tensor q_buf = make_tensor(sQ.data() + buf * kBuffer, typename Traits::SmemLayoutKV{});
         Tensor do_buf = make_tensor(sdO.data() + buf * kBuffer, typename Traits::SmemLayoutKV{});
         const HeadRows q_rows = head_rows(p, batch, head, head_kv);
         stage_tile<kBlockN, kHeadDim, kNThreads>(q_buf, reinterpret_cast<const Element*>(p.q) + q_rows.q,
-                                                 rows.q_stride, p, p.q_tile_log2, origin, q_hi, kt.group,
+                                                 rows.q_stride, p, p.q_tile_log2, origin, qb.hi, kt.group,
                                                  p.head_dim);
         stage_tile<kBlockN, kHeadDim, kNThreads>(do_buf, reinterpret_cast<const Element*>(p.d_out) + q_rows.o,
-                                                 rows.o_stride, p, p.q_tile_log2, origin, q_hi, kt.group,
+                                                 rows.o_stride, p, p.q_tile_log2, origin, qb.hi, kt.group,
                                                  p.head_dim_v);
         cute::cp_async_fence();
         lse_log2 = INFINITY;
@@ -323,7 +311,7 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
         if (threadIdx.x < kBlockN) {
             int i[3];
             tile_coords(threadIdx.x, p.q_tile_log2, origin, i);
-            if (i[0] < q_hi[0] && i[1] < q_hi[1] && i[2] < q_hi[2]) {
+            if (i[0] < qb.hi[0] && i[1] < qb.hi[1] && i[2] < qb.hi[2]) {
                 const long long row = ((long long)batch * p.tokens + token_of(p, i, kt.group)) * p.heads + head;
                 lse_log2 = p.lse[row] * 1.4426950408889634f;
                 delta = p.delta[row];
@@ -369,7 +357,7 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
         const int lse_buf = s & 1;  // LSE and delta: two buffers with either stage count
         if (kStages == 2 && s + 1 < n_steps) stage_step(s + 1, buf ^ 1, next_lse, next_delta);
         int origin[3];
-        walk_origin(s % n_tiles, q_lo, q_tiles, p.q_tile_log2, origin);
+        walk_origin(s % n_tiles, qb.lo, qb.tiles, p.q_tile_log2, origin);
         Tensor tSsQ_s = tSsQ;
         Tensor tPsdO_s = tPsdO;
         Tensor tVsdOt_s = tVsdOt;
@@ -390,22 +378,11 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
             gemm_smem(acc_dpt, tPrV, tPrdO, tPsV, tPsdO_s, tiled_mma, copy_a, copy_b, thr_copy_a, thr_copy_b);
         }
 
-        // Full: no padding on either side, and the last query's window starts at or before
-        // the first key and the first query's window ends after the last key, per axis.
+        // Full: no padding keys, and the step's Q tile inside the queries that see every key.
         bool full = kt.no_padding;
-        int q_first[3], q_last[3];
 #pragma unroll
         for (int a = 0; a < 3; ++a) {
-            q_first[a] = origin[a];
-            q_last[a] = origin[a] + (1 << p.q_tile_log2[a]) - 1;
-            full &= q_last[a] < q_hi[a];
-        }
-        if (full) {
-            int lo_last[3], hi_last[3], lo_first[3], hi_first[3];
-            query_window(p, q_last, kt.glen, q_hi, lo_last, hi_last);
-            query_window(p, q_first, kt.glen, q_hi, lo_first, hi_first);
-#pragma unroll
-            for (int a = 0; a < 3; ++a) full &= lo_last[a] <= kt.first[a] && hi_first[a] > kt.end[a] - 1;
+            full &= origin[a] >= qb.full_lo[a] && origin[a] + (1 << p.q_tile_log2[a]) <= qb.full_hi[a];
         }
 
         Tensor st = make_tensor(acc_st.data(), rowcol(acc_st.layout()));

@@ -7,7 +7,7 @@
 //   box of Q tiles (64 queries) whose windows reach its keys (inverse windows), for every query
 //   head of the GQA group, as one flat walk of group_size x n_tiles steps;
 // - K and V resident, Q and dO of each step gathered with cp.async (token offsets per tile row,
-//   as stage_kv of the Hopper forward) into K-major 128-byte-swizzled shared tiles,
+//   stage_rows_sm90 of sm90_common.cuh) into K-major 128-byte-swizzled shared tiles,
 //   double-buffered: step s + 1 loads under step s's products; the LSE (log2 units) and delta
 //   of each step's queries in shared memory, double-buffered likewise;
 // - S^T = K Q^T and dP^T = V dO^T: two SS wgmma issued back to back (64 keys x 64 queries);
@@ -64,7 +64,7 @@ struct FnaBwdDkdvSm90Traits {
     // Staging of Q/dO tiles: thread t copies chunk t % kChunks of rows t / kChunks + kRowStep * i.
     static constexpr int kChunks = kHeadDim / 8;
     static constexpr int kRowStep = kNThreads / kChunks;
-    static constexpr int kQRowsPerThread = kBlockN / kRowStep;
+    static constexpr int kGatherRows = kBlockN / kRowStep;
     static_assert(kRowStep % 8 == 0, "rows kRowStep apart share the swizzle phase");
     static_assert(kBlockN % kRowStep == 0);
     // Geometry after the tiles: the KV tile box (128 bytes), the query box (128), per Q tile row
@@ -75,56 +75,6 @@ struct FnaBwdDkdvSm90Traits {
     // K, V, Q stages, dO stages, the geometry, +1024 to align the tiles to the swizzle period.
     static constexpr int kSmemBytes = 2 * kKBytes + 2 * kQBytes + kGeometryBytes + 1024;
 };
-
-// The box of queries (group-local, [lo, hi) per axis) whose windows reach a key of the KV tile,
-// walked in Q tiles (tiles per axis), and its inner box [full_lo, full_hi) of queries that see
-// every key of the tile (the inverse windows of the tile's last and first keys).
-struct QueryBox {
-    int lo[3];
-    int hi[3];
-    int tiles[3];
-    int full_lo[3];
-    int full_hi[3];
-};
-
-// Gathers the rows of a tile of extents 2^log2 at `origin` (rows `tok_off` tokens after the
-// tile's first token) into the shared tile `tile` with 16-byte cp.async, zero-filling rows past
-// `bound` and columns from `cols` on: stage_kv of fna_forward_sm90.cuh for any tile shape.
-template <typename Traits, typename SmemTensor>
-__device__ __forceinline__ void stage_rows_sm90(SmemTensor& tile, const typename Traits::Element* base,
-                                                int row_stride, const int* tok_off, const FnaParams& p,
-                                                const int (&log2)[3], const int (&origin)[3],
-                                                const int (&bound)[3], const int (&group)[3], int cols) {
-    constexpr int kChunks = Traits::kChunks;
-    const int r0 = threadIdx.x / kChunks;
-    const int c = (threadIdx.x % kChunks) * 8;
-    auto* dst0 = &tile(r0, c);
-    const auto row_step = &tile(r0 + Traits::kRowStep, c) - dst0;
-    const auto* tile_base = base + (long long)token_of(p, origin, group) * row_stride + c;
-    bool whole = true;
-#pragma unroll
-    for (int a = 0; a < 3; ++a) whole &= origin[a] + (1 << log2[a]) <= bound[a];
-    const bool col_ok = c < cols;
-    if (whole && col_ok) {
-#pragma unroll
-        for (int i = 0; i < Traits::kQRowsPerThread; ++i) {
-            cp_async_16(dst0 + i * row_step, tile_base + tok_off[r0 + i * Traits::kRowStep] * row_stride, true);
-        }
-        return;
-    }
-#pragma unroll
-    for (int i = 0; i < Traits::kQRowsPerThread; ++i) {
-        const int r = r0 + i * Traits::kRowStep;
-        bool ok = col_ok;
-        if (!whole) {
-            const int j2 = r & ((1 << log2[2]) - 1), j1 = (r >> log2[2]) & ((1 << log2[1]) - 1),
-                      j0 = r >> (log2[2] + log2[1]);
-            ok &= origin[0] + j0 < bound[0] && origin[1] + j1 < bound[1] && origin[2] + j2 < bound[2];
-        }
-        const auto* src = ok ? tile_base + tok_off[r] * row_stride : base;
-        cp_async_16(dst0 + i * row_step, src, ok);
-    }
-}
 
 template <typename Traits>
 __device__ void fna_backward_dkdv_sm90(const FnaParams& p, char* smem_unaligned) {
@@ -152,21 +102,7 @@ __device__ void fna_backward_dkdv_sm90(const FnaParams& p, char* smem_unaligned)
         if (!tile_of(p, blockIdx.x, p.kv_len, p.kv_tile_log2, p.kv_tiles, mine)) return;
         if (threadIdx.x == 0) {
             kt = mine;
-            bool any = true;
-#pragma unroll
-            for (int a = 0; a < 3; ++a) {
-                int lo, hi, lo_last, hi_last;
-                axis_inverse_window(p, a, mine.first[a], mine.glen[a], lo, hi);
-                axis_inverse_window(p, a, mine.end[a] - 1, mine.glen[a], lo_last, hi_last);
-                qb.lo[a] = lo;
-                qb.hi[a] = hi_last;
-                qb.full_lo[a] = lo_last;
-                qb.full_hi[a] = hi;
-                any &= lo < hi_last;
-                const int extent = 1 << p.q_tile_log2[a];
-                qb.tiles[a] = any ? (hi_last - lo + extent - 1) / extent : 0;
-            }
-            if (!any) qb.tiles[0] = 0;
+            qb = query_box_of(p, mine);
         }
         if (threadIdx.x < kBlockM) {
             // The queries that see key row threadIdx.x (padding keys take the last key's: finite,

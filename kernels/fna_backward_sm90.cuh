@@ -5,7 +5,7 @@
 //
 // - one CTA per (Q tile of 64 queries, head, batch): one warpgroup, 128 threads, three CTAs per
 //   SM; the backward plan's tiles (64-query Q tiles, 64-key KV tiles) are unchanged;
-// - Q and dO resident, K and V gathered with cp.async (stage_kv of the Hopper forward) into
+// - Q and dO resident, K and V gathered with cp.async (stage_kv, sm90_common.cuh) into
 //   K-major 128-byte-swizzled shared tiles, double-buffered (head dim 64) or single-buffered
 //   (head dim 128: the shared memory of three CTAs per SM; V(t + 1) loads under dS and the dQ
 //   product, K(t + 1) under the other CTAs' work);
@@ -64,7 +64,7 @@ struct FnaBwdSm90Traits {
     // t / kChunks + kRowStep * i.
     static constexpr int kChunks = kHeadDim / 8;
     static constexpr int kRowStep = kNThreads / kChunks;
-    static constexpr int kKVRowsPerThread = kBlockN / kRowStep;
+    static constexpr int kGatherRows = kBlockN / kRowStep;
     static_assert(kRowStep % 8 == 0, "rows kRowStep apart share the swizzle phase");
     static_assert(kBlockN % kRowStep == 0);
     // Geometry after the tiles: Q tile box (128 bytes), KV box (128), per KV tile row its token
@@ -117,19 +117,16 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
     const int batch = blockIdx.z;
     const int head_kv = head / (p.heads / p.heads_kv);
 
-    const long long q_row_stride = (long long)p.heads * p.head_dim;
-    const long long o_row_stride = (long long)p.heads * p.head_dim_v;
-    const long long k_row_stride = (long long)p.heads_kv * p.head_dim;
-    const long long v_row_stride = (long long)p.heads_kv * p.head_dim_v;
-    const long long q_offset = head_offset(batch, p.tokens, p.heads, head, p.head_dim);
-    const long long o_offset = head_offset(batch, p.tokens, p.heads, head, p.head_dim_v);
-    const Element* q_base = reinterpret_cast<const Element*>(p.q) + q_offset;
-    const Element* do_base = reinterpret_cast<const Element*>(p.d_out) + o_offset;
-    const Element* o_base = reinterpret_cast<const Element*>(p.out) + o_offset;
-    const Element* k_base =
-        reinterpret_cast<const Element*>(p.k) + head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim);
-    const Element* v_base =
-        reinterpret_cast<const Element*>(p.v) + head_offset(batch, p.kv_tokens, p.heads_kv, head_kv, p.head_dim_v);
+    const HeadRows rows = head_rows(p, batch, head, head_kv);
+    const long long q_row_stride = rows.q_stride;
+    const long long o_row_stride = rows.o_stride;
+    const long long k_row_stride = rows.k_stride;
+    const long long v_row_stride = rows.v_stride;
+    const Element* q_base = reinterpret_cast<const Element*>(p.q) + rows.q;
+    const Element* do_base = reinterpret_cast<const Element*>(p.d_out) + rows.o;
+    const Element* o_base = reinterpret_cast<const Element*>(p.out) + rows.o;
+    const Element* k_base = reinterpret_cast<const Element*>(p.k) + rows.k;
+    const Element* v_base = reinterpret_cast<const Element*>(p.v) + rows.v;
 
     Element* smem_q = reinterpret_cast<Element*>(smem_raw);
     Element* smem_do = reinterpret_cast<Element*>(smem_raw + Traits::kQBytes);
@@ -333,7 +330,7 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
         }
     }
     __syncthreads();
-    Element* dq_base = reinterpret_cast<Element*>(p.dq) + q_offset;
+    Element* dq_base = reinterpret_cast<Element*>(p.dq) + rows.q;
     constexpr int kChunks = kHeadDim / 8;
     for (int idx = threadIdx.x; idx < kBlockM * kChunks; idx += kNThreads) {
         const int r = idx / kChunks;

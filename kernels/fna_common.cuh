@@ -158,6 +158,34 @@ __device__ __forceinline__ KvBox kv_box_of(const FnaParams& p, const TileBox& t)
     return b;
 }
 
+// The box of queries (group-local, [lo, hi) per axis) whose windows reach a key of a KV tile,
+// walked in Q tiles (tiles per axis; all 0 when no query reaches the tile), and its inner box
+// [full_lo, full_hi) of queries that see every key of the tile (the inverse windows of the
+// tile's last and first keys: window starts and ends are monotone in the query). The dK/dV
+// passes' mirror of KvBox.
+struct QueryBox {
+    int lo[3];
+    int hi[3];
+    int tiles[3];
+    int full_lo[3];
+    int full_hi[3];
+};
+
+__device__ __forceinline__ QueryBox query_box_of(const FnaParams& p, const TileBox& kt) {
+    QueryBox b;
+    bool any = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+        axis_inverse_window(p, a, kt.first[a], kt.glen[a], b.lo[a], b.full_hi[a]);
+        axis_inverse_window(p, a, kt.end[a] - 1, kt.glen[a], b.full_lo[a], b.hi[a]);
+        any &= b.lo[a] < b.hi[a];
+        const int extent = 1 << p.q_tile_log2[a];
+        b.tiles[a] = any ? (b.hi[a] - b.lo[a] + extent - 1) / extent : 0;
+    }
+    if (!any) b.tiles[0] = 0;
+    return b;
+}
+
 // Flat token index (row-major over the spatial grid) of the group-local coordinates `j` of
 // dilation groups `group`.
 __device__ __forceinline__ int token_of(const FnaParams& p, const int (&j)[3], const int (&group)[3]) {

@@ -72,7 +72,7 @@ struct FnaSm90Traits {
     // t % kChunks of rows t / kChunks + kRowStep * i.
     static constexpr int kChunks = kHeadDim / 8;
     static constexpr int kRowStep = kProducerThreads / kChunks;
-    static constexpr int kKVRowsPerThread = kBlockN / kRowStep;
+    static constexpr int kGatherRows = kBlockN / kRowStep;
     static_assert(kRowStep % 8 == 0, "rows kRowStep apart share the swizzle phase");
     static_assert(kBlockN % kRowStep == 0);
     // Two Q buffers, the K ring, the V ring, then the token offset of each KV tile row (256
@@ -130,9 +130,23 @@ __device__ __forceinline__ void online_softmax_sm90(Scores& scores, bool full, c
     }
 }
 
+// The work items of the persistent walk: (Q tile incl. dilation group x, head, batch), numbered
+// with x fastest, then the head (the SM80 kernel's grid (x, head, batch)); CTA b takes items
+// b, b + gridDim.x, ... `ctas_x` is the number of x.
+struct WorkItem {
+    int x, head, batch;
+};
+
 __device__ __forceinline__ int forward_items(const FnaParams& p, int& ctas_x) {
     ctas_x = p.q_tiles[0] * p.q_tiles[1] * p.q_tiles[2] * p.dilation[0] * p.dilation[1] * p.dilation[2];
     return ctas_x * p.heads * p.batch;
+}
+
+// Work item `item`'s head and batch, and its Q tile in `qt`; false for an empty tile (no
+// queries: skipped by the producer and the consumers alike).
+__device__ __forceinline__ bool work_item(const FnaParams& p, int ctas_x, int item, WorkItem& w, TileBox& qt) {
+    w = {item % ctas_x, (item / ctas_x) % p.heads, item / (ctas_x * p.heads)};
+    return tile_of(p, w.x, p.len, p.q_tile_log2, p.q_tiles, qt);
 }
 
 template <typename Traits>
@@ -190,11 +204,10 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
         uint32_t phase = 0;
         int loaded = 0;  // K/V tiles loaded so far (all items)
         for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
-            const int x = item % ctas_x;
-            const int head = (item / ctas_x) % p.heads;
-            const int batch = item / (ctas_x * p.heads);
+            WorkItem w;
             TileBox qt;
-            if (!tile_of(p, x, p.len, p.q_tile_log2, p.q_tiles, qt)) continue;
+            if (!work_item(p, ctas_x, item, w, qt)) continue;
+            const int head = w.head, batch = w.batch;
             const KvBox box = kv_box_of(p, qt);
             const HeadRows rows = head_rows(p, batch, head, head / group_heads);
             const Element* q_base = reinterpret_cast<const Element*>(p.q) + rows.q;
@@ -251,11 +264,10 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
     int stage = 0, j = 0;
     uint32_t phase = 0;
     for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
-        const int x = item % ctas_x;
-        const int head = (item / ctas_x) % p.heads;
-        const int batch = item / (ctas_x * p.heads);
+        WorkItem w;
         TileBox qt;
-        if (!tile_of(p, x, p.len, p.q_tile_log2, p.q_tiles, qt)) continue;
+        if (!work_item(p, ctas_x, item, w, qt)) continue;
+        const int head = w.head, batch = w.batch;
         const KvBox box = kv_box_of(p, qt);
         const int qb = j & 1;
         const uint32_t qphase = (j >> 1) & 1;

@@ -44,34 +44,35 @@ __device__ __forceinline__ uint64_t window_bits(const int (&lo)[3], const int (&
     return bits;
 }
 
-// Gathers KV tile rows (tile at `origin`, rows `tok_off` tokens after the tile's first token)
-// into the shared tile `tile` with 16-byte cp.async, zero-filling rows past `bound` and columns
-// from `cols` on. Each thread copies one column chunk of kKVRowsPerThread rows kRowStep apart,
-// whose shared addresses are one swizzled address plus a constant step.
+// Gathers the rows of a tile of extents 2^log2 at `origin` (row r is tok_off[r] tokens after
+// the tile's first token) into the shared tile `tile` with 16-byte cp.async, zero-filling rows
+// past `bound` and columns from `cols` on. Thread t (of the Traits::kChunks * kRowStep that
+// gather) copies column chunk t % kChunks of kGatherRows rows kRowStep apart, whose shared
+// addresses are one swizzled address plus a constant step.
 template <typename Traits, typename SmemTensor>
-__device__ __forceinline__ void stage_kv(SmemTensor& tile, const typename Traits::Element* base, int row_stride,
-                                         const int* tok_off, const FnaParams& p, const int (&origin)[3],
-                                         const int (&bound)[3], const int (&group)[3], int cols) {
+__device__ __forceinline__ void stage_rows_sm90(SmemTensor& tile, const typename Traits::Element* base,
+                                                int row_stride, const int* tok_off, const FnaParams& p,
+                                                const int (&log2)[3], const int (&origin)[3],
+                                                const int (&bound)[3], const int (&group)[3], int cols) {
     constexpr int kChunks = Traits::kChunks;
     const int r0 = threadIdx.x / kChunks;
     const int c = (threadIdx.x % kChunks) * 8;
     auto* dst0 = &tile(r0, c);
     const auto row_step = &tile(r0 + Traits::kRowStep, c) - dst0;
     const auto* tile_base = base + (long long)token_of(p, origin, group) * row_stride + c;
-    const int* log2 = p.kv_tile_log2;
     bool whole = true;
 #pragma unroll
     for (int a = 0; a < 3; ++a) whole &= origin[a] + (1 << log2[a]) <= bound[a];
     const bool col_ok = c < cols;
     if (whole && col_ok) {  // the common case: no checks
 #pragma unroll
-        for (int i = 0; i < Traits::kKVRowsPerThread; ++i) {
+        for (int i = 0; i < Traits::kGatherRows; ++i) {
             cp_async_16(dst0 + i * row_step, tile_base + tok_off[r0 + i * Traits::kRowStep] * row_stride, true);
         }
         return;
     }
 #pragma unroll
-    for (int i = 0; i < Traits::kKVRowsPerThread; ++i) {
+    for (int i = 0; i < Traits::kGatherRows; ++i) {
         const int r = r0 + i * Traits::kRowStep;
         bool ok = col_ok;
         if (!whole) {
@@ -82,6 +83,14 @@ __device__ __forceinline__ void stage_kv(SmemTensor& tile, const typename Traits
         const auto* src = ok ? tile_base + tok_off[r] * row_stride : base;
         cp_async_16(dst0 + i * row_step, src, ok);
     }
+}
+
+// stage_rows_sm90 for a KV tile (extents p.kv_tile_log2).
+template <typename Traits, typename SmemTensor>
+__device__ __forceinline__ void stage_kv(SmemTensor& tile, const typename Traits::Element* base, int row_stride,
+                                         const int* tok_off, const FnaParams& p, const int (&origin)[3],
+                                         const int (&bound)[3], const int (&group)[3], int cols) {
+    stage_rows_sm90<Traits>(tile, base, row_stride, tok_off, p, p.kv_tile_log2, origin, bound, group, cols);
 }
 
 // acc (+)= A B with wgmma, A and B fragments over the K blocks; commits one batch and waits until
