@@ -247,12 +247,7 @@ __device__ void fna_backward_dkdv_sm90(const FnaParams& p, char* smem_unaligned)
                 const int* w = windows + acc_row(r, kNWarps) * 6;
                 const int lo[3] = {w[0], w[1], w[2]};
                 const int hi[3] = {w[3], w[4], w[5]};
-                // Column c of this thread is query acc_col(c) = 2 (lane % 4) + (c % 2) + 8 (c / 2).
-                const uint64_t bits = window_bits(lo, hi, p.q_tile_log2, origin) >> ((threadIdx.x % 4) * 2);
-#pragma unroll
-                for (int c = 0; c < size<1>(st); ++c) {
-                    if (!((bits >> ((c % 2) + 8 * (c / 2))) & 1)) st(r, c) = -INFINITY;
-                }
+                mask_row_sm90(st, r, lo, hi, p.q_tile_log2, origin);  // the columns are queries
             }
         }
         const float* lse_s = s_lse + stage * kBlockN;

@@ -272,12 +272,12 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
             forward_sm90.push((dim, kernels.remove(0)));
         }
     }
-    // Head dims whose backward needs more shared memory than a CTA may have here (head dim 256
-    // on SM86/89) are left out: their backward runs on the portable kernels.
     let sm_count = ctx
         .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
         .map_err(|e| format!("CUDA device {index}: multiprocessors: {e}"))?
         .max(1) as u32;
+    // Head dims whose backward needs more shared memory than a CTA may have here (head dim 256
+    // on SM86/89) are left out: their backward runs on the portable kernels.
     let max_shared = ctx
         .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
         .map_err(|e| format!("CUDA device {index}: shared memory per block: {e}"))?;
