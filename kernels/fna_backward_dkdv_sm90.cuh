@@ -50,23 +50,15 @@ struct FnaBwdDkdvSm90Traits {
 
     using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
     using SmemLayoutK = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-    using SmemLayoutQ =
-        decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>, Int<kStages>>{}));
-    // Q^T and dO^T (head dim x queries) on the Q / dO tiles' memory: the MN-major B operands of
+    // The Q and dO stages (stage_rows_sm90); Q^T and dO^T are the MN-major B operands of
     // dK += dS^T Q and dV += P^T dO.
-    using SmemLayoutQt = decltype(composition(
-        SmemLayoutQ{},
-        make_ordered_layout(Shape<Int<kHeadDim>, Int<kBlockN>, Int<kStages>>{}, Step<_2, _1, _3>{})));
+    using Gather = GatheredTilesSm90<Element, kHeadDim, kBlockN, kStages, kNThreads>;
+    using SmemLayoutQ = typename Gather::SmemLayout;
+    using SmemLayoutQt = typename Gather::SmemLayoutMN;
 
     static constexpr int kRowsPerThread = 2;
     static constexpr int kKBytes = kBlockM * kHeadDim * 2;            // K, and V
     static constexpr int kQBytes = kStages * kBlockN * kHeadDim * 2;  // Q stages, and dO stages
-    // Staging of Q/dO tiles: thread t copies chunk t % kChunks of rows t / kChunks + kRowStep * i.
-    static constexpr int kChunks = kHeadDim / 8;
-    static constexpr int kRowStep = kNThreads / kChunks;
-    static constexpr int kGatherRows = kBlockN / kRowStep;
-    static_assert(kRowStep % 8 == 0, "rows kRowStep apart share the swizzle phase");
-    static_assert(kBlockN % kRowStep == 0);
     // Geometry after the tiles: the KV tile box (128 bytes), the query box (128), per Q tile row
     // its token offset from the tile's first token (kBlockN ints), per stage the LSE (log2 units)
     // and delta of the step's queries (2 x kStages x kBlockN floats), per key row its inverse

@@ -50,23 +50,14 @@ struct FnaBwdSm90Traits {
 
     using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
     using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-    using SmemLayoutKV =
-        decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>, Int<kStages>>{}));
-    // K^T (head dim x keys) on the K tiles' memory: the MN-major B operand of dQ += dS K.
-    using SmemLayoutKt = decltype(composition(
-        SmemLayoutKV{},
-        make_ordered_layout(Shape<Int<kHeadDim>, Int<kBlockN>, Int<kStages>>{}, Step<_2, _1, _3>{})));
+    // The K and V tiles (stage_kv); K^T is the MN-major B operand of dQ += dS K.
+    using Gather = GatheredTilesSm90<Element, kHeadDim, kBlockN, kStages, kNThreads>;
+    using SmemLayoutKV = typename Gather::SmemLayout;
+    using SmemLayoutKt = typename Gather::SmemLayoutMN;
 
     static constexpr int kRowsPerThread = 2;
     static constexpr int kQBytes = kBlockM * kHeadDim * 2;
     static constexpr int kKVBytes = kStages * kBlockN * kHeadDim * 2;
-    // stage_kv (sm90_common.cuh): thread t copies chunk t % kChunks of rows
-    // t / kChunks + kRowStep * i.
-    static constexpr int kChunks = kHeadDim / 8;
-    static constexpr int kRowStep = kNThreads / kChunks;
-    static constexpr int kGatherRows = kBlockN / kRowStep;
-    static_assert(kRowStep % 8 == 0, "rows kRowStep apart share the swizzle phase");
-    static_assert(kBlockN % kRowStep == 0);
     // Geometry after the tiles: Q tile box (128 bytes), KV box (128), per KV tile row its token
     // offset (kBlockN ints), per Q tile row its LSE (log2 units) and delta (2 x kBlockM floats).
     // Single-buffered (3 CTAs per SM, 168 registers): also the window of each Q tile row

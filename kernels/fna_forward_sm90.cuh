@@ -58,23 +58,15 @@ struct FnaSm90Traits {
 
     using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;  // 8 rows x 64 columns
     using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-    using SmemLayoutKV =
-        decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>, Int<kStages>>{}));
-    // V^T (head dim x keys) viewed on the same memory: the MN-major B operand of O += P V.
-    using SmemLayoutVt = decltype(composition(
-        SmemLayoutKV{},
-        make_ordered_layout(Shape<Int<kHeadDim>, Int<kBlockN>, Int<kStages>>{}, Step<_2, _1, _3>{})));
+    // The K and V rings, gathered by the producer warpgroup (threads 0..127); V^T is the
+    // MN-major B operand of O += P V.
+    using Gather = GatheredTilesSm90<Element, kHeadDim, kBlockN, kStages, kProducerThreads>;
+    using SmemLayoutKV = typename Gather::SmemLayout;
+    using SmemLayoutVt = typename Gather::SmemLayoutMN;
 
     static constexpr int kRowsPerThread = 2;
     static constexpr int kQBytes = kBlockM * kHeadDim * 2;
     static constexpr int kKVBytes = kStages * kBlockN * kHeadDim * 2;
-    // stage_kv by the producer warpgroup (threads 0..127): thread t copies the 16-byte chunk
-    // t % kChunks of rows t / kChunks + kRowStep * i.
-    static constexpr int kChunks = kHeadDim / 8;
-    static constexpr int kRowStep = kProducerThreads / kChunks;
-    static constexpr int kGatherRows = kBlockN / kRowStep;
-    static_assert(kRowStep % 8 == 0, "rows kRowStep apart share the swizzle phase");
-    static_assert(kBlockN % kRowStep == 0);
     // Two Q buffers, the K ring, the V ring, then the token offset of each KV tile row (256
     // bytes) and the mbarriers (Q full x2, Q empty x2, K/V full x kStages, K/V empty x kStages);
     // +1024 to align the tiles to the swizzle's 1024-byte period.

@@ -44,21 +44,41 @@ __device__ __forceinline__ uint64_t window_bits(const int (&lo)[3], const int (&
     return bits;
 }
 
+// A ring of kStages shared tiles of kRows rows x kHeadDim columns that kThreads threads gather
+// with stage_rows_sm90 (each Hopper kernel's walked side): the K-major 128-byte-swizzled layout
+// (rows, head dim, stage), the canonical GMMA one; its MN-major view (head dim, rows, stage), the
+// B operand of a product over the rows (16-bit types allow it); and the gather's split: thread t
+// copies the 16-byte chunk t % kChunks of kGatherRows rows t / kChunks + kRowStep i, which share
+// the swizzle phase.
+template <typename Element_, int kHeadDim, int kRows, int kStages, int kThreads>
+struct GatheredTilesSm90 {
+    using Element = Element_;
+    using SmemLayout = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{},
+                                              Shape<Int<kRows>, Int<kHeadDim>, Int<kStages>>{}));
+    using SmemLayoutMN = decltype(composition(
+        SmemLayout{}, make_ordered_layout(Shape<Int<kHeadDim>, Int<kRows>, Int<kStages>>{}, Step<_2, _1, _3>{})));
+    static constexpr int kChunks = kHeadDim / 8;
+    static constexpr int kRowStep = kThreads / kChunks;
+    static constexpr int kGatherRows = kRows / kRowStep;
+    static_assert(kRowStep % 8 == 0, "rows kRowStep apart share the swizzle phase");
+    static_assert(kRows % kRowStep == 0);
+};
+
 // Gathers the rows of a tile of extents 2^log2 at `origin` (row r is tok_off[r] tokens after
 // the tile's first token) into the shared tile `tile` with 16-byte cp.async, zero-filling rows
-// past `bound` and columns from `cols` on. Thread t (of the Traits::kChunks * kRowStep that
-// gather) copies column chunk t % kChunks of kGatherRows rows kRowStep apart, whose shared
-// addresses are one swizzled address plus a constant step.
+// past `bound` and columns from `cols` on, split as Traits::Gather (GatheredTilesSm90) says: the
+// shared addresses of a thread's rows are one swizzled address plus a constant step.
 template <typename Traits, typename SmemTensor>
 __device__ __forceinline__ void stage_rows_sm90(SmemTensor& tile, const typename Traits::Element* base,
                                                 int row_stride, const int* tok_off, const FnaParams& p,
                                                 const int (&log2)[3], const int (&origin)[3],
                                                 const int (&bound)[3], const int (&group)[3], int cols) {
-    constexpr int kChunks = Traits::kChunks;
+    using Gather = typename Traits::Gather;
+    constexpr int kChunks = Gather::kChunks;
     const int r0 = threadIdx.x / kChunks;
     const int c = (threadIdx.x % kChunks) * 8;
     auto* dst0 = &tile(r0, c);
-    const auto row_step = &tile(r0 + Traits::kRowStep, c) - dst0;
+    const auto row_step = &tile(r0 + Gather::kRowStep, c) - dst0;
     const auto* tile_base = base + (long long)token_of(p, origin, group) * row_stride + c;
     bool whole = true;
 #pragma unroll
@@ -66,14 +86,14 @@ __device__ __forceinline__ void stage_rows_sm90(SmemTensor& tile, const typename
     const bool col_ok = c < cols;
     if (whole && col_ok) {  // the common case: no checks
 #pragma unroll
-        for (int i = 0; i < Traits::kGatherRows; ++i) {
-            cp_async_16(dst0 + i * row_step, tile_base + tok_off[r0 + i * Traits::kRowStep] * row_stride, true);
+        for (int i = 0; i < Gather::kGatherRows; ++i) {
+            cp_async_16(dst0 + i * row_step, tile_base + tok_off[r0 + i * Gather::kRowStep] * row_stride, true);
         }
         return;
     }
 #pragma unroll
-    for (int i = 0; i < Traits::kGatherRows; ++i) {
-        const int r = r0 + i * Traits::kRowStep;
+    for (int i = 0; i < Gather::kGatherRows; ++i) {
+        const int r = r0 + i * Gather::kRowStep;
         bool ok = col_ok;
         if (!whole) {
             const int j2 = r & ((1 << log2[2]) - 1), j1 = (r >> log2[2]) & ((1 << log2[1]) - 1),
