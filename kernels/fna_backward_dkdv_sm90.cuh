@@ -68,15 +68,136 @@ struct FnaBwdDkdvSm90Traits {
     static constexpr int kSmemBytes = 2 * kKBytes + 2 * kQBytes + kGeometryBytes + 1024;
 };
 
+// Row r (of two) of a 64-row wgmma accumulator held by thread `wg_thread` of its warpgroup.
+__device__ __forceinline__ int wg_acc_row(int wg_thread, int r) {
+    return (wg_thread / 32) * 16 + (wg_thread % 32) / 4 + r * 8;
+}
+
+// The rest of one walked step of a dK/dV warpgroup (64 keys x 64 queries) once it has issued
+// S^T = K Q^T into acc_st and dP^T = V dO^T into acc_dpt (SS wgmma, not yet waited for):
+// P^T = exp2(S^T scale_log2 - LSE[query] lse_to_log2), masked unless `full` by each key row's
+// inverse window (`windows`: 6 ints per key row), dV += P^T dO, dS^T = P^T (dP^T - delta[query]),
+// dK += dS^T Q (RS wgmma from the step's MN-major Q / dO views), then waits for both products.
+// `under_products` runs while the dK product is in flight. `lse_s` / `delta_s`: the step's 64
+// queries; `wg_thread`: this thread in its warpgroup. Both dK/dV passes run it.
+template <typename Traits, typename Acc, typename FragB, typename AccKV, typename Work>
+__device__ __forceinline__ void dkdv_step_sm90(const FnaParams& p, Acc& acc_st, Acc& acc_dpt, bool full,
+                                               const int* windows, int wg_thread, const int (&origin)[3],
+                                               const float* lse_s, float lse_to_log2, const float* delta_s,
+                                               FragB tKrQt, FragB tVrdOt, AccKV& acc_dk, AccKV& acc_dv,
+                                               Work under_products) {
+    using Element = typename Traits::Element;
+    constexpr int kRows = Traits::kRowsPerThread;
+    typename Traits::MmaKV mma_kv;
+    warpgroup_wait<1>();  // S^T done (dP^T may still run)
+    warpgroup_fence_operand(acc_st);
+    Tensor st = make_tensor(acc_st.data(), rowcol_sm90(acc_st.layout()));
+    if (!full) {
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+            const int* w = windows + wg_acc_row(wg_thread, r) * 6;
+            const int lo[3] = {w[0], w[1], w[2]};
+            const int hi[3] = {w[3], w[4], w[5]};
+            mask_row_sm90(st, r, lo, hi, p.q_tile_log2, origin);  // the columns are queries
+        }
+    }
+#pragma unroll
+    for (int c = 0; c < size<1>(st); c += 2) {
+        const float2 lse = *reinterpret_cast<const float2*>(lse_s + acc_col(c));
+        const float l0 = lse.x * lse_to_log2, l1 = lse.y * lse_to_log2;
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+            st(r, c) = exp2_approx(fmaf(st(r, c), p.scale_log2, -l0));
+            st(r, c + 1) = exp2_approx(fmaf(st(r, c + 1), p.scale_log2, -l1));
+        }
+    }
+    {
+        Tensor pt = convert_to<Element>(acc_st);
+        Tensor tPt = make_tensor(pt.data(), acc_as_a_operand_sm90(pt.layout()));
+        wgmma_gemm<false, -1>(mma_kv, tPt, tVrdOt, acc_dv);
+    }
+    warpgroup_wait<1>();  // dP^T done (dV may still run)
+    warpgroup_fence_operand(acc_dpt);
+    Tensor dpt = make_tensor(acc_dpt.data(), rowcol_sm90(acc_dpt.layout()));
+#pragma unroll
+    for (int c = 0; c < size<1>(dpt); c += 2) {
+        const float2 delta = *reinterpret_cast<const float2*>(delta_s + acc_col(c));
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+            dpt(r, c) = st(r, c) * (dpt(r, c) - delta.x);  // dS^T / scale
+            dpt(r, c + 1) = st(r, c + 1) * (dpt(r, c + 1) - delta.y);
+        }
+    }
+    {
+        Tensor dst = convert_to<Element>(acc_dpt);
+        Tensor tdSt = make_tensor(dst.data(), acc_as_a_operand_sm90(dst.layout()));
+        wgmma_gemm<false, -1>(mma_kv, tdSt, tKrQt, acc_dk);
+    }
+    under_products();
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc_dv);
+    warpgroup_fence_operand(acc_dk);
+}
+
+// A dK/dV warpgroup's epilogue, first half: dK (times the softmax scale) and dV as element
+// pairs into its K and V shared tiles (`sK`, `sV`: 64 x head dim, read back by store_dkdv_sm90
+// after a barrier).
+template <typename Element, typename AccKV, typename SmemTile>
+__device__ __forceinline__ void pack_dkdv_sm90(const AccKV& acc_dk, const AccKV& acc_dv, float scale, int wg_thread,
+                                               SmemTile& sK, SmemTile& sV) {
+    Tensor dk_rows = make_tensor(acc_dk.data(), rowcol_sm90(acc_dk.layout()));
+    Tensor dv_rows = make_tensor(acc_dv.data(), rowcol_sm90(acc_dv.layout()));
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = wg_acc_row(wg_thread, r);
+#pragma unroll
+        for (int c = 0; c < size<1>(dk_rows); c += 2) {
+            const int col = acc_col(c);
+            cutlass::Array<Element, 2> pair;
+            pair[0] = Element(dk_rows(r, c) * scale);
+            pair[1] = Element(dk_rows(r, c + 1) * scale);
+            *reinterpret_cast<cutlass::Array<Element, 2>*>(&sK(row, col)) = pair;
+            pair[0] = Element(dv_rows(r, c));
+            pair[1] = Element(dv_rows(r, c + 1));
+            *reinterpret_cast<cutlass::Array<Element, 2>*>(&sV(row, col)) = pair;
+        }
+    }
+}
+
+// The second half: 16-byte row stores of dK and dV from the shared tiles to the key rows of the
+// tile box `kt` (padding keys skipped), by thread `thread` of `threads`.
+template <int kBlockM, int kHeadDim, typename Element, typename SmemTile>
+__device__ __forceinline__ void store_dkdv_sm90(const FnaParams& p, const HeadRows& rows, const TileBox& kt,
+                                                const SmemTile& sK, const SmemTile& sV, int thread, int threads) {
+    Element* dk_base = reinterpret_cast<Element*>(p.dk) + rows.k;
+    Element* dv_base = reinterpret_cast<Element*>(p.dv) + rows.v;
+    constexpr int kChunks = kHeadDim / 8;
+    for (int idx = thread; idx < kBlockM * kChunks; idx += threads) {
+        const int r = idx / kChunks;
+        const int c = (idx % kChunks) * 8;
+        int i[3];
+        tile_coords(r, p.kv_tile_log2, kt.first, i);
+        if (i[0] < kt.end[0] && i[1] < kt.end[1] && i[2] < kt.end[2]) {
+            const long long token = token_of(p, i, kt.group);
+            if (c < p.head_dim) {
+                *reinterpret_cast<uint4*>(dk_base + token * rows.k_stride + c) =
+                    *reinterpret_cast<const uint4*>(&sK(r, c));
+            }
+            if (c < p.head_dim_v) {
+                *reinterpret_cast<uint4*>(dv_base + token * rows.v_stride + c) =
+                    *reinterpret_cast<const uint4*>(&sV(r, c));
+            }
+        }
+    }
+}
+
 template <typename Traits>
 __device__ void fna_backward_dkdv_sm90(const FnaParams& p, char* smem_unaligned) {
     using Element = typename Traits::Element;
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
     constexpr int kHeadDim = Traits::kHeadDim;
-    constexpr int kNWarps = Traits::kNWarps;
     constexpr int kNThreads = Traits::kNThreads;
-    constexpr int kRows = Traits::kRowsPerThread;
 
     const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_unaligned)) & 1023u;
     char* smem_raw = smem_unaligned + ((1024u - misalign) & 1023u);
@@ -230,102 +351,23 @@ __device__ void fna_backward_dkdv_sm90(const FnaParams& p, char* smem_unaligned)
             full &= origin[a] >= qb.full_lo[a] && origin[a] + (1 << p.q_tile_log2[a]) <= qb.full_hi[a];
         }
 
-        warpgroup_wait<1>();  // S^T done (dP^T may still run)
-        warpgroup_fence_operand(acc_st);
-        Tensor st = make_tensor(acc_st.data(), rowcol_sm90(acc_st.layout()));
-        if (!full) {
-#pragma unroll
-            for (int r = 0; r < kRows; ++r) {
-                const int* w = windows + acc_row(r, kNWarps) * 6;
-                const int lo[3] = {w[0], w[1], w[2]};
-                const int hi[3] = {w[3], w[4], w[5]};
-                mask_row_sm90(st, r, lo, hi, p.q_tile_log2, origin);  // the columns are queries
-            }
-        }
-        const float* lse_s = s_lse + stage * kBlockN;
-        const float* delta_s = s_delta + stage * kBlockN;
-#pragma unroll
-        for (int c = 0; c < size<1>(st); c += 2) {
-            const float2 lse = *reinterpret_cast<const float2*>(lse_s + acc_col(c));
-#pragma unroll
-            for (int r = 0; r < kRows; ++r) {
-                st(r, c) = exp2_approx(fmaf(st(r, c), p.scale_log2, -lse.x));
-                st(r, c + 1) = exp2_approx(fmaf(st(r, c + 1), p.scale_log2, -lse.y));
-            }
-        }
-        {
-            Tensor pt = convert_to<Element>(acc_st);
-            Tensor tPt = make_tensor(pt.data(), acc_as_a_operand_sm90(pt.layout()));
-            wgmma_gemm<false, -1>(mma_kv, tPt, tVrdOt(_, _, _, stage), acc_dv);
-        }
-        warpgroup_wait<1>();  // dP^T done (dV may still run)
-        warpgroup_fence_operand(acc_dpt);
-        Tensor dpt = make_tensor(acc_dpt.data(), rowcol_sm90(acc_dpt.layout()));
-#pragma unroll
-        for (int c = 0; c < size<1>(dpt); c += 2) {
-            const float2 delta = *reinterpret_cast<const float2*>(delta_s + acc_col(c));
-#pragma unroll
-            for (int r = 0; r < kRows; ++r) {
-                dpt(r, c) = st(r, c) * (dpt(r, c) - delta.x);  // dS^T / scale
-                dpt(r, c + 1) = st(r, c + 1) * (dpt(r, c + 1) - delta.y);
-            }
-        }
-        {
-            Tensor dst = convert_to<Element>(acc_dpt);
-            Tensor tdSt = make_tensor(dst.data(), acc_as_a_operand_sm90(dst.layout()));
-            wgmma_gemm<false, -1>(mma_kv, tdSt, tKrQt(_, _, _, stage), acc_dk);
-        }
-        // Step s + 1's LSE and delta, loaded under the products, into the other buffer (last
-        // read in step s - 1).
-        if (more && threadIdx.x < kBlockN) {
-            s_lse[(stage ^ 1) * kBlockN + threadIdx.x] = next_lse;
-            s_delta[(stage ^ 1) * kBlockN + threadIdx.x] = next_delta;
-        }
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(acc_dv);
-        warpgroup_fence_operand(acc_dk);
+        dkdv_step_sm90<Traits>(p, acc_st, acc_dpt, full, windows, threadIdx.x, origin, s_lse + stage * kBlockN,
+                               1.f, s_delta + stage * kBlockN, tKrQt(_, _, _, stage), tVrdOt(_, _, _, stage),
+                               acc_dk, acc_dv, [&] {
+                                   // Step s + 1's LSE and delta, loaded under the products, into
+                                   // the other buffer (last read in step s - 1).
+                                   if (more && threadIdx.x < kBlockN) {
+                                       s_lse[(stage ^ 1) * kBlockN + threadIdx.x] = next_lse;
+                                       s_delta[(stage ^ 1) * kBlockN + threadIdx.x] = next_delta;
+                                   }
+                               });
     }
     cute::cp_async_wait<0>();
     __syncthreads();  // every product is done: the K and V tiles take dK and dV
 
-    Tensor dk_rows = make_tensor(acc_dk.data(), rowcol_sm90(acc_dk.layout()));
-    Tensor dv_rows = make_tensor(acc_dv.data(), rowcol_sm90(acc_dv.layout()));
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-        const int row = acc_row(r, kNWarps);
-#pragma unroll
-        for (int c = 0; c < size<1>(dk_rows); c += 2) {
-            const int col = acc_col(c);
-            cutlass::Array<Element, 2> pair;
-            pair[0] = Element(dk_rows(r, c) * p.scale);
-            pair[1] = Element(dk_rows(r, c + 1) * p.scale);
-            *reinterpret_cast<cutlass::Array<Element, 2>*>(&sK(row, col)) = pair;
-            pair[0] = Element(dv_rows(r, c));
-            pair[1] = Element(dv_rows(r, c + 1));
-            *reinterpret_cast<cutlass::Array<Element, 2>*>(&sV(row, col)) = pair;
-        }
-    }
+    pack_dkdv_sm90<Element>(acc_dk, acc_dv, p.scale, threadIdx.x, sK, sV);
     __syncthreads();
-    Element* dk_base = reinterpret_cast<Element*>(p.dk) + rows.k;
-    Element* dv_base = reinterpret_cast<Element*>(p.dv) + rows.v;
-    constexpr int kChunks = kHeadDim / 8;
-    for (int idx = threadIdx.x; idx < kBlockM * kChunks; idx += kNThreads) {
-        const int r = idx / kChunks;
-        const int c = (idx % kChunks) * 8;
-        int i[3];
-        tile_coords(r, p.kv_tile_log2, kt.first, i);
-        if (i[0] < kt.end[0] && i[1] < kt.end[1] && i[2] < kt.end[2]) {
-            const long long token = token_of(p, i, kt.group);
-            if (c < p.head_dim) {
-                *reinterpret_cast<uint4*>(dk_base + token * rows.k_stride + c) =
-                    *reinterpret_cast<const uint4*>(&sK(r, c));
-            }
-            if (c < p.head_dim_v) {
-                *reinterpret_cast<uint4*>(dv_base + token * rows.v_stride + c) =
-                    *reinterpret_cast<const uint4*>(&sV(r, c));
-            }
-        }
-    }
+    store_dkdv_sm90<kBlockM, kHeadDim, Element>(p, rows, kt, sK, sV, threadIdx.x, kNThreads);
 }
 
 }  // namespace natten_native

@@ -9,13 +9,14 @@ NATTEN_FNA_BACKWARD_DQ_SM90_KERNEL(natten_fna_backward_dq_sm90_bf16_d128, cutlas
 static_assert(natten_native::FnaBwdSm90Traits<cutlass::half_t, 128, 64, 1>::kSmemBytes == 69120,
               "sm90_backward_dq_shared_bytes in src/backend/native/plan.rs");
 
-// The dK/dV pass (fna_backward_dkdv_sm90.cuh): 64 keys per CTA walking 64-query tiles, one
-// warpgroup, K/V resident, Q/dO double-buffered, dK/dV in registers (two CTAs per SM, 244
-// registers). Shared bytes: 2 x K/V tile (2 x 64 x 128 x 2) + 2 x 2 stages of Q/dO tiles
-// (4 x 64 x 128 x 2) + geometry (256 + 64 x 4 + 2 x 2 x 64 x 4 + 64 x 24) + 1024 (alignment).
-#include "fna_backward_dkdv_sm90.cuh"
+// The dK/dV pass (fna_backward_dkdv_sm90_ws.cuh): 128 keys per CTA (two 64-key KV tiles paired
+// along the axis the host passes), a producer warpgroup gathering 64-query Q/dO tiles into a
+// 3-stage ring for two consumer warpgroups (one CTA per SM). Shared bytes: 4 x K/V sub-tile
+// (4 x 64 x 128 x 2) + 2 x 3 stages of Q/dO tiles (6 x 64 x 128 x 2) + geometry (512 + 64 x 4
+// + 2 x 3 x 64 x 4 + 128 x 24 + 7 x 8) + 1024 (alignment).
+#include "fna_backward_dkdv_sm90_ws.cuh"
 
-NATTEN_FNA_BACKWARD_DKDV_SM90_KERNEL(natten_fna_backward_dkdv_sm90_f16_d128, cutlass::half_t, 128, 2)
-NATTEN_FNA_BACKWARD_DKDV_SM90_KERNEL(natten_fna_backward_dkdv_sm90_bf16_d128, cutlass::bfloat16_t, 128, 2)
-static_assert(natten_native::FnaBwdDkdvSm90Traits<cutlass::half_t, 128>::kSmemBytes == 102400,
+NATTEN_FNA_BACKWARD_DKDV_SM90_WS_KERNEL(natten_fna_backward_dkdv_sm90_f16_d128, cutlass::half_t, 128)
+NATTEN_FNA_BACKWARD_DKDV_SM90_WS_KERNEL(natten_fna_backward_dkdv_sm90_bf16_d128, cutlass::bfloat16_t, 128)
+static_assert(natten_native::FnaBwdDkdvSm90WsTraits<cutlass::half_t, 128>::kSmemBytes == 170296,
               "the dK/dV pass's shared bytes on the Rust side (src/backend/native/plan.rs)");

@@ -41,6 +41,9 @@ pub struct KernelLaunch<'a> {
     /// For a persistent kernel, the most CTAs worth launching (one per SM): its CTAs walk the
     /// work items of the grid it is given; `None` for a kernel with one CTA per work item.
     pub persistent_ctas: Option<u32>,
+    /// For a key-side pass, whether a CTA owns two KV tiles paired along the axis the kernel
+    /// takes as its second argument ([`plan::sm90_backward_dkdv_pairs_tiles`]).
+    pub pairs_key_tiles: bool,
 }
 
 impl KernelLaunch<'_> {
@@ -108,6 +111,7 @@ impl NativeDevice {
                 threads: plan::SM90_THREADS,
                 shared_bytes: plan::sm90_shared_bytes(kernel_dim),
                 persistent_ctas: Some(self.sm_count),
+                pairs_key_tiles: false,
             });
         }
         self.forward
@@ -118,6 +122,7 @@ impl NativeDevice {
                 threads: plan::THREADS,
                 shared_bytes: plan::shared_bytes(kernel_dim, block_m),
                 persistent_ctas: None,
+                pairs_key_tiles: false,
             })
     }
 
@@ -139,12 +144,14 @@ impl NativeDevice {
                     threads: plan::SM90_BACKWARD_THREADS,
                     shared_bytes: plan::sm90_backward_dq_shared_bytes(kernel_dim),
                     persistent_ctas: None,
+                    pairs_key_tiles: false,
                 },
                 key_passes: vec![KernelLaunch {
                     function: &dkdv[bf16 as usize],
-                    threads: plan::SM90_BACKWARD_THREADS,
+                    threads: plan::sm90_backward_dkdv_threads(kernel_dim),
                     shared_bytes: plan::sm90_backward_dkdv_shared_bytes(kernel_dim),
                     persistent_ctas: None,
+                    pairs_key_tiles: plan::sm90_backward_dkdv_pairs_tiles(kernel_dim),
                 }],
             });
         }
@@ -153,6 +160,7 @@ impl NativeDevice {
             threads: plan::THREADS,
             shared_bytes: plan::backward_shared_bytes(kernel_dim),
             persistent_ctas: None,
+            pairs_key_tiles: false,
         };
         let key_passes = key_passes
             .iter()
@@ -161,6 +169,7 @@ impl NativeDevice {
                 threads: plan::THREADS,
                 shared_bytes: plan::backward_shared_bytes(kernel_dim),
                 persistent_ctas: None,
+                pairs_key_tiles: false,
             })
             .collect();
         Some(BackwardKernels { dq, key_passes })

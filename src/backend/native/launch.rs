@@ -177,18 +177,49 @@ fn trace_prepared(entered: Instant) {
     }
 }
 
-/// One kernel launch of a call: the kernel (function, threads per CTA, dynamic shared memory)
-/// and its grid.
+/// One kernel launch of a call: the kernel (function, threads per CTA, dynamic shared memory),
+/// its grid, and for a pass that pairs KV tiles its second argument, the pair axis.
 struct Launch<'a> {
     kernel: KernelLaunch<'a>,
     grid: (u32, u32, u32),
+    pair_axis: Option<i32>,
+}
+
+impl<'a> Launch<'a> {
+    /// A query-side pass (forward, dQ): one work item per Q tile.
+    fn query_side(kernel: KernelLaunch<'a>, params: &FnaParams) -> Self {
+        Self {
+            kernel,
+            grid: kernel.grid(params.query_grid()),
+            pair_axis: None,
+        }
+    }
+
+    /// A key-side pass: one work item per KV tile, or per pair of them.
+    fn key_side(kernel: KernelLaunch<'a>, params: &FnaParams) -> Self {
+        if kernel.pairs_key_tiles {
+            let axis = params.key_pair_axis();
+            Self {
+                kernel,
+                grid: kernel.grid(params.key_pair_grid(axis)),
+                pair_axis: Some(axis),
+            }
+        } else {
+            Self {
+                kernel,
+                grid: kernel.grid(params.key_grid()),
+                pair_axis: None,
+            }
+        }
+    }
 }
 
 /// Steps 2 and 3 of the protocol in one round trip to cubecl's device thread (each
 /// `client.sync()` and `client.get_resource` is one, and a round trip costs ~7 us): on that
 /// thread, waits for the calling thread's cubecl stream, then pins each of `buffers`. Returns
-/// their device pointers and the pins (dropping them releases the buffers to cubecl).
-fn sync_and_pin(buffers: &[&CudaTensor]) -> Result<(Vec<u64>, impl Sized), String> {
+/// their device pointers, the pins (dropping them releases the buffers to cubecl) and when
+/// the task started and when the sync returned, on that thread (for the trace).
+fn sync_and_pin(buffers: &[&CudaTensor]) -> Result<(Vec<u64>, impl Sized, [Instant; 2]), String> {
     // The stream the client would use: burn-cubecl leaves each thread on its own.
     let stream_id = StreamId::current();
     let bindings: Vec<_> = buffers.iter().map(|t| t.handle.clone().binding()).collect();
@@ -197,8 +228,10 @@ fn sync_and_pin(buffers: &[&CudaTensor]) -> Result<(Vec<u64>, impl Sized), Strin
     let runner = DeviceHandle::<CudaServer>::new(buffers[0].device.to_id());
     runner
         .submit_blocking(move |server: &mut CudaServer| {
+            let started = Instant::now();
             cubecl::future::block_on(server.sync(stream_id))
                 .map_err(|e| format!("cubecl sync: {e:?}"))?;
+            let synced = Instant::now();
             let pins = bindings
                 .into_iter()
                 .map(|binding| {
@@ -208,7 +241,7 @@ fn sync_and_pin(buffers: &[&CudaTensor]) -> Result<(Vec<u64>, impl Sized), Strin
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let pointers = pins.iter().map(|pin| pin.resource().ptr).collect();
-            Ok((pointers, pins))
+            Ok((pointers, pins, [started, synced]))
         })
         .map_err(|e| format!("cubecl device thread: {e:?}"))?
 }
@@ -224,20 +257,22 @@ fn run_on_burn_buffers(
     launches: &[Launch<'_>],
 ) -> Result<(), String> {
     let start = Instant::now();
-    let (pointers, pins) = sync_and_pin(buffers)?;
+    let (pointers, pins, [started, synced]) = sync_and_pin(buffers)?;
+    let returned = Instant::now();
     if pointers.iter().any(|p| p % 16 != 0) {
         return Err("a buffer is not 16-byte aligned".into());
     }
     set_pointers(&mut params, &pointers);
-    let pinned = Instant::now();
     let stream = &device.stream;
-    // With tracing, GPU-side timestamps around the kernels (the kernels' own time).
+    // With tracing, GPU-side timestamps around the kernels (the kernels' own time), recorded
+    // outside the host's launch interval.
     let timed = |s: &cudarc::driver::CudaStream| {
         tracing()
             .then(|| s.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).ok())
             .flatten()
     };
     let gpu_start = timed(stream);
+    let pinned = Instant::now();
     for launch in launches {
         let config = LaunchConfig {
             grid_dim: launch.grid,
@@ -246,12 +281,16 @@ fn run_on_burn_buffers(
         };
         let mut builder = stream.launch_builder(launch.kernel.function);
         builder.arg(&params);
+        if let Some(axis) = &launch.pair_axis {
+            builder.arg(axis);
+        }
         // SAFETY: every native kernel takes `FnaParams` by value (kernels/fna_params.cuh), and
-        // every pointer in it is a pinned, contiguous buffer of the shape the kernel indexes.
+        // every pointer in it is a pinned, contiguous buffer of the shape the kernel indexes;
+        // the kernels that pair KV tiles take the pair axis (an int) after it.
         unsafe { builder.launch(config) }.map_err(|e| format!("launch: {e}"))?;
     }
-    let gpu_end = timed(stream);
     let launched = Instant::now();
+    let gpu_end = timed(stream);
     if let Err(e) = stream.synchronize() {
         panic!("burn-natten: a native FNA kernel failed on the GPU: {e}");
     }
@@ -264,10 +303,13 @@ fn run_on_burn_buffers(
             _ => f64::NAN,
         };
         eprintln!(
-            "burn-natten native: cubecl sync and {} pins {:.0} us, launch {:.0} us, \
-             wait {:.0} us (kernels on the GPU {kernels_us:.0} us); done at t={} us",
+            "burn-natten native: queued {:.0} us, cubecl sync {:.0} us (its stream's pending \
+             work), {} pins and the way back {:.0} us, launch {:.0} us, wait {:.0} us (kernels on \
+             the GPU {kernels_us:.0} us); done at t={} us",
+            us(start, started),
+            us(started, synced),
             buffers.len(),
-            us(start, pinned),
+            us(synced, returned),
             us(pinned, launched),
             us(launched, done),
             unix_us()
@@ -309,10 +351,7 @@ pub fn forward(
     );
     let params = FnaParams::new(pattern, shape, tiles);
     trace_prepared(entered);
-    let launch = Launch {
-        kernel,
-        grid: kernel.grid(params.query_grid()),
-    };
+    let launch = Launch::query_side(kernel, &params);
     run_on_burn_buffers(
         device,
         &[&q, &k, &v, &outputs.buffer],
@@ -362,15 +401,14 @@ pub fn backward(
     );
     let params = FnaParams::new(pattern, shape, tiles);
     trace_prepared(entered);
-    let launches: Vec<Launch<'_>> = std::iter::once(Launch {
-        kernel: kernels.dq,
-        grid: kernels.dq.grid(params.query_grid()),
-    })
-    .chain(kernels.key_passes.iter().map(|&kernel| Launch {
-        kernel,
-        grid: kernel.grid(params.key_grid()),
-    }))
-    .collect();
+    let launches: Vec<Launch<'_>> = std::iter::once(Launch::query_side(kernels.dq, &params))
+        .chain(
+            kernels
+                .key_passes
+                .iter()
+                .map(|&kernel| Launch::key_side(kernel, &params)),
+        )
+        .collect();
     run_on_burn_buffers(
         device,
         &[&q, &k, &v, &out, &lse, &d_out, &outputs.buffer],

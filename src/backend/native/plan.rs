@@ -112,9 +112,28 @@ pub fn backward_shared_bytes(kernel_dim: usize) -> u32 {
     (tiles + 4 * BACKWARD_BLOCK * 4) as u32
 }
 
-/// Threads per CTA of the Hopper backward passes (`kernels/fna_backward_sm90.cuh`,
-/// `kernels/fna_backward_dkdv_sm90.cuh`: one warpgroup over a [`BACKWARD_BLOCK`]-row tile).
+/// Threads per CTA of the Hopper dQ pass and the 64-key Hopper dK/dV pass
+/// (`kernels/fna_backward_sm90.cuh`, `kernels/fna_backward_dkdv_sm90.cuh`: one warpgroup over a
+/// [`BACKWARD_BLOCK`]-row tile).
 pub const SM90_BACKWARD_THREADS: u32 = 128;
+
+/// Whether the Hopper dK/dV pass at `kernel_dim` pairs KV tiles: at head dim 128 the
+/// warp-specialised pass (`kernels/fna_backward_dkdv_sm90_ws.cuh`) runs one CTA per two
+/// [`BACKWARD_BLOCK`]-key tiles along [`FnaParams::key_pair_axis`], which it takes as a second
+/// kernel argument; at head dim 64 the 64-key pass (three CTAs per SM) stays faster.
+pub fn sm90_backward_dkdv_pairs_tiles(kernel_dim: usize) -> bool {
+    kernel_dim >= 128
+}
+
+/// Threads per CTA of the Hopper dK/dV pass: a producer warpgroup and two consumer warpgroups
+/// where it pairs tiles, else one warpgroup.
+pub fn sm90_backward_dkdv_threads(kernel_dim: usize) -> u32 {
+    if sm90_backward_dkdv_pairs_tiles(kernel_dim) {
+        384
+    } else {
+        SM90_BACKWARD_THREADS
+    }
+}
 
 /// K/V buffers of the Hopper dQ pass (`kernels/fna_backward_sm90_d*.cu`): one at head dim 128
 /// (the shared memory of three CTAs per SM), two below.
@@ -135,15 +154,30 @@ pub fn sm90_backward_dq_shared_bytes(kernel_dim: usize) -> u32 {
     (tiles + geometry + 1024) as u32
 }
 
-/// Dynamic shared memory of the Hopper dK/dV pass (`FnaBwdDkdvSm90Traits::kSmemBytes`): the K
-/// and V tiles, two stages of Q and dO tiles, the tile geometry (the KV tile box and the query
-/// box, 128 bytes each; the token offset of each Q tile row, 4 bytes each; two stages of the
-/// LSE and delta of each query row, 16 bytes per row; the inverse window of each key row, 24
-/// bytes each) and 1024 bytes to align the tiles to the 128-byte swizzle's period.
+/// Dynamic shared memory of the Hopper dK/dV pass (`FnaBwdDkdvSm90Traits::kSmemBytes`, or
+/// `FnaBwdDkdvSm90WsTraits::kSmemBytes` where it pairs tiles). The 64-key pass: the K and V
+/// tiles, two stages of Q and dO tiles, the tile geometry (the KV tile box and the query box, 128
+/// bytes each; the token offset of each Q tile row, 4 bytes each; two stages of the LSE and delta
+/// of each query row, 16 bytes per row; the inverse window of each key row, 24 bytes each). The
+/// paired pass: two K and two V tiles, three stages of Q and dO tiles, its geometry (512 bytes of
+/// boxes; the Q rows' token offsets; three stages of LSE and delta; the inverse windows of 128
+/// key rows; seven 8-byte mbarriers). Both add 1024 bytes to align the tiles to the 128-byte
+/// swizzle's period.
 pub fn sm90_backward_dkdv_shared_bytes(kernel_dim: usize) -> u32 {
-    let tiles = (2 + 2 * 2) * BACKWARD_BLOCK * kernel_dim * 2;
-    let geometry = 256 + BACKWARD_BLOCK * 4 + 2 * 2 * BACKWARD_BLOCK * 4 + BACKWARD_BLOCK * 24;
-    (tiles + geometry + 1024) as u32
+    let tile = BACKWARD_BLOCK * kernel_dim * 2;
+    let bytes = if sm90_backward_dkdv_pairs_tiles(kernel_dim) {
+        let stages = 3;
+        let geometry = 512
+            + BACKWARD_BLOCK * 4
+            + 2 * stages * BACKWARD_BLOCK * 4
+            + 2 * BACKWARD_BLOCK * 24
+            + (1 + 2 * stages) * 8;
+        (4 + 2 * stages) * tile + geometry
+    } else {
+        let geometry = 256 + BACKWARD_BLOCK * 4 + 2 * 2 * BACKWARD_BLOCK * 4 + BACKWARD_BLOCK * 24;
+        (2 + 2 * 2) * tile + geometry
+    };
+    (bytes + 1024) as u32
 }
 
 /// Default tiles of the backward passes: 64-query Q tiles over the dilation groups, 64-key KV
@@ -384,6 +418,48 @@ impl FnaParams {
         let ctas = self.kv_tiles.iter().product::<i32>() * self.dilation.iter().product::<i32>();
         (ctas as u32, self.heads_kv as u32, self.batch as u32)
     }
+
+    /// The axis along which a key-side kernel that pairs KV tiles
+    /// ([`sm90_backward_dkdv_pairs_tiles`]) doubles its tile: among the axes with at least two
+    /// KV tiles, the one whose query box (in Q tiles, ignoring stride and causality) grows least
+    /// when the tile's extent doubles, ties to the later (faster-varying) axis; the last axis
+    /// where no axis has two tiles, and for attention. A choice of speed only: every axis gives
+    /// the same result.
+    pub fn key_pair_axis(&self) -> i32 {
+        if self.dense != 0 {
+            return 2;
+        }
+        let mut best = (2, f64::INFINITY);
+        for a in 0..3 {
+            if self.kv_tiles[a] < 2 {
+                continue;
+            }
+            let q_extent = 1 << self.q_tile_log2[a];
+            let kv_extent = 1 << self.kv_tile_log2[a];
+            let box_tiles = |keys: i32| (self.kernel[a] + keys - 1 + q_extent - 1) / q_extent;
+            let growth = f64::from(box_tiles(2 * kv_extent)) / f64::from(box_tiles(kv_extent));
+            if growth <= best.1 {
+                best = (a as i32, growth);
+            }
+        }
+        best.0
+    }
+
+    /// The grid of a key-side kernel that pairs KV tiles along `axis`: `(KV tile pairs x
+    /// dilation groups, KV heads, batch)`, half the tiles on `axis` rounded up.
+    pub fn key_pair_grid(&self, axis: i32) -> (u32, u32, u32) {
+        let pairs: i32 = (0..3)
+            .map(|a| {
+                if a == axis as usize {
+                    (self.kv_tiles[a] + 1) / 2
+                } else {
+                    self.kv_tiles[a]
+                }
+            })
+            .product();
+        let ctas = pairs * self.dilation.iter().product::<i32>();
+        (ctas as u32, self.heads_kv as u32, self.batch as u32)
+    }
 }
 
 #[cfg(test)]
@@ -476,15 +552,87 @@ mod tests {
     }
 
     #[test]
-    fn sm90_backward_dkdv_shared_memory_fits_two_ctas_per_sm() {
-        // kernels/fna_backward_dkdv_sm90.cuh (the static_asserts of
-        // kernels/fna_backward_sm90_d*.cu): 2 x 16 KiB K/V + 2 x 2 x 16 KiB Q/dO + 3072 + 1024 at
-        // head dim 128.
-        assert_eq!(sm90_backward_dkdv_shared_bytes(128), 102_400);
+    fn sm90_backward_dkdv_shared_memory_fits() {
+        // The static_asserts of kernels/fna_backward_sm90_d*.cu. Head dim 64, the 64-key pass
+        // (kernels/fna_backward_dkdv_sm90.cuh): 2 x 8 KiB K/V + 2 x 2 x 8 KiB Q/dO + 3072 + 1024,
+        // three CTAs per H100 SM (228 KiB, 1 KiB reserved per CTA). Head dim 128, the paired
+        // pass (kernels/fna_backward_dkdv_sm90_ws.cuh): 4 x 16 KiB K/V + 2 x 3 x 16 KiB Q/dO +
+        // 5432 + 1024, one CTA per SM, under the 227 KiB a block may opt into.
         assert_eq!(sm90_backward_dkdv_shared_bytes(64), 53_248);
-        for dim in [64, 128] {
-            assert!(2 * (sm90_backward_dkdv_shared_bytes(dim) + 1024) <= 228 * 1024);
-        }
+        assert!(3 * (sm90_backward_dkdv_shared_bytes(64) + 1024) <= 228 * 1024);
+        assert_eq!(sm90_backward_dkdv_shared_bytes(128), 170_296);
+        assert!(sm90_backward_dkdv_shared_bytes(128) <= 227 * 1024);
+        assert_eq!(sm90_backward_dkdv_threads(128), 384);
+        assert_eq!(sm90_backward_dkdv_threads(64), 128);
+    }
+
+    /// Parameters of a neighborhood attention problem (16 heads, head dim 128) with the given
+    /// tiles.
+    fn na_params(
+        spatial: &[usize],
+        kernel: &[usize],
+        q_tile: &[usize],
+        kv_tile: &[usize],
+    ) -> FnaParams {
+        let problem = NaProblem {
+            spatial: spatial.to_vec(),
+            axes: kernel
+                .iter()
+                .map(|&kernel_size| natten_core::AxisParams {
+                    kernel_size,
+                    stride: 1,
+                    dilation: 1,
+                    causal: false,
+                })
+                .collect(),
+            scale: 1.0,
+            backend: crate::NaBackend::Auto,
+            tiles: None,
+            backward_tiles: None,
+        };
+        let tokens = spatial.iter().product();
+        let shape = CallShape {
+            batch: 1,
+            tokens,
+            kv_tokens: tokens,
+            heads: 16,
+            heads_kv: 16,
+            head_dim: 128,
+            head_dim_v: 128,
+        };
+        let tiles = TileConfig {
+            q_tile: q_tile.to_vec(),
+            kv_tile: kv_tile.to_vec(),
+        };
+        FnaParams::new(Pattern::Na(&problem), shape, &tiles)
+    }
+
+    #[test]
+    fn key_pairs_follow_the_axis_whose_query_box_grows_least() {
+        // 1-D anchor: only one axis has tiles.
+        let p = na_params(&[32768], &[2048], &[64], &[64]);
+        assert_eq!(p.key_pair_axis(), 2);
+        assert_eq!(p.key_pair_grid(2), (256, 16, 1));
+        // 2-D anchor, 8x8 tiles, window 31: doubling either axis takes the box from 38 to 46
+        // rows (5 to 6 Q tiles), a tie, which goes to the last axis.
+        let p = na_params(&[128, 128], &[31, 31], &[8, 8], &[8, 8]);
+        assert_eq!(p.key_pair_axis(), 2);
+        assert_eq!(p.key_pair_grid(2), (16 * 8, 16, 1));
+        // 3-D anchor, 4x4x4 tiles, window 8x16x24: 27 -> 31 rows on the last axis (7 -> 8 Q
+        // tiles) grows least (11 -> 15 rows, 3 -> 4 tiles, on the first).
+        let p = na_params(&[16, 44, 80], &[8, 16, 24], &[4, 4, 4], &[4, 4, 4]);
+        assert_eq!(p.key_pair_axis(), 2);
+        assert_eq!(p.key_pair_grid(2), (4 * 11 * 10, 16, 1));
+        // A tall tile on the last axis makes another axis cheaper to double.
+        let p = na_params(&[64, 64], &[7, 7], &[4, 16], &[2, 32]);
+        assert_eq!(p.key_pair_axis(), 1);
+        assert_eq!(p.key_pair_grid(1), (16 * 2, 16, 1));
+        // Odd tile counts round up: the last pair holds one tile.
+        let p = na_params(&[192], &[7], &[64], &[64]);
+        assert_eq!(p.key_pair_grid(p.key_pair_axis()), (2, 16, 1));
+        // No axis with two tiles: the last axis.
+        let p = na_params(&[40], &[7], &[64], &[64]);
+        assert_eq!(p.key_pair_axis(), 2);
     }
 
     #[test]

@@ -1,0 +1,355 @@
+// The Hopper (sm_90a) dK/dV pass at head dim 128, warp-specialised (FA3's backward shape on the
+// NA tiling). Same semantics and outputs as fna_backward_dkdv_sm90 (which runs head dim 64) and
+// the SM80 pass; the grid differs:
+//
+// - one CTA per (pair of 64-key KV tiles along axis `pair_axis`, KV head, batch): a 128-key tile
+//   (the KV tile's extent doubled on that axis). Sub-tile h (h = 0, 1) is the plan's 64-key KV
+//   tile 2 t + h on that axis (empty when past the group's end). The host picks the axis
+//   (src/backend/native/plan.rs, `FnaParams::key_pair_axis`: the one whose query box grows least
+//   when its tile extent doubles) and passes it as the kernel's second argument;
+// - 384 threads: a producer warpgroup (setmaxnreg kProducerRegs) and two consumer warpgroups
+//   (kConsumerRegs), consumer h owning sub-tile h (K/V resident, dK/dV in registers);
+// - the producer stages K and V of both sub-tiles (one "kv" mbarrier), then walks the query box
+//   of the whole 128-key tile (query_box_of: the union of the sub-tiles' boxes) x the GQA group,
+//   gathering each step's Q and dO tiles (64 queries) and their LSE and delta (4-byte cp.async)
+//   into a ring of kStages buffers ("full" mbarriers via cp.async.mbarrier.arrive.noinc;
+//   consumers free a buffer through its "empty" mbarrier), so both consumers share each load;
+// - consumer h skips a step whose Q tile misses its own sub-tile's query box (so its MMA work is
+//   that of the 64-key pass), masks non-full steps with its key rows' inverse windows and runs
+//   the step body the 64-key pass runs (dkdv_step_sm90); epilogue through its own K/V tiles
+//   (pack_dkdv_sm90, store_dkdv_sm90).
+//
+// Measured (H100, bf16, 16 heads, dK/dV pass alone, .dev/hopper-bwd/ws/harness_ws.cu, same run
+// as the 64-key pass): d128 1-D 32768 w2048 3.57 -> 3.06 ms, 2-D 128x128 w31 1.71 -> 1.41, 3-D
+// 16x44x80 w8x16x24 17.69 -> 12.43; d64 1-D 2.22 -> 2.43 (slower: the 64-key d64 pass runs 3
+// CTAs per SM, so head dim 64 keeps it). Bit-identical to the SM80 pass on all 18 harness cases
+// in bf16; in f16 one case (1d-1000-w17) differs in 10 elements by 3.1e-5 (a sub-tile's steps
+// group its queries differently from its own 64-key walk, so the f32 sums run in another order).
+// ptxas (sm_90a, 56/224 registers, 3 stages): 168 registers at launch, 0 spills; 170,296 bytes
+// of shared memory at head dim 128. 2 stages: slower (3-D 13.0 ms); 4 stages: same as 3;
+// 40/232 registers: 40 bytes of spills, slower.
+#pragma once
+
+#include <cutlass/arch/reg_reconfig.h>
+
+#include "fna_backward_dkdv_sm90.cuh"
+
+namespace natten_native {
+
+template <typename Element_, int kHeadDim_, int kStages_ = 3, int kProducerRegs_ = 56, int kConsumerRegs_ = 224>
+struct FnaBwdDkdvSm90WsTraits {
+    using Element = Element_;
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kBlockM = 64;  // keys of a consumer (a plan KV tile)
+    static constexpr int kBlockN = 64;  // queries of a walked step (a Q tile)
+    static constexpr int kStages = kStages_;
+    static constexpr int kProducerThreads = 128;
+    static constexpr int kConsumerThreads = 256;
+    static constexpr int kNThreads = kProducerThreads + kConsumerThreads;
+    static constexpr int kProducerRegs = kProducerRegs_;
+    static constexpr int kConsumerRegs = kConsumerRegs_;
+    // setmaxnreg.inc only takes what .dec released from the CTA's launch allocation (168 x 384
+    // registers under __launch_bounds__(384, 1)); asking for more hangs the consumers.
+    static_assert(kProducerThreads * kProducerRegs + kConsumerThreads * kConsumerRegs <= 168 * kNThreads);
+    static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
+
+    using TileShapeS = Shape<Int<kBlockM>, Int<kBlockN>, Int<kHeadDim>>;
+    using TileShapeKV = Shape<Int<kBlockM>, Int<kHeadDim>, Int<kBlockN>>;
+    using MmaS = decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, TileShapeS>(),
+                                         Layout<Shape<_1, _1, _1>>{}));
+    using MmaKV = decltype(make_tiled_mma(
+        GMMA::rs_op_selector<Element, Element, float, TileShapeKV, GMMA::Major::K, GMMA::Major::MN>(),
+        Layout<Shape<_1, _1, _1>>{}));
+
+    using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
+    using SmemLayoutK = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    // The Q / dO ring, gathered by the producer warpgroup (threads 0..127).
+    using Gather = GatheredTilesSm90<Element, kHeadDim, kBlockN, kStages, kProducerThreads>;
+    using SmemLayoutQ = typename Gather::SmemLayout;
+    using SmemLayoutQt = typename Gather::SmemLayoutMN;
+
+    static constexpr int kRowsPerThread = 2;
+    static constexpr int kKBytes = kBlockM * kHeadDim * 2;            // one sub-tile of K (or V)
+    static constexpr int kQBytes = kStages * kBlockN * kHeadDim * 2;  // the Q ring (or dO ring)
+    // Geometry: boxes (512 bytes: union QueryBox, 2 sub TileBox, 2 sub QueryBox), q_tok_off
+    // (kBlockN ints), LSE / delta rings (2 x kStages x kBlockN floats), inverse windows of the
+    // 128 key rows (128 x 6 ints), mbarriers (kv, full x kStages, empty x kStages).
+    static constexpr int kGeometryBytes = 512 + kBlockN * 4 + 2 * kStages * kBlockN * 4 + 2 * kBlockM * 24 +
+                                          (1 + 2 * kStages) * 8;
+    static constexpr int kSmemBytes = 4 * kKBytes + 2 * kQBytes + kGeometryBytes + 1024;
+};
+
+__device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, bool valid) {
+    const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 4 : 0));
+}
+
+__device__ __forceinline__ void bar_sync_wg(int id) {
+    asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory");
+}
+
+struct WsGeometry {
+    QueryBox qb;      // the whole tile's query box (the walk)
+    QueryBox sqb[2];  // each sub-tile's
+    TileBox skt[2];   // each sub-tile
+    int valid[2];     // sub-tile non-empty
+};
+
+template <typename Traits>
+__device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, char* smem_unaligned) {
+    using Element = typename Traits::Element;
+    constexpr int kBlockM = Traits::kBlockM;
+    constexpr int kBlockN = Traits::kBlockN;
+    constexpr int kHeadDim = Traits::kHeadDim;
+    constexpr int kStages = Traits::kStages;
+
+    const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_unaligned)) & 1023u;
+    char* smem_raw = smem_unaligned + ((1024u - misalign) & 1023u);
+    char* geometry = smem_raw + 4 * Traits::kKBytes + 2 * Traits::kQBytes;
+    WsGeometry& geo = *reinterpret_cast<WsGeometry*>(geometry);
+    static_assert(sizeof(WsGeometry) <= 512);
+    int* q_tok_off = reinterpret_cast<int*>(geometry + 512);                     // [kBlockN]
+    float* s_lse = reinterpret_cast<float*>(geometry + 512 + kBlockN * 4);       // [kStages][kBlockN]
+    float* s_delta = s_lse + kStages * kBlockN;                                  // [kStages][kBlockN]
+    int* windows = reinterpret_cast<int*>(s_delta + kStages * kBlockN);          // [2 kBlockM][6]
+    uint64_t* bar_kv = reinterpret_cast<uint64_t*>(windows + 2 * kBlockM * 6);
+    uint64_t* bar_full = bar_kv + 1;
+    uint64_t* bar_empty = bar_full + kStages;
+
+    // The 128-key tile (pair_axis doubled), and its sub-tiles.
+    int log2p[3], countp[3];
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+        log2p[a] = p.kv_tile_log2[a] + (a == pair_axis);
+        countp[a] = a == pair_axis ? (p.kv_tiles[a] + 1) / 2 : p.kv_tiles[a];
+    }
+    {
+        TileBox whole;
+        if (!tile_of(p, blockIdx.x, p.kv_len, log2p, countp, whole)) return;
+        if (threadIdx.x == 0) {
+            geo.qb = query_box_of(p, whole);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                TileBox t = whole;
+                t.no_padding = true;
+                bool nonempty = true;
+#pragma unroll
+                for (int a = 0; a < 3; ++a) {
+                    const int ext = 1 << p.kv_tile_log2[a];
+                    if (a == pair_axis) {
+                        t.first[a] = whole.first[a] + h * ext;
+                        t.end[a] = min(t.first[a] + ext, t.glen[a]);
+                        nonempty = t.first[a] < t.glen[a];
+                    }
+                    t.no_padding &= t.end[a] - t.first[a] == ext;
+                }
+                geo.valid[h] = nonempty;
+                geo.skt[h] = t;
+                if (geo.valid[h]) geo.sqb[h] = query_box_of(p, t);
+                else geo.sqb[h].tiles[0] = 0;
+            }
+            cutlass::arch::ClusterBarrier::init(bar_kv, Traits::kProducerThreads);
+#pragma unroll
+            for (int s = 0; s < kStages; ++s) {
+                cutlass::arch::ClusterBarrier::init(bar_full + s, Traits::kProducerThreads);
+                cutlass::arch::ClusterBarrier::init(bar_empty + s, Traits::kConsumerThreads);
+            }
+            cutlass::arch::fence_barrier_init();
+        }
+        if (threadIdx.x < kBlockN) {
+            int j[3];
+            const int zero[3] = {0, 0, 0};
+            tile_coords(threadIdx.x, p.q_tile_log2, zero, j);
+            q_tok_off[threadIdx.x] =
+                (j[0] * p.dilation[0] * p.len[1] + j[1] * p.dilation[1]) * p.len[2] + j[2] * p.dilation[2];
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x >= Traits::kProducerThreads) {
+        // The inverse window of each key row of both sub-tiles (read on partial steps only).
+        const int r = threadIdx.x - Traits::kProducerThreads;  // key row r % 64 of sub-tile r / 64
+        if (r < 2 * kBlockM) {
+            const int h = r / kBlockM;
+            if (geo.valid[h]) {
+                const TileBox& t = geo.skt[h];
+                int key[3];
+                tile_coords(r % kBlockM, p.kv_tile_log2, t.first, key);
+                int* w = windows + r * 6;
+#pragma unroll
+                for (int a = 0; a < 3; ++a) {
+                    axis_inverse_window(p, a, min(key[a], t.end[a] - 1), t.glen[a], w[a], w[3 + a]);
+                }
+            }
+        }
+    }
+    __syncthreads();
+
+    const int head_kv = blockIdx.y;
+    const int batch = blockIdx.z;
+    const int group_size = p.heads / p.heads_kv;
+    const int head0 = head_kv * group_size;
+    const HeadRows rows = head_rows(p, batch, head0, head_kv);
+    const int n_tiles = geo.qb.tiles[0] * geo.qb.tiles[1] * geo.qb.tiles[2];
+    const int n_steps = group_size * n_tiles;
+
+    Element* smem_k = reinterpret_cast<Element*>(smem_raw);                         // [2] sub-tiles
+    Element* smem_v = reinterpret_cast<Element*>(smem_raw + 2 * Traits::kKBytes);   // [2]
+    Element* smem_q = reinterpret_cast<Element*>(smem_raw + 4 * Traits::kKBytes);
+    Element* smem_do = reinterpret_cast<Element*>(smem_raw + 4 * Traits::kKBytes + Traits::kQBytes);
+    Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
+    Tensor sdO = make_tensor(make_smem_ptr(smem_do), typename Traits::SmemLayoutQ{});
+
+    if (threadIdx.x < Traits::kProducerThreads) {
+        // ---------------- producer warpgroup ----------------
+        cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
+        const Element* q_base = reinterpret_cast<const Element*>(p.q) + rows.q;
+        const Element* do_base = reinterpret_cast<const Element*>(p.d_out) + rows.o;
+        {
+            const Element* k_base = reinterpret_cast<const Element*>(p.k) + rows.k;
+            const Element* v_base = reinterpret_cast<const Element*>(p.v) + rows.v;
+#pragma unroll 1
+            for (int h = 0; h < 2; ++h) {
+                if (!geo.valid[h]) continue;
+                const TileBox& t = geo.skt[h];
+                Tensor sK = make_tensor(make_smem_ptr(smem_k + h * (Traits::kKBytes / 2)),
+                                        typename Traits::SmemLayoutK{});
+                Tensor sV = make_tensor(make_smem_ptr(smem_v + h * (Traits::kKBytes / 2)),
+                                        typename Traits::SmemLayoutK{});
+                stage_tile<kBlockM, kHeadDim, Traits::kProducerThreads>(sK, k_base, rows.k_stride, p,
+                                                                        p.kv_tile_log2, t.first, t.end, t.group,
+                                                                        p.head_dim);
+                stage_tile<kBlockM, kHeadDim, Traits::kProducerThreads>(sV, v_base, rows.v_stride, p,
+                                                                        p.kv_tile_log2, t.first, t.end, t.group,
+                                                                        p.head_dim_v);
+            }
+            cutlass::arch::cpasync_barrier_arrive_noinc(bar_kv);
+        }
+        int stage = 0;
+        uint32_t phase = 0;
+        int g = 0, t = 0;
+#pragma unroll 1
+        for (int s = 0; s < n_steps; ++s) {
+            if (s >= kStages) cutlass::arch::ClusterBarrier::wait(bar_empty + stage, phase ^ 1);
+            int origin[3];
+            walk_origin(t, geo.qb.lo, geo.qb.tiles, p.q_tile_log2, origin);
+            int hi[3], grp[3];
+#pragma unroll
+            for (int a = 0; a < 3; ++a) {
+                hi[a] = geo.qb.hi[a];
+                grp[a] = geo.skt[0].group[a];
+            }
+            Tensor qn = sQ(_, _, stage);
+            Tensor don = sdO(_, _, stage);
+            stage_rows_sm90<Traits>(qn, q_base + g * p.head_dim, (int)rows.q_stride, q_tok_off, p, p.q_tile_log2,
+                                    origin, hi, grp, p.head_dim);
+            stage_rows_sm90<Traits>(don, do_base + g * p.head_dim_v, (int)rows.o_stride, q_tok_off, p,
+                                    p.q_tile_log2, origin, hi, grp, p.head_dim_v);
+            if (threadIdx.x < 2 * kBlockN) {
+                const int r = threadIdx.x % kBlockN;
+                int i[3];
+                tile_coords(r, p.q_tile_log2, origin, i);
+                const bool ok = i[0] < hi[0] && i[1] < hi[1] && i[2] < hi[2];
+                const long long row =
+                    ok ? ((long long)batch * p.tokens + token_of(p, i, grp)) * p.heads + head0 + g : 0;
+                if (threadIdx.x < kBlockN) cp_async_4(s_lse + stage * kBlockN + r, p.lse + row, ok);
+                else cp_async_4(s_delta + stage * kBlockN + r, p.delta + row, ok);
+            }
+            cutlass::arch::cpasync_barrier_arrive_noinc(bar_full + stage);
+            if (++t == n_tiles) {
+                t = 0;
+                ++g;
+            }
+            if (++stage == kStages) {
+                stage = 0;
+                phase ^= 1;
+            }
+        }
+        cute::cp_async_wait<0>();
+        return;
+    }
+
+    // ---------------- consumer warpgroups ----------------
+    cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
+    const int h = threadIdx.x / 128 - 1;  // sub-tile
+    const int lt = threadIdx.x % 128;     // thread of the warpgroup
+    Element* my_k = smem_k + h * (Traits::kKBytes / 2);
+    Element* my_v = smem_v + h * (Traits::kKBytes / 2);
+    Tensor sK = make_tensor(make_smem_ptr(my_k), typename Traits::SmemLayoutK{});
+    Tensor sV = make_tensor(make_smem_ptr(my_v), typename Traits::SmemLayoutK{});
+    Tensor sQt = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQt{});
+    Tensor sdOt = make_tensor(make_smem_ptr(smem_do), typename Traits::SmemLayoutQt{});
+
+    typename Traits::MmaS mma_s;
+    typename Traits::MmaKV mma_kv;
+    auto thr_s = mma_s.get_thread_slice(lt);
+    auto thr_kv = mma_kv.get_thread_slice(lt);
+    Tensor tSrK = thr_s.partition_fragment_A(sK);
+    Tensor tSrV = thr_s.partition_fragment_A(sV);
+    Tensor tSrQ = thr_s.partition_fragment_B(sQ);
+    Tensor tSrdO = thr_s.partition_fragment_B(sdO);
+    Tensor tKrQt = thr_kv.partition_fragment_B(sQt);
+    Tensor tVrdOt = thr_kv.partition_fragment_B(sdOt);
+    Tensor acc_dk = partition_fragment_C(mma_kv, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+    Tensor acc_dv = partition_fragment_C(mma_kv, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+    clear(acc_dk);
+    clear(acc_dv);
+    const bool valid = geo.valid[h] != 0;
+    const int* my_windows = windows + h * kBlockM * 6;
+    const QueryBox& mqb = geo.sqb[h];
+    const bool no_padding = geo.skt[h].no_padding;
+
+    cutlass::arch::ClusterBarrier::wait(bar_kv, 0);
+    int stage = 0;
+    uint32_t phase = 0;
+    int t = 0;
+#pragma unroll 1
+    for (int s = 0; s < n_steps; ++s) {
+        int origin[3];
+        walk_origin(t, geo.qb.lo, geo.qb.tiles, p.q_tile_log2, origin);
+        // Does the step's Q tile reach this sub-tile's query box? Full: no padding key, and the
+        // step's queries inside the sub-tile's inner box.
+        bool active = valid && mqb.tiles[0] > 0;
+        bool full = no_padding;
+#pragma unroll
+        for (int a = 0; a < 3; ++a) {
+            const int e = 1 << p.q_tile_log2[a];
+            active &= origin[a] < mqb.hi[a] && origin[a] + e > mqb.lo[a];
+            full &= origin[a] >= mqb.full_lo[a] && origin[a] + e <= mqb.full_hi[a];
+        }
+        cutlass::arch::ClusterBarrier::wait(bar_full + stage, phase);
+        if (active) {
+            cutlass::arch::fence_view_async_shared();
+            Tensor acc_st = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
+            Tensor acc_dpt = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
+            wgmma_gemm<true, -1>(mma_s, tSrK, tSrQ(_, _, _, stage), acc_st);
+            wgmma_gemm<true, -1>(mma_s, tSrV, tSrdO(_, _, _, stage), acc_dpt);
+            dkdv_step_sm90<Traits>(p, acc_st, acc_dpt, full, my_windows, lt, origin, s_lse + stage * kBlockN,
+                                   1.4426950408889634f, s_delta + stage * kBlockN, tKrQt(_, _, _, stage),
+                                   tVrdOt(_, _, _, stage), acc_dk, acc_dv, [] {});
+        }
+        cutlass::arch::ClusterBarrier::arrive(bar_empty + stage);
+        if (++t == n_tiles) t = 0;
+        if (++stage == kStages) {
+            stage = 0;
+            phase ^= 1;
+        }
+    }
+    if (!valid) return;
+
+    // Epilogue: dK (scaled) and dV through this warpgroup's K / V tiles, then 16-byte stores.
+    pack_dkdv_sm90<Element>(acc_dk, acc_dv, p.scale, lt, sK, sV);
+    bar_sync_wg(1 + h);
+    store_dkdv_sm90<kBlockM, kHeadDim, Element>(p, rows, geo.skt[h], sK, sV, lt, 128);
+}
+
+}  // namespace natten_native
+
+// One extern "C" entry point per element type and head dim (kernels/fna_backward_sm90_d128.cu):
+// the parameters and the pair axis (0, 1 or 2; FnaParams::key_pair_axis on the Rust side).
+#define NATTEN_FNA_BACKWARD_DKDV_SM90_WS_KERNEL(NAME, ELEMENT, HEAD_DIM)                                \
+    extern "C" __global__ void __launch_bounds__(384, 1)                                               \
+        NAME(const natten_native::FnaParams p, int pair_axis) {                                        \
+        extern __shared__ __align__(1024) char smem[];                                                  \
+        natten_native::fna_backward_dkdv_sm90_ws<natten_native::FnaBwdDkdvSm90WsTraits<ELEMENT, HEAD_DIM>>( \
+            p, pair_axis, smem);                                                                        \
+    }
