@@ -68,11 +68,6 @@ struct FnaBwdDkdvSm90Traits {
     static constexpr int kSmemBytes = 2 * kKBytes + 2 * kQBytes + kGeometryBytes + 1024;
 };
 
-// Row r (of two) of a 64-row wgmma accumulator held by thread `wg_thread` of its warpgroup.
-__device__ __forceinline__ int wg_acc_row(int wg_thread, int r) {
-    return (wg_thread / 32) * 16 + (wg_thread % 32) / 4 + r * 8;
-}
-
 // The rest of one walked step of a dK/dV warpgroup (64 keys x 64 queries) once it has issued
 // S^T = K Q^T into acc_st and dP^T = V dO^T into acc_dpt (SS wgmma, not yet waited for):
 // P^T = exp2(S^T scale_log2 - LSE[query] lse_to_log2), masked unless `full` by each key row's

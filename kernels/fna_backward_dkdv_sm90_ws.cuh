@@ -84,10 +84,6 @@ __device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, bool va
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 4 : 0));
 }
 
-__device__ __forceinline__ void bar_sync_wg(int id) {
-    asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory");
-}
-
 struct WsGeometry {
     QueryBox qb;      // the whole tile's query box (the walk)
     QueryBox sqb[2];  // each sub-tile's

@@ -4,13 +4,12 @@
 // the delta = rowsum(dO * O) it writes for the dK/dV pass:
 //
 // - one CTA per (Q tile of 64 queries, head, batch): one warpgroup, 128 threads, three CTAs per
-//   SM; the backward plan's tiles (64-query Q tiles, 64-key KV tiles) are unchanged;
+//   SM; the backward plan's tiles (64-query Q tiles, 64-key KV tiles) are unchanged. It runs
+//   head dim 64; head dim 128 runs the warp-specialised pass (fna_backward_dq_sm90_ws.cuh);
 // - Q and dO resident, K and V gathered with cp.async (stage_kv, sm90_common.cuh) into
-//   K-major 128-byte-swizzled shared tiles, double-buffered (head dim 64) or single-buffered
-//   (head dim 128: the shared memory of three CTAs per SM; V(t + 1) loads under dS and the dQ
-//   product, K(t + 1) under the other CTAs' work);
-// - S = Q K^T and dP = dO V^T: two SS wgmma issued back to back (double-buffered: the next
-//   tile's loads are issued under them);
+//   K-major 128-byte-swizzled shared tiles, double-buffered;
+// - S = Q K^T and dP = dO V^T: two SS wgmma issued back to back, the next tile's loads issued
+//   under them;
 // - P = exp2(S scale_log2 - LSE_log2) with the row's LSE (masked scores give 0),
 //   dS = P (dP - delta), on the accumulator fragments (SM80 m16n8 per-thread layout);
 // - dQ += dS K: RS wgmma, dS converted in registers to the A operand, K read from the same
@@ -21,22 +20,19 @@
 
 namespace natten_native {
 
-// kBlockM_: 64 (one warpgroup, the backward plan's Q tiles: what ships) or 128 (two warpgroups
-// sharing the K/V tiles; needs 128-query Q tiles in the dQ launch's params, one CTA per SM: no
-// faster than 64 on the H100 anchors, so not used).
-// kStages_: 2 (K and V double-buffered: tile t + 1 loads under tile t's products) or 1 (one K
-// and one V buffer, less shared memory for more CTAs per SM: V(t + 1) loads once dP(t) is done,
-// K(t + 1) once dQ(t) is).
-template <typename Element_, int kHeadDim_, int kBlockM_ = 64, int kStages_ = 2>
+// 64 queries per CTA (one warpgroup, the backward plan's Q tiles) walking 64-key tiles, K and V
+// double-buffered. (A 128-query, two-warpgroup form sharing the K/V tiles was no faster on the
+// H100 anchors; single-buffered K/V for three CTAs per SM at head dim 128 gave way to the
+// warp-specialised pass, fna_backward_dq_sm90_ws.cuh.)
+template <typename Element_, int kHeadDim_>
 struct FnaBwdSm90Traits {
     using Element = Element_;
     static constexpr int kHeadDim = kHeadDim_;
-    static constexpr int kBlockM = kBlockM_;
+    static constexpr int kBlockM = 64;
     static constexpr int kBlockN = 64;
     static constexpr int kNWarps = kBlockM / 16;
     static constexpr int kNThreads = kNWarps * 32;
-    static constexpr int kStages = kStages_;
-    static_assert(kStages == 1 || kStages == 2);
+    static constexpr int kStages = 2;
     static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
 
     using TileShapeS = Shape<Int<kBlockM>, Int<kBlockN>, Int<kHeadDim>>;   // S = Q K^T, dP = dO V^T
@@ -60,13 +56,132 @@ struct FnaBwdSm90Traits {
     static constexpr int kKVBytes = kStages * kBlockN * kHeadDim * 2;
     // Geometry after the tiles: Q tile box (128 bytes), KV box (128), per KV tile row its token
     // offset (kBlockN ints), per Q tile row its LSE (log2 units) and delta (2 x kBlockM floats).
-    // Single-buffered (3 CTAs per SM, 168 registers): also the window of each Q tile row
-    // (lo[3], hi[3]), read on partial KV tiles only, instead of 12 registers.
-    static constexpr bool kWindowsInSmem = kStages == 1;
-    static constexpr int kGeometryBytes = 256 + kBlockN * 4 + kBlockM * 8 + (kWindowsInSmem ? kBlockM * 24 : 0);
+    static constexpr int kGeometryBytes = 256 + kBlockN * 4 + kBlockM * 8;
     // Q, dO, K stages, V stages, the geometry, +1024 to align the tiles to the swizzle period.
     static constexpr int kSmemBytes = 2 * kQBytes + 2 * kKVBytes + kGeometryBytes + 1024;
 };
+
+// delta = rowsum(dO * O) in f32 (written out for the dK/dV pass) and the LSE in log2 units of
+// the 64 query rows of Q tile `qt`, into s_lse / s_delta (+inf and 0 for padding rows): two
+// threads per row (`wg_thread` of a warpgroup's 128), each half of the columns. Both dQ passes
+// run it.
+template <typename Element>
+__device__ __forceinline__ void delta_and_lse_sm90(const FnaParams& p, const HeadRows& rows, const TileBox& qt,
+                                                   int batch, int head, int wg_thread, float* s_lse,
+                                                   float* s_delta) {
+    const Element* do_base = reinterpret_cast<const Element*>(p.d_out) + rows.o;
+    const Element* o_base = reinterpret_cast<const Element*>(p.out) + rows.o;
+    const int r = wg_thread / 2;
+    const int half = wg_thread % 2;
+    int i[3];
+    tile_coords(r, p.q_tile_log2, qt.first, i);
+    const bool real = i[0] < qt.end[0] && i[1] < qt.end[1] && i[2] < qt.end[2];
+    float delta = 0.f;
+    long long row = 0;
+    if (real) {
+        const long long token = token_of(p, i, qt.group);
+        row = ((long long)batch * p.tokens + token) * p.heads + head;
+        for (int c = half * 8; c < p.head_dim_v; c += 16) {
+            const uint4 o8 = *reinterpret_cast<const uint4*>(o_base + token * rows.o_stride + c);
+            const uint4 d8 = *reinterpret_cast<const uint4*>(do_base + token * rows.o_stride + c);
+            const Element* o = reinterpret_cast<const Element*>(&o8);
+            const Element* d = reinterpret_cast<const Element*>(&d8);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) delta += float(o[e]) * float(d[e]);
+        }
+    }
+    delta += __shfl_xor_sync(0xffffffffu, delta, 1);
+    if (half == 0) {
+        float lse_log2 = INFINITY;
+        if (real) {
+            lse_log2 = p.lse[row] * 1.4426950408889634f;
+            p.delta[row] = delta;
+        }
+        s_lse[r] = lse_log2;
+        s_delta[r] = delta;
+    }
+}
+
+// The rest of one walked step of a dQ warpgroup (64 queries x 64 keys) once it has issued
+// S = Q K^T into acc_s and dP = dO V^T into acc_dp (SS wgmma, not yet waited for):
+// P = exp2(S scale_log2 - LSE_log2[row]), masked unless `full` by each row's window (`win_lo`,
+// `win_hi`), dS = P (dP - delta[row]), dQ += dS K (RS wgmma from the step's MN-major K view),
+// waited for. Both dQ passes run it.
+template <typename Traits, typename Acc, typename FragB, typename AccDQ>
+__device__ __forceinline__ void dq_step_sm90(const FnaParams& p, Acc& acc_s, Acc& acc_dp, bool full,
+                                             const int (&win_lo)[2][3], const int (&win_hi)[2][3],
+                                             const int (&origin)[3], const float (&row_lse)[2],
+                                             const float (&row_delta)[2], FragB tQrKt, AccDQ& acc_dq) {
+    using Element = typename Traits::Element;
+    constexpr int kRows = Traits::kRowsPerThread;
+    static_assert(kRows == 2);
+    typename Traits::MmaDQ mma_dq;
+    warpgroup_wait<1>();  // S done (dP may still run)
+    warpgroup_fence_operand(acc_s);
+    Tensor scores = make_tensor(acc_s.data(), rowcol_sm90(acc_s.layout()));
+    if (!full) {
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) mask_row_sm90(scores, r, win_lo[r], win_hi[r], p.kv_tile_log2, origin);
+    }
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+        for (int c = 0; c < size<1>(scores); ++c) {
+            scores(r, c) = exp2_approx(fmaf(scores(r, c), p.scale_log2, -row_lse[r]));
+        }
+    }
+    warpgroup_wait<0>();  // dP done
+    warpgroup_fence_operand(acc_dp);
+    Tensor dp = make_tensor(acc_dp.data(), rowcol_sm90(acc_dp.layout()));
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+        for (int c = 0; c < size<1>(scores); ++c) {
+            scores(r, c) = scores(r, c) * (dp(r, c) - row_delta[r]);  // dS / scale
+        }
+    }
+    Tensor ds = convert_to<Element>(acc_s);
+    Tensor tdS = make_tensor(ds.data(), acc_as_a_operand_sm90(ds.layout()));
+    wgmma_gemm<false, 0>(mma_dq, tdS, tQrKt, acc_dq);
+}
+
+// A dQ warpgroup's epilogue, first half: dQ (times the softmax scale) as element pairs into its
+// Q shared tile (64 x head dim, read back by store_dq_sm90 after a barrier).
+template <typename Element, typename AccDQ, typename SmemTile>
+__device__ __forceinline__ void pack_dq_sm90(const AccDQ& acc_dq, float scale, int wg_thread, SmemTile& sQ) {
+    Tensor dq_rows = make_tensor(acc_dq.data(), rowcol_sm90(acc_dq.layout()));
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = wg_acc_row(wg_thread, r);
+#pragma unroll
+        for (int c = 0; c < size<1>(dq_rows); c += 2) {
+            const int col = acc_col(c);
+            cutlass::Array<Element, 2> pair;
+            pair[0] = Element(dq_rows(r, c) * scale);
+            pair[1] = Element(dq_rows(r, c + 1) * scale);
+            *reinterpret_cast<cutlass::Array<Element, 2>*>(&sQ(row, col)) = pair;
+        }
+    }
+}
+
+// The second half: 16-byte row stores of dQ from the shared tile to the query rows of the tile
+// box `qt` (padding rows skipped), by thread `thread` of `threads`.
+template <int kBlockM, int kHeadDim, typename Element, typename SmemTile>
+__device__ __forceinline__ void store_dq_sm90(const FnaParams& p, const HeadRows& rows, const TileBox& qt,
+                                              const SmemTile& sQ, int thread, int threads) {
+    Element* dq_base = reinterpret_cast<Element*>(p.dq) + rows.q;
+    constexpr int kChunks = kHeadDim / 8;
+    for (int idx = thread; idx < kBlockM * kChunks; idx += threads) {
+        const int r = idx / kChunks;
+        const int c = (idx % kChunks) * 8;
+        int i[3];
+        tile_coords(r, p.q_tile_log2, qt.first, i);
+        if (i[0] < qt.end[0] && i[1] < qt.end[1] && i[2] < qt.end[2] && c < p.head_dim) {
+            *reinterpret_cast<uint4*>(dq_base + (long long)token_of(p, i, qt.group) * rows.q_stride + c) =
+                *reinterpret_cast<const uint4*>(&sQ(r, c));
+        }
+    }
+}
 
 template <typename Traits>
 __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
@@ -86,7 +201,6 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
     int* kv_tok_off = reinterpret_cast<int*>(geometry + 256);                  // [kBlockN]
     float* s_lse = reinterpret_cast<float*>(geometry + 256 + kBlockN * 4);     // [kBlockM]
     float* s_delta = s_lse + kBlockM;                                          // [kBlockM]
-    int* windows = reinterpret_cast<int*>(s_delta + kBlockM);                  // [kBlockM][6]
     static_assert(sizeof(TileBox) <= 128 && sizeof(KvBox) <= 128);
     {
         TileBox mine;
@@ -109,13 +223,10 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
     const int head_kv = head / (p.heads / p.heads_kv);
 
     const HeadRows rows = head_rows(p, batch, head, head_kv);
-    const long long q_row_stride = rows.q_stride;
-    const long long o_row_stride = rows.o_stride;
     const long long k_row_stride = rows.k_stride;
     const long long v_row_stride = rows.v_stride;
     const Element* q_base = reinterpret_cast<const Element*>(p.q) + rows.q;
     const Element* do_base = reinterpret_cast<const Element*>(p.d_out) + rows.o;
-    const Element* o_base = reinterpret_cast<const Element*>(p.out) + rows.o;
     const Element* k_base = reinterpret_cast<const Element*>(p.k) + rows.k;
     const Element* v_base = reinterpret_cast<const Element*>(p.v) + rows.v;
 
@@ -141,9 +252,9 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
     Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kHeadDim>>{});
 
     const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
-    stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, q_row_stride, p, p.q_tile_log2, qt.first, qt.end,
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sQ, q_base, rows.q_stride, p, p.q_tile_log2, qt.first, qt.end,
                                              qt.group, p.head_dim);
-    stage_tile<kBlockM, kHeadDim, kNThreads>(sdO, do_base, o_row_stride, p, p.q_tile_log2, qt.first, qt.end,
+    stage_tile<kBlockM, kHeadDim, kNThreads>(sdO, do_base, rows.o_stride, p, p.q_tile_log2, qt.first, qt.end,
                                              qt.group, p.head_dim_v);
     int origin[3];
     walk_origin(0, box.lo, box.tiles, p.kv_tile_log2, origin);
@@ -155,58 +266,10 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
     }
     cute::cp_async_fence();
 
-    // delta = rowsum(dO * O) in f32 (written out for the dK/dV pass) and the LSE in log2 units,
-    // per query row: two threads per row, each half of the columns.
     static_assert(kNThreads == 2 * kBlockM);
-    {
-        const int r = threadIdx.x / 2;
-        const int half = threadIdx.x % 2;
-        int i[3];
-        tile_coords(r, p.q_tile_log2, qt.first, i);
-        const bool real = i[0] < qt.end[0] && i[1] < qt.end[1] && i[2] < qt.end[2];
-        float delta = 0.f;
-        long long row = 0;
-        if (real) {
-            const long long token = token_of(p, i, qt.group);
-            row = ((long long)batch * p.tokens + token) * p.heads + head;
-            for (int c = half * 8; c < p.head_dim_v; c += 16) {
-                const uint4 o8 = *reinterpret_cast<const uint4*>(o_base + token * o_row_stride + c);
-                const uint4 d8 = *reinterpret_cast<const uint4*>(do_base + token * o_row_stride + c);
-                const Element* o = reinterpret_cast<const Element*>(&o8);
-                const Element* d = reinterpret_cast<const Element*>(&d8);
-#pragma unroll
-                for (int e = 0; e < 8; ++e) delta += float(o[e]) * float(d[e]);
-            }
-        }
-        delta += __shfl_xor_sync(0xffffffffu, delta, 1);
-        if (half == 0) {
-            float lse_log2 = INFINITY;
-            if (real) {
-                lse_log2 = p.lse[row] * 1.4426950408889634f;
-                p.delta[row] = delta;
-            }
-            s_lse[r] = lse_log2;
-            s_delta[r] = delta;
-        }
-    }
-
+    delta_and_lse_sm90<Element>(p, rows, qt, batch, head, threadIdx.x, s_lse, s_delta);
     int win_lo[kRows][3], win_hi[kRows][3];
-    if constexpr (Traits::kWindowsInSmem) {
-        if (threadIdx.x % 4 == 0) {
-            row_windows<kRows, kNWarps>(p, qt, win_lo, win_hi);
-#pragma unroll
-            for (int r = 0; r < kRows; ++r) {
-                int* w = windows + acc_row(r, kNWarps) * 6;
-#pragma unroll
-                for (int a = 0; a < 3; ++a) {
-                    w[a] = win_lo[r][a];
-                    w[3 + a] = win_hi[r][a];
-                }
-            }
-        }
-    } else {
-        row_windows<kRows, kNWarps>(p, qt, win_lo, win_hi);
-    }
+    row_windows<kRows, kNWarps>(p, qt, win_lo, win_hi);
     clear(acc_dq);
     __syncthreads();  // s_lse, s_delta
     float row_lse[kRows], row_delta[kRows];
@@ -216,9 +279,8 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
         row_delta[r] = s_delta[acc_row(r, kNWarps)];
     }
 
-    constexpr bool kDouble = Traits::kStages == 2;
     for (int t = 0; t < n_tiles; ++t) {
-        const int stage = kDouble ? t & 1 : 0;
+        const int stage = t & 1;
         cute::cp_async_wait<0>();
         // Tile t (and Q, dO) landed and is visible to the async proxy; every warp is done with
         // tile t - 1 (its dQ product was waited for), whose buffers the next loads overwrite.
@@ -230,8 +292,8 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
         wgmma_gemm<true, -1>(mma_s, tSrdO, tSrV(_, _, _, stage), acc_dp);
         int next[3] = {origin[0], origin[1], origin[2]};
         const bool more = t + 1 < n_tiles;
-        if (more) next_kv_origin(p, box, next);
-        if (kDouble && more) {
+        if (more) {
+            next_kv_origin(p, box, next);
             Tensor kn = sK(_, _, stage ^ 1);
             Tensor vn = sV(_, _, stage ^ 1);
             stage_kv<Traits>(kn, k_base, (int)k_row_stride, kv_tok_off, p, next, box.hi, qt.group, p.head_dim);
@@ -239,66 +301,13 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
                              p.head_dim_v);
             cute::cp_async_fence();
         }
-
-        warpgroup_wait<1>();  // S done (dP may still run)
-        warpgroup_fence_operand(acc_s);
-        Tensor scores = make_tensor(acc_s.data(), rowcol_sm90(acc_s.layout()));
         bool full = qt.no_padding;
 #pragma unroll
         for (int a = 0; a < 3; ++a) {
             full &= origin[a] >= box.inner_lo[a] && origin[a] + (1 << p.kv_tile_log2[a]) <= box.inner_hi[a];
         }
-        if (!full) {
-#pragma unroll
-            for (int r = 0; r < kRows; ++r) {
-                if constexpr (Traits::kWindowsInSmem) {
-                    const int* w = windows + acc_row(r, kNWarps) * 6;
-                    const int lo[3] = {w[0], w[1], w[2]};
-                    const int hi[3] = {w[3], w[4], w[5]};
-                    mask_row_sm90(scores, r, lo, hi, p.kv_tile_log2, origin);
-                } else {
-                    mask_row_sm90(scores, r, win_lo[r], win_hi[r], p.kv_tile_log2, origin);
-                }
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-#pragma unroll
-            for (int c = 0; c < size<1>(scores); ++c) {
-                scores(r, c) = exp2_approx(fmaf(scores(r, c), p.scale_log2, -row_lse[r]));
-            }
-        }
-        warpgroup_wait<0>();  // dP done
-        warpgroup_fence_operand(acc_dp);
-        if constexpr (!kDouble) {
-            __syncthreads();  // every warp is done with V(t): V(t + 1) loads under dS and dQ
-            if (more) {
-                Tensor vn = sV(_, _, 0);
-                stage_kv<Traits>(vn, v_base, (int)v_row_stride, kv_tok_off, p, next, box.hi, qt.group,
-                                 p.head_dim_v);
-                cute::cp_async_fence();
-            }
-        }
-        Tensor dp = make_tensor(acc_dp.data(), rowcol_sm90(acc_dp.layout()));
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-#pragma unroll
-            for (int c = 0; c < size<1>(scores); ++c) {
-                scores(r, c) = scores(r, c) * (dp(r, c) - row_delta[r]);  // dS / scale
-            }
-        }
-        Tensor ds = convert_to<Element>(acc_s);
-        Tensor tdS = make_tensor(ds.data(), acc_as_a_operand_sm90(ds.layout()));
-        wgmma_gemm<false, 0>(mma_dq, tdS, tQrKt(_, _, _, stage), acc_dq);
-        if constexpr (!kDouble) {
-            __syncthreads();  // every warp is done with K(t)
-            if (more) {
-                Tensor kn = sK(_, _, 0);
-                stage_kv<Traits>(kn, k_base, (int)k_row_stride, kv_tok_off, p, next, box.hi, qt.group,
-                                 p.head_dim);
-                cute::cp_async_fence();
-            }
-        }
+        dq_step_sm90<Traits>(p, acc_s, acc_dp, full, win_lo, win_hi, origin, row_lse, row_delta,
+                             tQrKt(_, _, _, stage), acc_dq);
         if (more) {
 #pragma unroll
             for (int a = 0; a < 3; ++a) origin[a] = next[a];
@@ -306,45 +315,19 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
     }
     cute::cp_async_wait<0>();
     __syncthreads();  // every warp is done reading sQ (its tile takes dQ)
-
-    Tensor dq_rows = make_tensor(acc_dq.data(), rowcol_sm90(acc_dq.layout()));
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-        const int row = acc_row(r, kNWarps);
-#pragma unroll
-        for (int c = 0; c < size<1>(dq_rows); c += 2) {
-            const int col = acc_col(c);
-            cutlass::Array<Element, 2> pair;
-            pair[0] = Element(dq_rows(r, c) * p.scale);
-            pair[1] = Element(dq_rows(r, c + 1) * p.scale);
-            *reinterpret_cast<cutlass::Array<Element, 2>*>(&sQ(row, col)) = pair;
-        }
-    }
+    pack_dq_sm90<Element>(acc_dq, p.scale, threadIdx.x, sQ);
     __syncthreads();
-    Element* dq_base = reinterpret_cast<Element*>(p.dq) + rows.q;
-    constexpr int kChunks = kHeadDim / 8;
-    for (int idx = threadIdx.x; idx < kBlockM * kChunks; idx += kNThreads) {
-        const int r = idx / kChunks;
-        const int c = (idx % kChunks) * 8;
-        int i[3];
-        tile_coords(r, p.q_tile_log2, qt.first, i);
-        if (i[0] < qt.end[0] && i[1] < qt.end[1] && i[2] < qt.end[2] && c < p.head_dim) {
-            *reinterpret_cast<uint4*>(dq_base + (long long)token_of(p, i, qt.group) * q_row_stride + c) =
-                *reinterpret_cast<const uint4*>(&sQ(r, c));
-        }
-    }
+    store_dq_sm90<kBlockM, kHeadDim, Element>(p, rows, qt, sQ, threadIdx.x, kNThreads);
 }
 
 }  // namespace natten_native
 
-// One extern "C" entry point per instantiation (element type, head dim, K/V stages); 64 queries
-// and 64 keys per tile (the backward plan's), 128 threads, three CTAs per SM (168 registers).
-// H100, bf16, the anchors (1-D / 2-D / 3-D, 16 heads): at head dim 128 one stage (3 CTAs per
-// SM, 69 KB) beat two stages (2 CTAs per SM, 100 KB) by 3 / 9 / 10%; at head dim 64 two stages
-// at 3 CTAs per SM beat 2 CTAs per SM by 18% on the 1-D anchor (4 CTAs per SM spill: slower).
-#define NATTEN_FNA_BACKWARD_DQ_SM90_KERNEL(NAME, ELEMENT, HEAD_DIM, STAGES)                                \
+// One extern "C" entry point per instantiation (element type, head dim); 64 queries and 64 keys
+// per tile (the backward plan's), 128 threads, three CTAs per SM (168 registers). H100, bf16,
+// head dim 64: double-buffered K/V at three CTAs per SM beat two CTAs per SM by 18% on the 1-D
+// anchor (four CTAs per SM spill: slower).
+#define NATTEN_FNA_BACKWARD_DQ_SM90_KERNEL(NAME, ELEMENT, HEAD_DIM)                                        \
     extern "C" __global__ void __launch_bounds__(128, 3) NAME(const natten_native::FnaParams p) {          \
         extern __shared__ __align__(1024) char smem[];                                                     \
-        natten_native::fna_backward_dq_sm90<natten_native::FnaBwdSm90Traits<ELEMENT, HEAD_DIM, 64, STAGES>>( \
-            p, smem);                                                                                      \
+        natten_native::fna_backward_dq_sm90<natten_native::FnaBwdSm90Traits<ELEMENT, HEAD_DIM>>(p, smem);   \
     }

@@ -1,12 +1,17 @@
-// Native FNA backward dQ pass for Hopper (sm_90a), head dim 128: f16 and bf16, 64 queries x 64
-// keys per tile (one warpgroup, wgmma), single-buffered K/V (three CTAs per SM). The kernel body
-// is fna_backward_sm90.cuh; src/backend/native/device.rs loads these entry points on compute
-// capability 9.0 (natten_fna_backward_dq_sm90_<element>_d<head dim>).
-#include "fna_backward_sm90.cuh"
+// Native FNA backward passes for Hopper (sm_90a), head dim 128, f16 and bf16, both
+// warp-specialised with two 64-row plan tiles per CTA, paired along the axis the host passes
+// (src/backend/native/device.rs loads these entry points on compute capability 9.0:
+// natten_fna_backward_{dq,dkdv}_sm90_<element>_d128).
+//
+// The dQ pass (fna_backward_dq_sm90_ws.cuh): 128 queries per CTA, a producer warpgroup gathering
+// 64-key K/V tiles into a 3-stage ring for two consumer warpgroups (one CTA per SM). Shared
+// bytes: 4 x Q/dO sub-tile (4 x 64 x 128 x 2) + 2 x 3 stages of K/V tiles (6 x 64 x 128 x 2) +
+// geometry (512 + 64 x 4 + 2 x 2 x 64 x 4 + 7 x 8) + 1024 (alignment).
+#include "fna_backward_dq_sm90_ws.cuh"
 
-NATTEN_FNA_BACKWARD_DQ_SM90_KERNEL(natten_fna_backward_dq_sm90_f16_d128, cutlass::half_t, 128, 1)
-NATTEN_FNA_BACKWARD_DQ_SM90_KERNEL(natten_fna_backward_dq_sm90_bf16_d128, cutlass::bfloat16_t, 128, 1)
-static_assert(natten_native::FnaBwdSm90Traits<cutlass::half_t, 128, 64, 1>::kSmemBytes == 69120,
+NATTEN_FNA_BACKWARD_DQ_SM90_WS_KERNEL(natten_fna_backward_dq_sm90_f16_d128, cutlass::half_t, 128)
+NATTEN_FNA_BACKWARD_DQ_SM90_WS_KERNEL(natten_fna_backward_dq_sm90_bf16_d128, cutlass::bfloat16_t, 128)
+static_assert(natten_native::FnaBwdDqSm90WsTraits<cutlass::half_t, 128>::kSmemBytes == 166712,
               "sm90_backward_dq_shared_bytes in src/backend/native/plan.rs");
 
 // The dK/dV pass (fna_backward_dkdv_sm90_ws.cuh): 128 keys per CTA (two 64-key KV tiles paired

@@ -4,9 +4,9 @@
 // capability 9.0 (natten_fna_backward_dq_sm90_<element>_d<head dim>).
 #include "fna_backward_sm90.cuh"
 
-NATTEN_FNA_BACKWARD_DQ_SM90_KERNEL(natten_fna_backward_dq_sm90_f16_d64, cutlass::half_t, 64, 2)
-NATTEN_FNA_BACKWARD_DQ_SM90_KERNEL(natten_fna_backward_dq_sm90_bf16_d64, cutlass::bfloat16_t, 64, 2)
-static_assert(natten_native::FnaBwdSm90Traits<cutlass::half_t, 64, 64, 2>::kSmemBytes == 51200,
+NATTEN_FNA_BACKWARD_DQ_SM90_KERNEL(natten_fna_backward_dq_sm90_f16_d64, cutlass::half_t, 64)
+NATTEN_FNA_BACKWARD_DQ_SM90_KERNEL(natten_fna_backward_dq_sm90_bf16_d64, cutlass::bfloat16_t, 64)
+static_assert(natten_native::FnaBwdSm90Traits<cutlass::half_t, 64>::kSmemBytes == 51200,
               "sm90_backward_dq_shared_bytes in src/backend/native/plan.rs");
 
 // The dK/dV pass (fna_backward_dkdv_sm90.cuh): 64 keys per CTA walking 64-query tiles, one

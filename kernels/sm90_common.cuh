@@ -174,4 +174,14 @@ __device__ __forceinline__ void mask_row_sm90(Scores& scores, int r, const int (
     }
 }
 
+// Row r (of two) of a 64-row wgmma accumulator held by thread `wg_thread` of its warpgroup.
+__device__ __forceinline__ int wg_acc_row(int wg_thread, int r) {
+    return (wg_thread / 32) * 16 + (wg_thread % 32) / 4 + r * 8;
+}
+
+// A barrier of the 128 threads of one warpgroup (named barrier `id`, 1..15; 0 is __syncthreads).
+__device__ __forceinline__ void bar_sync_wg(int id) {
+    asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory");
+}
+
 }  // namespace natten_native

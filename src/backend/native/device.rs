@@ -41,9 +41,10 @@ pub struct KernelLaunch<'a> {
     /// For a persistent kernel, the most CTAs worth launching (one per SM): its CTAs walk the
     /// work items of the grid it is given; `None` for a kernel with one CTA per work item.
     pub persistent_ctas: Option<u32>,
-    /// For a key-side pass, whether a CTA owns two KV tiles paired along the axis the kernel
-    /// takes as its second argument ([`plan::sm90_backward_dkdv_pairs_tiles`]).
-    pub pairs_key_tiles: bool,
+    /// Whether a CTA owns two plan tiles of its side (Q tiles for a query-side pass, KV tiles
+    /// for a key-side pass) paired along the axis the kernel takes as its second argument
+    /// ([`plan::sm90_backward_pairs_tiles`]).
+    pub pairs_tiles: bool,
 }
 
 impl KernelLaunch<'_> {
@@ -111,7 +112,7 @@ impl NativeDevice {
                 threads: plan::SM90_THREADS,
                 shared_bytes: plan::sm90_shared_bytes(kernel_dim),
                 persistent_ctas: Some(self.sm_count),
-                pairs_key_tiles: false,
+                pairs_tiles: false,
             });
         }
         self.forward
@@ -122,7 +123,7 @@ impl NativeDevice {
                 threads: plan::THREADS,
                 shared_bytes: plan::shared_bytes(kernel_dim, block_m),
                 persistent_ctas: None,
-                pairs_key_tiles: false,
+                pairs_tiles: false,
             })
     }
 
@@ -141,17 +142,17 @@ impl NativeDevice {
             return Some(BackwardKernels {
                 dq: KernelLaunch {
                     function: &dq[bf16 as usize],
-                    threads: plan::SM90_BACKWARD_THREADS,
+                    threads: plan::sm90_backward_threads(kernel_dim),
                     shared_bytes: plan::sm90_backward_dq_shared_bytes(kernel_dim),
                     persistent_ctas: None,
-                    pairs_key_tiles: false,
+                    pairs_tiles: plan::sm90_backward_pairs_tiles(kernel_dim),
                 },
                 key_passes: vec![KernelLaunch {
                     function: &dkdv[bf16 as usize],
-                    threads: plan::sm90_backward_dkdv_threads(kernel_dim),
+                    threads: plan::sm90_backward_threads(kernel_dim),
                     shared_bytes: plan::sm90_backward_dkdv_shared_bytes(kernel_dim),
                     persistent_ctas: None,
-                    pairs_key_tiles: plan::sm90_backward_dkdv_pairs_tiles(kernel_dim),
+                    pairs_tiles: plan::sm90_backward_pairs_tiles(kernel_dim),
                 }],
             });
         }
@@ -160,7 +161,7 @@ impl NativeDevice {
             threads: plan::THREADS,
             shared_bytes: plan::backward_shared_bytes(kernel_dim),
             persistent_ctas: None,
-            pairs_key_tiles: false,
+            pairs_tiles: false,
         };
         let key_passes = key_passes
             .iter()
@@ -169,7 +170,7 @@ impl NativeDevice {
                 threads: plan::THREADS,
                 shared_bytes: plan::backward_shared_bytes(kernel_dim),
                 persistent_ctas: None,
-                pairs_key_tiles: false,
+                pairs_tiles: false,
             })
             .collect();
         Some(BackwardKernels { dq, key_passes })

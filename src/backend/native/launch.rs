@@ -186,18 +186,27 @@ struct Launch<'a> {
 }
 
 impl<'a> Launch<'a> {
-    /// A query-side pass (forward, dQ): one work item per Q tile.
+    /// A query-side pass (forward, dQ): one work item per Q tile, or per pair of them.
     fn query_side(kernel: KernelLaunch<'a>, params: &FnaParams) -> Self {
-        Self {
-            kernel,
-            grid: kernel.grid(params.query_grid()),
-            pair_axis: None,
+        if kernel.pairs_tiles {
+            let axis = params.query_pair_axis();
+            Self {
+                kernel,
+                grid: kernel.grid(params.query_pair_grid(axis)),
+                pair_axis: Some(axis),
+            }
+        } else {
+            Self {
+                kernel,
+                grid: kernel.grid(params.query_grid()),
+                pair_axis: None,
+            }
         }
     }
 
     /// A key-side pass: one work item per KV tile, or per pair of them.
     fn key_side(kernel: KernelLaunch<'a>, params: &FnaParams) -> Self {
-        if kernel.pairs_key_tiles {
+        if kernel.pairs_tiles {
             let axis = params.key_pair_axis();
             Self {
                 kernel,

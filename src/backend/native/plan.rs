@@ -112,46 +112,45 @@ pub fn backward_shared_bytes(kernel_dim: usize) -> u32 {
     (tiles + 4 * BACKWARD_BLOCK * 4) as u32
 }
 
-/// Threads per CTA of the Hopper dQ pass and the 64-key Hopper dK/dV pass
-/// (`kernels/fna_backward_sm90.cuh`, `kernels/fna_backward_dkdv_sm90.cuh`: one warpgroup over a
-/// [`BACKWARD_BLOCK`]-row tile).
-pub const SM90_BACKWARD_THREADS: u32 = 128;
-
-/// Whether the Hopper dK/dV pass at `kernel_dim` pairs KV tiles: at head dim 128 the
-/// warp-specialised pass (`kernels/fna_backward_dkdv_sm90_ws.cuh`) runs one CTA per two
-/// [`BACKWARD_BLOCK`]-key tiles along [`FnaParams::key_pair_axis`], which it takes as a second
-/// kernel argument; at head dim 64 the 64-key pass (three CTAs per SM) stays faster.
-pub fn sm90_backward_dkdv_pairs_tiles(kernel_dim: usize) -> bool {
+/// Whether the Hopper backward passes at `kernel_dim` pair plan tiles: at head dim 128 both are
+/// warp-specialised (`kernels/fna_backward_dq_sm90_ws.cuh`, `kernels/fna_backward_dkdv_sm90_ws.cuh`)
+/// and run one CTA per two [`BACKWARD_BLOCK`]-row tiles of their side (Q tiles, KV tiles) along
+/// [`FnaParams::query_pair_axis`] / [`FnaParams::key_pair_axis`], which they take as a second
+/// kernel argument; at head dim 64 the one-warpgroup passes (three CTAs per SM) stay faster.
+pub fn sm90_backward_pairs_tiles(kernel_dim: usize) -> bool {
     kernel_dim >= 128
 }
 
-/// Threads per CTA of the Hopper dK/dV pass: a producer warpgroup and two consumer warpgroups
-/// where it pairs tiles, else one warpgroup.
-pub fn sm90_backward_dkdv_threads(kernel_dim: usize) -> u32 {
-    if sm90_backward_dkdv_pairs_tiles(kernel_dim) {
+/// Threads per CTA of the Hopper backward passes: a producer warpgroup and two consumer
+/// warpgroups where they pair tiles, else one warpgroup over a [`BACKWARD_BLOCK`]-row tile
+/// (`kernels/fna_backward_sm90.cuh`, `kernels/fna_backward_dkdv_sm90.cuh`).
+pub fn sm90_backward_threads(kernel_dim: usize) -> u32 {
+    if sm90_backward_pairs_tiles(kernel_dim) {
         384
     } else {
-        SM90_BACKWARD_THREADS
+        128
     }
 }
 
-/// K/V buffers of the Hopper dQ pass (`kernels/fna_backward_sm90_d*.cu`): one at head dim 128
-/// (the shared memory of three CTAs per SM), two below.
-pub fn sm90_backward_dq_stages(kernel_dim: usize) -> usize {
-    if kernel_dim >= 128 { 1 } else { 2 }
-}
-
-/// Dynamic shared memory of the Hopper dQ pass (`FnaBwdSm90Traits::kSmemBytes`): the Q and dO
-/// tiles, one or two stages of K and V tiles, the tile geometry (Q tile box and KV box, 128 bytes
-/// each; the token offset of each KV tile row, 4 bytes each; the LSE and delta of each query row,
-/// 8 bytes each; with one stage, the window of each query row, 24 bytes each) and 1024 bytes to
-/// align the tiles to the 128-byte swizzle's period.
+/// Dynamic shared memory of the Hopper dQ pass (`FnaBwdSm90Traits::kSmemBytes`, or
+/// `FnaBwdDqSm90WsTraits::kSmemBytes` where it pairs tiles). The 64-query pass: the Q and dO
+/// tiles, two stages of K and V tiles, the tile geometry (Q tile box and KV box, 128 bytes each;
+/// the token offset of each KV tile row, 4 bytes each; the LSE and delta of each query row, 8
+/// bytes each). The paired pass: two Q and two dO tiles, three stages of K and V tiles, its
+/// geometry (512 bytes of boxes; the KV rows' token offsets; the LSE and delta of 128 query rows;
+/// seven 8-byte mbarriers). Both add 1024 bytes to align the tiles to the 128-byte swizzle's
+/// period.
 pub fn sm90_backward_dq_shared_bytes(kernel_dim: usize) -> u32 {
-    let stages = sm90_backward_dq_stages(kernel_dim);
-    let tiles = (2 + 2 * stages) * BACKWARD_BLOCK * kernel_dim * 2;
-    let windows = if stages == 1 { BACKWARD_BLOCK * 24 } else { 0 };
-    let geometry = 256 + BACKWARD_BLOCK * 4 + BACKWARD_BLOCK * 8 + windows;
-    (tiles + geometry + 1024) as u32
+    let tile = BACKWARD_BLOCK * kernel_dim * 2;
+    let bytes = if sm90_backward_pairs_tiles(kernel_dim) {
+        let stages = 3;
+        let geometry = 512 + BACKWARD_BLOCK * 4 + 2 * 2 * BACKWARD_BLOCK * 4 + (1 + 2 * stages) * 8;
+        (4 + 2 * stages) * tile + geometry
+    } else {
+        let geometry = 256 + BACKWARD_BLOCK * 4 + BACKWARD_BLOCK * 8;
+        (2 + 2 * 2) * tile + geometry
+    };
+    (bytes + 1024) as u32
 }
 
 /// Dynamic shared memory of the Hopper dK/dV pass (`FnaBwdDkdvSm90Traits::kSmemBytes`, or
@@ -165,7 +164,7 @@ pub fn sm90_backward_dq_shared_bytes(kernel_dim: usize) -> u32 {
 /// swizzle's period.
 pub fn sm90_backward_dkdv_shared_bytes(kernel_dim: usize) -> u32 {
     let tile = BACKWARD_BLOCK * kernel_dim * 2;
-    let bytes = if sm90_backward_dkdv_pairs_tiles(kernel_dim) {
+    let bytes = if sm90_backward_pairs_tiles(kernel_dim) {
         let stages = 3;
         let geometry = 512
             + BACKWARD_BLOCK * 4
@@ -419,25 +418,36 @@ impl FnaParams {
         (ctas as u32, self.heads_kv as u32, self.batch as u32)
     }
 
-    /// The axis along which a key-side kernel that pairs KV tiles
-    /// ([`sm90_backward_dkdv_pairs_tiles`]) doubles its tile: among the axes with at least two
-    /// KV tiles, the one whose query box (in Q tiles, ignoring stride and causality) grows least
-    /// when the tile's extent doubles, ties to the later (faster-varying) axis; the last axis
-    /// where no axis has two tiles, and for attention. A choice of speed only: every axis gives
-    /// the same result.
+    /// The axis along which a query-side pass that pairs Q tiles ([`sm90_backward_pairs_tiles`])
+    /// doubles its tile: [`Self::pair_axis`] of the Q tiles against the KV tiles they walk.
+    pub fn query_pair_axis(&self) -> i32 {
+        self.pair_axis(self.q_tiles, self.q_tile_log2, self.kv_tile_log2)
+    }
+
+    /// The axis along which a key-side pass that pairs KV tiles ([`sm90_backward_pairs_tiles`])
+    /// doubles its tile: [`Self::pair_axis`] of the KV tiles against the Q tiles they walk.
     pub fn key_pair_axis(&self) -> i32 {
+        self.pair_axis(self.kv_tiles, self.kv_tile_log2, self.q_tile_log2)
+    }
+
+    /// Among the axes with at least two of a pass's own tiles (`own_tiles`, extents
+    /// `2^own_log2`), the one whose walked box (in tiles of `2^walked_log2`, ignoring stride and
+    /// causality) grows least when the own tile's extent doubles, ties to the later
+    /// (faster-varying) axis; the last axis where no axis has two tiles, and for attention. A
+    /// choice of speed only: every axis gives the same result.
+    fn pair_axis(&self, own_tiles: [i32; 3], own_log2: [i32; 3], walked_log2: [i32; 3]) -> i32 {
         if self.dense != 0 {
             return 2;
         }
         let mut best = (2, f64::INFINITY);
         for a in 0..3 {
-            if self.kv_tiles[a] < 2 {
+            if own_tiles[a] < 2 {
                 continue;
             }
-            let q_extent = 1 << self.q_tile_log2[a];
-            let kv_extent = 1 << self.kv_tile_log2[a];
-            let box_tiles = |keys: i32| (self.kernel[a] + keys - 1 + q_extent - 1) / q_extent;
-            let growth = f64::from(box_tiles(2 * kv_extent)) / f64::from(box_tiles(kv_extent));
+            let walked = 1 << walked_log2[a];
+            let own = 1 << own_log2[a];
+            let box_tiles = |extent: i32| (self.kernel[a] + extent - 1 + walked - 1) / walked;
+            let growth = f64::from(box_tiles(2 * own)) / f64::from(box_tiles(own));
             if growth <= best.1 {
                 best = (a as i32, growth);
             }
@@ -445,20 +455,38 @@ impl FnaParams {
         best.0
     }
 
-    /// The grid of a key-side kernel that pairs KV tiles along `axis`: `(KV tile pairs x
+    /// The grid of a query-side pass that pairs Q tiles along `axis`: `(Q tile pairs x
+    /// dilation groups, heads, batch)`, half the tiles on `axis` rounded up.
+    pub fn query_pair_grid(&self, axis: i32) -> (u32, u32, u32) {
+        (
+            self.pair_ctas(self.q_tiles, axis),
+            self.heads as u32,
+            self.batch as u32,
+        )
+    }
+
+    /// The grid of a key-side pass that pairs KV tiles along `axis`: `(KV tile pairs x
     /// dilation groups, KV heads, batch)`, half the tiles on `axis` rounded up.
     pub fn key_pair_grid(&self, axis: i32) -> (u32, u32, u32) {
+        (
+            self.pair_ctas(self.kv_tiles, axis),
+            self.heads_kv as u32,
+            self.batch as u32,
+        )
+    }
+
+    /// Pairs of `tiles` along `axis` times the dilation groups.
+    fn pair_ctas(&self, tiles: [i32; 3], axis: i32) -> u32 {
         let pairs: i32 = (0..3)
             .map(|a| {
                 if a == axis as usize {
-                    (self.kv_tiles[a] + 1) / 2
+                    (tiles[a] + 1) / 2
                 } else {
-                    self.kv_tiles[a]
+                    tiles[a]
                 }
             })
             .product();
-        let ctas = pairs * self.dilation.iter().product::<i32>();
-        (ctas as u32, self.heads_kv as u32, self.batch as u32)
+        (pairs * self.dilation.iter().product::<i32>()) as u32
     }
 }
 
@@ -538,17 +566,17 @@ mod tests {
     }
 
     #[test]
-    fn sm90_backward_dq_shared_memory_fits_three_ctas_per_sm() {
-        // kernels/fna_backward_sm90.cuh (the static_asserts of kernels/fna_backward_sm90_d*.cu):
-        // at head dim 128, 2 x 16 KiB Q/dO + 16 KiB K + 16 KiB V + 2560 + 1024; at head dim 64,
-        // 2 x 8 KiB Q/dO + 2 x 2 x 8 KiB K/V + 1024 + 1024. The kernels are built for three CTAs
-        // per SM (__launch_bounds__(128, 3)); an H100 SM has 228 KiB, 1 KiB of it reserved per
-        // CTA.
-        assert_eq!(sm90_backward_dq_shared_bytes(128), 69_120);
+    fn sm90_backward_dq_shared_memory_fits() {
+        // The static_asserts of kernels/fna_backward_sm90_d*.cu. Head dim 64, the 64-query pass
+        // (kernels/fna_backward_sm90.cuh): 2 x 8 KiB Q/dO + 2 x 2 x 8 KiB K/V + 1024 + 1024,
+        // built for three CTAs per SM (__launch_bounds__(128, 3)); an H100 SM has 228 KiB, 1 KiB
+        // of it reserved per CTA.
         assert_eq!(sm90_backward_dq_shared_bytes(64), 51_200);
-        for dim in [64, 128] {
-            assert!(3 * (sm90_backward_dq_shared_bytes(dim) + 1024) <= 228 * 1024);
-        }
+        assert!(3 * (sm90_backward_dq_shared_bytes(64) + 1024) <= 228 * 1024);
+        // Head dim 128, the paired pass (kernels/fna_backward_dq_sm90_ws.cuh): 4 x 16 KiB Q/dO +
+        // 2 x 3 x 16 KiB K/V + 1848 + 1024, one CTA per SM.
+        assert_eq!(sm90_backward_dq_shared_bytes(128), 166_712);
+        assert!(sm90_backward_dq_shared_bytes(128) <= 227 * 1024);
     }
 
     #[test]
@@ -562,8 +590,8 @@ mod tests {
         assert!(3 * (sm90_backward_dkdv_shared_bytes(64) + 1024) <= 228 * 1024);
         assert_eq!(sm90_backward_dkdv_shared_bytes(128), 170_296);
         assert!(sm90_backward_dkdv_shared_bytes(128) <= 227 * 1024);
-        assert_eq!(sm90_backward_dkdv_threads(128), 384);
-        assert_eq!(sm90_backward_dkdv_threads(64), 128);
+        assert_eq!(sm90_backward_threads(128), 384);
+        assert_eq!(sm90_backward_threads(64), 128);
     }
 
     /// Parameters of a neighborhood attention problem (16 heads, head dim 128) with the given
@@ -633,6 +661,34 @@ mod tests {
         // No axis with two tiles: the last axis.
         let p = na_params(&[40], &[7], &[64], &[64]);
         assert_eq!(p.key_pair_axis(), 2);
+    }
+
+    #[test]
+    fn query_pairs_follow_the_axis_whose_kv_box_grows_least() {
+        // The anchors pair Q tiles on the last axis too (the roles of the key pairs' test
+        // swapped: the KV box of a doubled Q tile against that of one tile).
+        let p = na_params(&[32768], &[2048], &[64], &[64]);
+        assert_eq!(
+            (p.query_pair_axis(), p.query_pair_grid(2)),
+            (2, (256, 16, 1))
+        );
+        let p = na_params(&[128, 128], &[31, 31], &[8, 8], &[8, 8]);
+        assert_eq!(
+            (p.query_pair_axis(), p.query_pair_grid(2)),
+            (2, (16 * 8, 16, 1))
+        );
+        let p = na_params(&[16, 44, 80], &[8, 16, 24], &[4, 4, 4], &[4, 4, 4]);
+        assert_eq!(
+            (p.query_pair_axis(), p.query_pair_grid(2)),
+            (2, (4 * 11 * 10, 16, 1))
+        );
+        // A Q tile tall on the last axis walking short KV tiles: doubling the first axis grows
+        // the KV box by 1.5x (2 -> 3 tiles), the last by 1.67x (3 -> 5).
+        let p = na_params(&[64, 64], &[7, 7], &[2, 32], &[4, 16]);
+        assert_eq!(
+            (p.query_pair_axis(), p.query_pair_grid(1)),
+            (1, (16 * 2, 16, 1))
+        );
     }
 
     #[test]
