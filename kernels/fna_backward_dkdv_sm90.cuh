@@ -226,11 +226,7 @@ __device__ void fna_backward_dkdv_sm90(const FnaParams& p, char* smem_unaligned)
     }
     if (threadIdx.x < kBlockN) {
         // Token offset of Q tile row r from the tile's first token (the same for every tile).
-        int j[3];
-        const int zero[3] = {0, 0, 0};
-        tile_coords(threadIdx.x, p.q_tile_log2, zero, j);
-        q_tok_off[threadIdx.x] =
-            (j[0] * p.dilation[0] * p.len[1] + j[1] * p.dilation[1]) * p.len[2] + j[2] * p.dilation[2];
+        q_tok_off[threadIdx.x] = tile_row_offset(p, p.q_tile_log2, threadIdx.x);
     }
     __syncthreads();
     const int head_kv = blockIdx.y;

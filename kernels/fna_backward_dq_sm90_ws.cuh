@@ -105,51 +105,26 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
     uint64_t* bar_full = bar_q + 1;
     uint64_t* bar_empty = bar_full + kStages;
 
-    // The 128-query tile (pair_axis doubled), and its sub-tiles.
-    int log2p[3], countp[3];
-#pragma unroll
-    for (int a = 0; a < 3; ++a) {
-        log2p[a] = p.q_tile_log2[a] + (a == pair_axis);
-        countp[a] = a == pair_axis ? (p.q_tiles[a] + 1) / 2 : p.q_tiles[a];
-    }
+    // The 128-query tile (pair_axis doubled), its sub-tiles and their KV boxes.
     {
-        TileBox whole;
-        if (!tile_of(p, blockIdx.x, p.len, log2p, countp, whole)) return;
+        TileBox whole, sub[2];
+        int valid[2];
+        if (!paired_tiles_of(p, blockIdx.x, p.len, p.q_tile_log2, p.q_tiles, pair_axis, whole, sub, valid)) {
+            return;
+        }
         if (threadIdx.x == 0) {
             geo.box = kv_box_of(p, whole);
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-                TileBox t = whole;
-                t.no_padding = true;
-                bool nonempty = true;
-#pragma unroll
-                for (int a = 0; a < 3; ++a) {
-                    const int ext = 1 << p.q_tile_log2[a];
-                    if (a == pair_axis) {
-                        t.first[a] = whole.first[a] + h * ext;
-                        t.end[a] = min(t.first[a] + ext, t.glen[a]);
-                        nonempty = t.first[a] < t.glen[a];
-                    }
-                    t.no_padding &= t.end[a] - t.first[a] == ext;
-                }
-                geo.valid[h] = nonempty;
-                geo.sqt[h] = t;
-                if (nonempty) geo.sbox[h] = kv_box_of(p, t);
+                geo.valid[h] = valid[h];
+                geo.sqt[h] = sub[h];
+                if (valid[h]) geo.sbox[h] = kv_box_of(p, sub[h]);
             }
-            cutlass::arch::ClusterBarrier::init(bar_q, Traits::kProducerThreads);
-#pragma unroll
-            for (int s = 0; s < kStages; ++s) {
-                cutlass::arch::ClusterBarrier::init(bar_full + s, Traits::kProducerThreads);
-                cutlass::arch::ClusterBarrier::init(bar_empty + s, Traits::kConsumerThreads);
-            }
-            cutlass::arch::fence_barrier_init();
+            init_ring_barriers<kStages>(bar_q, bar_full, bar_empty, Traits::kProducerThreads,
+                                        Traits::kConsumerThreads);
         }
         if (threadIdx.x < kBlockN) {
-            int j[3];
-            const int zero[3] = {0, 0, 0};
-            tile_coords(threadIdx.x, p.kv_tile_log2, zero, j);
-            kv_tok_off[threadIdx.x] =
-                (j[0] * p.dilation[0] * p.len[1] + j[1] * p.dilation[1]) * p.len[2] + j[2] * p.dilation[2];
+            kv_tok_off[threadIdx.x] = tile_row_offset(p, p.kv_tile_log2, threadIdx.x);
         }
     }
     __syncthreads();

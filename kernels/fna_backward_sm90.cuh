@@ -211,11 +211,7 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
         }
     }
     if (threadIdx.x < kBlockN) {
-        int j[3];
-        const int zero[3] = {0, 0, 0};
-        tile_coords(threadIdx.x, p.kv_tile_log2, zero, j);
-        kv_tok_off[threadIdx.x] =
-            (j[0] * p.dilation[0] * p.len[1] + j[1] * p.dilation[1]) * p.len[2] + j[2] * p.dilation[2];
+        kv_tok_off[threadIdx.x] = tile_row_offset(p, p.kv_tile_log2, threadIdx.x);
     }
     __syncthreads();
     const int head = blockIdx.y;

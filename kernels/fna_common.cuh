@@ -230,6 +230,15 @@ __device__ __forceinline__ void tile_coords(int r, const int (&log2)[3], const i
     j[0] = origin[0] + (r >> (log2[2] + log2[1]));
 }
 
+// Token offset of row `r` of a tile (tile extents 2^log2) from the tile's first token: the
+// same for every tile of a dilation group's grid.
+__device__ __forceinline__ int tile_row_offset(const FnaParams& p, const int (&log2)[3], int r) {
+    int j[3];
+    const int zero[3] = {0, 0, 0};
+    tile_coords(r, log2, zero, j);
+    return (j[0] * p.dilation[0] * p.len[1] + j[1] * p.dilation[1]) * p.len[2] + j[2] * p.dilation[2];
+}
+
 // ---------------------------------------------------------------------------------------------
 // Staging: gather tile rows from global memory into a swizzled shared tile with 16-byte
 // cp.async; rows outside `bound` (padding) and columns from `cols` (the tensor's head dim) on

@@ -184,4 +184,54 @@ __device__ __forceinline__ void bar_sync_wg(int id) {
     asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory");
 }
 
+// The two plan tiles of a paired CTA (the warp-specialised backward passes): CTA `cta` decodes
+// (tile_of) to a tile whose extent on `pair_axis` is the plan tile's (2^log2) doubled; sub-tile
+// h (h = 0, 1) is the plan tile 2 t + h on that axis, `valid[h]` false when it lies past the
+// group's end. False when the whole tile does (nothing to do).
+__device__ __forceinline__ bool paired_tiles_of(const FnaParams& p, int cta, const int (&len)[3],
+                                                const int (&log2)[3], const int (&counts)[3], int pair_axis,
+                                                TileBox& whole, TileBox (&sub)[2], int (&valid)[2]) {
+    int log2p[3], countp[3];
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+        log2p[a] = log2[a] + (a == pair_axis);
+        countp[a] = a == pair_axis ? (counts[a] + 1) / 2 : counts[a];
+    }
+    if (!tile_of(p, cta, len, log2p, countp, whole)) return false;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        TileBox t = whole;
+        t.no_padding = true;
+        bool nonempty = true;
+#pragma unroll
+        for (int a = 0; a < 3; ++a) {
+            const int ext = 1 << log2[a];
+            if (a == pair_axis) {
+                t.first[a] = whole.first[a] + h * ext;
+                t.end[a] = min(t.first[a] + ext, t.glen[a]);
+                nonempty = t.first[a] < t.glen[a];
+            }
+            t.no_padding &= t.end[a] - t.first[a] == ext;
+        }
+        valid[h] = nonempty;
+        sub[h] = t;
+    }
+    return true;
+}
+
+// Initialises the mbarriers of a producer / consumer ring (one thread): `once` (the producer's
+// one-time loads, `producers` arrivals), and per stage `full` (`producers` arrivals) and
+// `empty` (`consumers` arrivals).
+template <int kStages>
+__device__ __forceinline__ void init_ring_barriers(uint64_t* once, uint64_t* full, uint64_t* empty, int producers,
+                                                   int consumers) {
+    cutlass::arch::ClusterBarrier::init(once, producers);
+#pragma unroll
+    for (int s = 0; s < kStages; ++s) {
+        cutlass::arch::ClusterBarrier::init(full + s, producers);
+        cutlass::arch::ClusterBarrier::init(empty + s, consumers);
+    }
+    cutlass::arch::fence_barrier_init();
+}
+
 }  // namespace natten_native
