@@ -26,8 +26,8 @@
 // in bf16; in f16 one case (1d-1000-w17) differs in 10 elements by 3.1e-5 (a sub-tile's steps
 // group its queries differently from its own 64-key walk, so the f32 sums run in another order).
 // ptxas (sm_90a, 56/224 registers, 3 stages): 168 registers at launch, a 112-byte stack frame
-// with 4 bytes of spill; 170,296 bytes of shared memory at head dim 128. 2 stages: slower (3-D 13.0 ms); 4 stages: same as 3;
-// 40/232 registers: 40 bytes of spills, slower.
+// with 4 bytes of spill; 170,296 bytes of shared memory at head dim 128. 2 stages: slower (3-D
+// 13.0 ms); 4 stages: same as 3; 40/232 registers: 40 bytes of spills, slower.
 #pragma once
 
 #include <cutlass/arch/reg_reconfig.h>
@@ -37,20 +37,12 @@
 namespace natten_native {
 
 template <typename Element_, int kHeadDim_, int kStages_ = 3, int kProducerRegs_ = 56, int kConsumerRegs_ = 224>
-struct FnaBwdDkdvSm90WsTraits {
+struct FnaBwdDkdvSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerRegs_> {
     using Element = Element_;
     static constexpr int kHeadDim = kHeadDim_;
     static constexpr int kBlockM = 64;  // keys of a consumer (a plan KV tile)
     static constexpr int kBlockN = 64;  // queries of a walked step (a Q tile)
     static constexpr int kStages = kStages_;
-    static constexpr int kProducerThreads = 128;
-    static constexpr int kConsumerThreads = 256;
-    static constexpr int kNThreads = kProducerThreads + kConsumerThreads;
-    static constexpr int kProducerRegs = kProducerRegs_;
-    static constexpr int kConsumerRegs = kConsumerRegs_;
-    // setmaxnreg.inc only takes what .dec released from the CTA's launch allocation (168 x 384
-    // registers under __launch_bounds__(384, 1)); asking for more hangs the consumers.
-    static_assert(kProducerThreads * kProducerRegs + kConsumerThreads * kConsumerRegs <= 168 * kNThreads);
     static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
 
     using TileShapeS = Shape<Int<kBlockM>, Int<kBlockN>, Int<kHeadDim>>;
@@ -64,7 +56,8 @@ struct FnaBwdDkdvSm90WsTraits {
     using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
     using SmemLayoutK = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
     // The Q / dO ring, gathered by the producer warpgroup (threads 0..127).
-    using Gather = GatheredTilesSm90<Element, kHeadDim, kBlockN, kStages, kProducerThreads>;
+    using Split = ProducerConsumersSm90<kProducerRegs_, kConsumerRegs_>;
+    using Gather = GatheredTilesSm90<Element, kHeadDim, kBlockN, kStages, Split::kProducerThreads>;
     using SmemLayoutQ = typename Gather::SmemLayout;
     using SmemLayoutQt = typename Gather::SmemLayoutMN;
 

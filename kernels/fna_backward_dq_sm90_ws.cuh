@@ -39,18 +39,12 @@
 namespace natten_native {
 
 template <typename Element_, int kHeadDim_, int kStages_ = 3, int kProducerRegs_ = 56, int kConsumerRegs_ = 224>
-struct FnaBwdDqSm90WsTraits {
+struct FnaBwdDqSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerRegs_> {
     using Element = Element_;
     static constexpr int kHeadDim = kHeadDim_;
     static constexpr int kBlockM = 64;  // queries of a consumer (a plan Q tile)
     static constexpr int kBlockN = 64;  // keys of a walked step (a KV tile)
     static constexpr int kStages = kStages_;
-    static constexpr int kProducerThreads = 128;
-    static constexpr int kConsumerThreads = 256;
-    static constexpr int kNThreads = kProducerThreads + kConsumerThreads;
-    static constexpr int kProducerRegs = kProducerRegs_;
-    static constexpr int kConsumerRegs = kConsumerRegs_;
-    static_assert(kProducerThreads * kProducerRegs + kConsumerThreads * kConsumerRegs <= 168 * kNThreads);
     static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
 
     using TileShapeS = Shape<Int<kBlockM>, Int<kBlockN>, Int<kHeadDim>>;   // S = Q K^T, dP = dO V^T
@@ -64,7 +58,8 @@ struct FnaBwdDqSm90WsTraits {
     using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
     using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
     // The K / V ring, gathered by the producer warpgroup (threads 0..127).
-    using Gather = GatheredTilesSm90<Element, kHeadDim, kBlockN, kStages, kProducerThreads>;
+    using Split = ProducerConsumersSm90<kProducerRegs_, kConsumerRegs_>;
+    using Gather = GatheredTilesSm90<Element, kHeadDim, kBlockN, kStages, Split::kProducerThreads>;
     using SmemLayoutKV = typename Gather::SmemLayout;
     using SmemLayoutKt = typename Gather::SmemLayoutMN;
 

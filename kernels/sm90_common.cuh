@@ -234,4 +234,18 @@ __device__ __forceinline__ void init_ring_barriers(uint64_t* once, uint64_t* ful
     cutlass::arch::fence_barrier_init();
 }
 
+// The thread and register split of the warp-specialised Hopper backward passes: a producer
+// warpgroup and two consumer warpgroups, one CTA per SM (__launch_bounds__(384, 1): 168 registers
+// a thread at launch). setmaxnreg moves registers from the producer to the consumers, and the
+// consumers can only take what the producer released (asking for more hangs them).
+template <int kProducerRegs_, int kConsumerRegs_>
+struct ProducerConsumersSm90 {
+    static constexpr int kProducerThreads = 128;
+    static constexpr int kConsumerThreads = 256;
+    static constexpr int kNThreads = kProducerThreads + kConsumerThreads;
+    static constexpr int kProducerRegs = kProducerRegs_;
+    static constexpr int kConsumerRegs = kConsumerRegs_;
+    static_assert(kProducerThreads * kProducerRegs + kConsumerThreads * kConsumerRegs <= 168 * kNThreads);
+};
+
 }  // namespace natten_native

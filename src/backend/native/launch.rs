@@ -178,7 +178,7 @@ fn trace_prepared(entered: Instant) {
 }
 
 /// One kernel launch of a call: the kernel (function, threads per CTA, dynamic shared memory),
-/// its grid, and for a pass that pairs KV tiles its second argument, the pair axis.
+/// its grid, and for a pass that pairs plan tiles its second argument, the pair axis.
 struct Launch<'a> {
     kernel: KernelLaunch<'a>,
     grid: (u32, u32, u32),
@@ -188,37 +188,23 @@ struct Launch<'a> {
 impl<'a> Launch<'a> {
     /// A query-side pass (forward, dQ): one work item per Q tile, or per pair of them.
     fn query_side(kernel: KernelLaunch<'a>, params: &FnaParams) -> Self {
-        if kernel.pairs_tiles {
-            let axis = params.query_pair_axis();
-            Self {
-                kernel,
-                grid: kernel.grid(params.query_pair_grid(axis)),
-                pair_axis: Some(axis),
-            }
-        } else {
-            Self {
-                kernel,
-                grid: kernel.grid(params.query_grid()),
-                pair_axis: None,
-            }
+        let pair_axis = kernel.pairs_tiles.then(|| params.query_pair_axis());
+        let work = pair_axis.map_or_else(|| params.query_grid(), |a| params.query_pair_grid(a));
+        Self {
+            kernel,
+            grid: kernel.grid(work),
+            pair_axis,
         }
     }
 
-    /// A key-side pass: one work item per KV tile, or per pair of them.
+    /// A key-side pass (dK/dV, dK, dV): one work item per KV tile, or per pair of them.
     fn key_side(kernel: KernelLaunch<'a>, params: &FnaParams) -> Self {
-        if kernel.pairs_tiles {
-            let axis = params.key_pair_axis();
-            Self {
-                kernel,
-                grid: kernel.grid(params.key_pair_grid(axis)),
-                pair_axis: Some(axis),
-            }
-        } else {
-            Self {
-                kernel,
-                grid: kernel.grid(params.key_grid()),
-                pair_axis: None,
-            }
+        let pair_axis = kernel.pairs_tiles.then(|| params.key_pair_axis());
+        let work = pair_axis.map_or_else(|| params.key_grid(), |a| params.key_pair_grid(a));
+        Self {
+            kernel,
+            grid: kernel.grid(work),
+            pair_axis,
         }
     }
 }
