@@ -234,7 +234,7 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, cha
 
     // ---------------- consumer warpgroups ----------------
     cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
-    const int h = threadIdx.x / 128 - 1;  // sub-tile
+    const int h = cutlass::canonical_warp_group_idx() - 1;  // sub-tile (warp-uniform to the compiler)
     const int lt = threadIdx.x % 128;     // thread of the warpgroup
     Element* my_k = smem_k + h * (Traits::kKBytes / 2);
     Element* my_v = smem_v + h * (Traits::kKBytes / 2);

@@ -191,7 +191,7 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
 
     // ---------------- consumer warpgroups ----------------
     cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
-    const int h = threadIdx.x / 128 - 1;  // sub-tile
+    const int h = cutlass::canonical_warp_group_idx() - 1;  // sub-tile (warp-uniform to the compiler)
     const int lt = threadIdx.x % 128;     // thread of the warpgroup
     const bool valid = geo.valid[h] != 0;
     const TileBox& qt = geo.sqt[h];

@@ -5,18 +5,24 @@
 //
 // - one CTA per SM (the grid is min(SMs, work items)); the CTAs walk the work items (Q tile,
 //   head, batch: the SM80 kernel's grid, Q tiles fastest) item = blockIdx.x + k gridDim.x;
-// - 384 threads: a producer warpgroup and two consumer warpgroups (64 query rows each).
-//   setmaxnreg gives the producer kProducerRegs registers and the consumers kConsumerRegs;
-// - the producer gathers each item's Q tile (two buffers) and its KV tiles (a ring of kStages
-//   K/V buffers that runs on across items) with cp.async (multi-dimensional tiles are rows, not
-//   boxes of memory) into K-major 128-byte-swizzled tiles, and signals each buffer with
-//   cp.async.mbarrier.arrive on its "full" mbarrier; the consumers hand a buffer back through
-//   its "empty" mbarrier. So the next item's Q and first K/V tiles load under this item's last
-//   tiles and epilogue;
-// - consumers: S = Q K^T (SS wgmma), masked online softmax in f32 on the accumulator fragment
-//   (64-bit window masks, window_bits; full tiles skip the mask; O rescaled only when a row max
-//   of the warp grew), O += P V (RS wgmma, P converted in registers, V read through an MN-major
-//   view of its tile); the epilogue writes the LSE and O (through the item's Q buffer, 16-byte
+// - 384 threads: a producer warpgroup and two consumer warpgroups. setmaxnreg gives the
+//   producer kProducerRegs registers and the consumers kConsumerRegs;
+// - the Q tile is split in two 64-query halves along `split_axis` (the kernel's second
+//   argument; the host picks the axis whose halving shrinks a half's KV box most,
+//   FnaParams::query_split_axis in src/backend/native/plan.rs); consumer h owns half h;
+// - the producer gathers each item's Q tile (two buffers; half h into rows [64 h, 64 h + 64),
+//   with the half's own row order) and the KV tiles of the whole tile's KV box (a ring of
+//   kStages K/V buffers that runs on across items) with cp.async (multi-dimensional tiles are
+//   rows, not boxes of memory) into K-major 128-byte-swizzled tiles, and signals each buffer
+//   with cp.async.mbarrier.arrive on its "full" mbarrier; the consumers hand a buffer back
+//   through its "empty" mbarrier. So the next item's Q and first K/V tiles load under this
+//   item's last tiles and epilogue;
+// - consumers skip the KV tiles that miss their own half's KV box (2-D anchor: 25 of the 30
+//   tiles of the 128-query tile's box are a half's); on the others S = Q K^T (SS wgmma), masked
+//   online softmax in f32 on the accumulator fragment (64-bit window masks, window_bits; tiles
+//   inside the half's inner box skip the mask; O rescaled only when a row max of the warp
+//   grew), O += P V (RS wgmma, P converted in registers, V read through an MN-major view of its
+//   tile); the epilogue writes the LSE and O (through the half's rows of the Q buffer, 16-byte
 //   stores), then frees the Q buffer.
 //
 // H100, bf16, head dim 128, 16 heads (kernel time, harness): 1-D 32768 tokens window 2048 332 ->
@@ -24,6 +30,14 @@
 // 3-D 16x44x80 window 8x16x24 152 -> 159. Warp specialisation alone (one CTA per item) was
 // slower than two CTAs per SM (318 on 1-D); the persistent walk is what pays. FA3's
 // intra-warpgroup overlap (S of tile t + 1 under the softmax of tile t) was 25% slower here.
+// Halving the Q tile (ninth session; harness .dev/s9/h, same runs): 2-D 0.92-0.94 -> 0.85 ms,
+// 3-D 8.72-8.76 -> 8.16, 2-D 256x256 window 63 8.05 -> 7.67, 1-D 1.50-1.53 -> 1.50 (one of 34
+// KV tiles skipped), attention over 8192 keys 1.19 -> 1.21-1.24 (nothing to skip). Deriving the
+// consumer's half from threadIdx.x made the Q descriptors per-thread values (R2UR before every
+// wgmma, +8% instructions, 7-10% slower); cutlass::canonical_warp_group_idx() keeps them
+// uniform. Four stages were 1-2% faster on the windows and 2-7% slower on attention; two 64-row
+// Q tiles per buffer instead of one 128-row tile were 2-3% slower; a barrier of both consumers
+// per item (the previous kernel's lock step) no faster.
 #pragma once
 
 #include <cutlass/arch/reg_reconfig.h>
@@ -32,32 +46,35 @@
 
 namespace natten_native {
 
-template <typename Element_, int kHeadDim_>
+template <typename Element_, int kHeadDim_, int kStages_ = 3>
 struct FnaSm90Traits {
     using Element = Element_;
     static constexpr int kHeadDim = kHeadDim_;
-    static constexpr int kBlockM = 128;  // 2 consumer warpgroups x 64 rows
+    static constexpr int kBlockM = 64;   // queries of a consumer warpgroup: half a 128-query Q tile
     static constexpr int kBlockN = 64;   // window masks are 64-bit words (window_bits)
-    static constexpr int kStages = 3;    // K/V ring
+    static constexpr int kStages = kStages_;  // K/V ring
     static constexpr int kProducerThreads = 128;
     static constexpr int kConsumerThreads = 256;
     static constexpr int kNThreads = kProducerThreads + kConsumerThreads;
-    // 128 x 104 + 256 x 184 <= 64K registers: one CTA per SM. The producer spilled below 104.
-    static constexpr int kProducerRegs = 104;
+    // 128 x 112 + 256 x 184 <= 384 x 168 registers: one CTA per SM. The producer spills below
+    // 112 (104 before it staged the two halves of the Q tile apart).
+    static constexpr int kProducerRegs = 112;
     static constexpr int kConsumerRegs = 184;
-    static_assert(kProducerThreads * kProducerRegs + kConsumerThreads * kConsumerRegs <= 65536);
+    static_assert(kProducerThreads * kProducerRegs + kConsumerThreads * kConsumerRegs <= kNThreads * 168);
     static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
 
+    // One consumer warpgroup's products.
     using TileShapeS = Shape<Int<kBlockM>, Int<kBlockN>, Int<kHeadDim>>;  // M, N, K of S = Q K^T
     using TileShapeO = Shape<Int<kBlockM>, Int<kHeadDim>, Int<kBlockN>>;  // M, N, K of O = P V
     using MmaS = decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, TileShapeS>(),
-                                         Layout<Shape<_2, _1, _1>>{}));
+                                         Layout<Shape<_1, _1, _1>>{}));
     using MmaO = decltype(make_tiled_mma(
         GMMA::rs_op_selector<Element, Element, float, TileShapeO, GMMA::Major::K, GMMA::Major::MN>(),
-        Layout<Shape<_2, _1, _1>>{}));
+        Layout<Shape<_1, _1, _1>>{}));
 
     using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;  // 8 rows x 64 columns
-    using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    // A Q buffer: the whole 128-query tile; consumer h reads rows [64 h, 64 h + 64).
+    using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<2 * kBlockM>, Int<kHeadDim>>{}));
     // The K and V rings, gathered by the producer warpgroup (threads 0..127); V^T is the
     // MN-major B operand of O += P V.
     using Gather = GatheredTilesSm90<Element, kHeadDim, kBlockN, kStages, kProducerThreads>;
@@ -65,24 +82,13 @@ struct FnaSm90Traits {
     using SmemLayoutVt = typename Gather::SmemLayoutMN;
 
     static constexpr int kRowsPerThread = 2;
-    static constexpr int kQBytes = kBlockM * kHeadDim * 2;
+    static constexpr int kQBytes = 2 * kBlockM * kHeadDim * 2;  // one Q buffer: both halves
     static constexpr int kKVBytes = kStages * kBlockN * kHeadDim * 2;
     // Two Q buffers, the K ring, the V ring, then the token offset of each KV tile row (256
     // bytes) and the mbarriers (Q full x2, Q empty x2, K/V full x kStages, K/V empty x kStages);
     // +1024 to align the tiles to the swizzle's 1024-byte period.
     static constexpr int kSmemBytes = 2 * kQBytes + 2 * kKVBytes + 256 + (4 + 2 * kStages) * 8 + 1024;
 };
-
-// Accumulator row r (of 2) of consumer thread `tid` (0..255): warpgroup tid / 128 holds rows
-// [64 wg, 64 wg + 64), warp w of it rows [16 w, 16 w + 16).
-__device__ __forceinline__ int consumer_row(int tid, int r) {
-    return (tid / 32) * 16 + (tid % 32) / 4 + (r % 2) * 8;
-}
-
-// A barrier of the two consumer warpgroups only (named barrier 1; 0 is __syncthreads).
-__device__ __forceinline__ void bar_sync_consumers() {
-    asm volatile("bar.sync 1, 256;\n" ::: "memory");
-}
 
 // Masks the scores of the KV tile at `origin` (unless the tile is full), updates the running row
 // max / sum and turns the scores into P (unnormalised, base-2 exponentials). `correction` is the
@@ -142,7 +148,7 @@ __device__ __forceinline__ bool work_item(const FnaParams& p, int ctas_x, int it
 }
 
 template <typename Traits>
-__device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
+__device__ void fna_forward_sm90(const FnaParams& p, int split_axis, char* smem_unaligned) {
     using Element = typename Traits::Element;
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
@@ -178,6 +184,18 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
     int ctas_x;
     const int n_items = forward_items(p, ctas_x);
     const int group_heads = p.heads / p.heads_kv;
+    // The extents of a half of the Q tile (the tile's, halved on split_axis).
+    int half_log2[3];
+#pragma unroll
+    for (int a = 0; a < 3; ++a) half_log2[a] = p.q_tile_log2[a] - (a == split_axis);
+    // Half h of Q buffer b.
+    // Half h of Q buffer b: rows [64 h, 64 h + 64) of the buffer's 128-row tile (one tile rather
+    // than two 64-row ones: 2-3% faster, dense attention most).
+    auto q_half = [&](int b, int h) {
+        Tensor buffer = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw + b * Traits::kQBytes)),
+                                    typename Traits::SmemLayoutQ{});
+        return local_tile(buffer, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(h, 0));
+    };
 
     Element* smem_k = reinterpret_cast<Element*>(smem_raw + 2 * Traits::kQBytes);
     Element* smem_v = reinterpret_cast<Element*>(smem_raw + 2 * Traits::kQBytes + Traits::kKVBytes);
@@ -204,10 +222,15 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
             const int qb = j & 1;
             if (j >= 2) cutlass::arch::ClusterBarrier::wait(bar_qempty + qb, ((j >> 1) - 1) & 1);
             ++j;
-            Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw + qb * Traits::kQBytes)),
-                                    typename Traits::SmemLayoutQ{});
-            stage_tile<kBlockM, kHeadDim, Traits::kProducerThreads>(sQ, q_base, rows.q_stride, p, p.q_tile_log2,
-                                                                    qt.first, qt.end, qt.group, p.head_dim);
+#pragma unroll 1
+            for (int h = 0; h < 2; ++h) {
+                TileBox half;
+                if (!half_of(qt, half_log2, split_axis, h, half)) continue;
+                Tensor sQ = q_half(qb, h);
+                stage_tile<kBlockM, kHeadDim, Traits::kProducerThreads>(sQ, q_base, rows.q_stride, p, half_log2,
+                                                                        half.first, half.end, half.group,
+                                                                        p.head_dim);
+            }
             cutlass::arch::cpasync_barrier_arrive_noinc(bar_qfull + qb);
             const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
             int origin[3];
@@ -234,15 +257,17 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
 
     // ---------------- consumer warpgroups ----------------
     cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
-    const int tid = threadIdx.x - Traits::kProducerThreads;
+    // The consumer's half of each Q tile; warp-uniform to the compiler (a shuffle from lane 0),
+    // so the Q descriptors stay in uniform registers.
+    const int h = cutlass::canonical_warp_group_idx() - 1;
+    const int lt = threadIdx.x % 128;     // thread of the warpgroup
     typename Traits::MmaS mma_s;
     typename Traits::MmaO mma_o;
-    auto thr_s = mma_s.get_thread_slice(tid);
-    auto thr_o = mma_o.get_thread_slice(tid);
-    Tensor sQ0 = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw)), typename Traits::SmemLayoutQ{});
+    auto thr_s = mma_s.get_thread_slice(lt);
+    auto thr_o = mma_o.get_thread_slice(lt);
+    Tensor sQ0 = q_half(0, h);
     Tensor tSrQ0 = thr_s.partition_fragment_A(sQ0);
-    Tensor sQ1 = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw + Traits::kQBytes)),
-                             typename Traits::SmemLayoutQ{});
+    Tensor sQ1 = q_half(1, h);
     Tensor tSrQ1 = thr_s.partition_fragment_A(sQ1);
     Tensor tSrK = thr_s.partition_fragment_B(sK);
     Tensor tOrV = thr_o.partition_fragment_B(sVt);
@@ -256,7 +281,17 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
         TileBox qt;
         if (!work_item(p, ctas_x, item, w, qt)) continue;
         const int head = w.head, batch = w.batch;
-        const KvBox box = kv_box_of(p, qt);
+        const KvBox box = kv_box_of(p, qt);  // the walk: the whole tile's KV box
+        TileBox mt;                          // my half
+        const bool valid = half_of(qt, half_log2, split_axis, h, mt);
+        // My half's KV box differs from the whole tile's on split_axis only: a KV tile of the
+        // walk reaches it where it does on that axis, and its inner box gives the full tiles.
+        const KvBox mb = kv_box_of(p, mt);
+        auto on_split_axis = [&](const int (&v)[3]) {
+            return split_axis == 0 ? v[0] : split_axis == 1 ? v[1] : v[2];
+        };
+        const int split_lo = on_split_axis(mb.lo) - (1 << on_split_axis(p.kv_tile_log2));
+        const int split_hi = on_split_axis(mb.hi);
         const int qb = j & 1;
         const uint32_t qphase = (j >> 1) & 1;
         ++j;
@@ -269,17 +304,9 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
             row_max[r] = -INFINITY;
             row_sum[r] = 0.f;
             int i[3];
-            tile_coords(consumer_row(tid, r), p.q_tile_log2, qt.first, i);
-            query_window(p, i, qt.glen, qt.end, win_lo[r], win_hi[r]);
+            tile_coords(wg_acc_row(lt, r), half_log2, mt.first, i);
+            query_window(p, i, mt.glen, mt.end, win_lo[r], win_hi[r]);
         }
-        auto is_full = [&](const int (&o)[3]) {
-            bool full = qt.no_padding;
-#pragma unroll
-            for (int a = 0; a < 3; ++a) {
-                full &= o[a] >= box.inner_lo[a] && o[a] + (1 << p.kv_tile_log2[a]) <= box.inner_hi[a];
-            }
-            return full;
-        };
         auto rescale_o = [&]() {
 #pragma unroll
             for (int r = 0; r < kRows; ++r) {
@@ -300,18 +327,30 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
         // The products read the Q fragment (descriptors) of this item's Q buffer.
         auto body = [&](auto& tSrQ) {
             for (int t = 0; t < n_tiles; ++t) {
+                // Does the KV tile reach my half's KV box? Full: no padding query, and the tile
+                // inside my half's inner box (every key seen by every query).
+                const int o = on_split_axis(origin);
+                const bool active = valid && split_lo < o && o < split_hi;
+                bool full = mt.no_padding;
+#pragma unroll
+                for (int a = 0; a < 3; ++a) {
+                    full &= origin[a] >= mb.inner_lo[a] && origin[a] + (1 << p.kv_tile_log2[a]) <= mb.inner_hi[a];
+                }
+                // Waited on even when skipped: the "empty" arrival must follow this fill.
                 cutlass::arch::ClusterBarrier::wait(bar_full + stage, phase);
-                cutlass::arch::fence_view_async_shared();  // the cp.async writes, to the tensor cores
-                Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
-                wgmma_gemm<true, 0>(mma_s, tSrQ, tSrK(_, _, _, stage), acc_s);
-                Tensor scores = make_tensor(acc_s.data(), rowcol_sm90(acc_s.layout()));
-                bool grew;
-                online_softmax_sm90<kRows>(scores, is_full(origin), win_lo, win_hi, p, origin, row_max, row_sum,
-                                           correction, grew);
-                if (grew) rescale_o();
-                Tensor p_regs = convert_to<Element>(acc_s);
-                Tensor tOrP = make_tensor(p_regs.data(), acc_as_a_operand_sm90(p_regs.layout()));
-                wgmma_gemm<false, 0>(mma_o, tOrP, tOrV(_, _, _, stage), acc_o);
+                if (active) {
+                    cutlass::arch::fence_view_async_shared();  // the cp.async writes, to the tensor cores
+                    Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
+                    wgmma_gemm<true, 0>(mma_s, tSrQ, tSrK(_, _, _, stage), acc_s);
+                    Tensor scores = make_tensor(acc_s.data(), rowcol_sm90(acc_s.layout()));
+                    bool grew;
+                    online_softmax_sm90<kRows>(scores, full, win_lo, win_hi, p, origin, row_max, row_sum,
+                                               correction, grew);
+                    if (grew) rescale_o();
+                    Tensor p_regs = convert_to<Element>(acc_s);
+                    Tensor tOrP = make_tensor(p_regs.data(), acc_as_a_operand_sm90(p_regs.layout()));
+                    wgmma_gemm<false, 0>(mma_o, tOrP, tOrV(_, _, _, stage), acc_o);
+                }
                 cutlass::arch::ClusterBarrier::arrive(bar_empty + stage);  // the stage goes back
                 next_kv_origin(p, box, origin);
                 advance();
@@ -319,49 +358,50 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
         };
         if (qb == 0) body(tSrQ0); else body(tSrQ1);
 
-        // Epilogue: normalise, LSE, O through this item's Q buffer to 16-byte stores; then the
-        // buffer goes back to the producer.
-        Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem_raw + qb * Traits::kQBytes)),
-                                typename Traits::SmemLayoutQ{});
+        // Epilogue: normalise, LSE, O through my half of this item's Q buffer to 16-byte stores;
+        // then the buffer goes back to the producer (both consumers arrive, valid half or not).
+        if (valid) {
+            Tensor sQ = q_half(qb, h);
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-            const float sum = quad_sum(row_sum[r]);
-            const float inv = sum > 0.f ? 1.f / sum : 0.f;
+            for (int r = 0; r < kRows; ++r) {
+                const float sum = quad_sum(row_sum[r]);
+                const float inv = sum > 0.f ? 1.f / sum : 0.f;
 #pragma unroll
-            for (int c = 0; c < size<1>(o_rows); ++c) o_rows(r, c) *= inv;
-            int i[3];
-            tile_coords(consumer_row(tid, r), p.q_tile_log2, qt.first, i);
-            if (tid % 4 == 0 && i[0] < qt.end[0] && i[1] < qt.end[1] && i[2] < qt.end[2]) {
-                const long long token = token_of(p, i, qt.group);
-                p.lse[((long long)batch * p.tokens + token) * p.heads + head] =
-                    sum > 0.f ? row_max[r] * p.scale + __logf(sum) : -INFINITY;
+                for (int c = 0; c < size<1>(o_rows); ++c) o_rows(r, c) *= inv;
+                int i[3];
+                tile_coords(wg_acc_row(lt, r), half_log2, mt.first, i);
+                if (lt % 4 == 0 && i[0] < mt.end[0] && i[1] < mt.end[1] && i[2] < mt.end[2]) {
+                    const long long token = token_of(p, i, mt.group);
+                    p.lse[((long long)batch * p.tokens + token) * p.heads + head] =
+                        sum > 0.f ? row_max[r] * p.scale + __logf(sum) : -INFINITY;
+                }
             }
-        }
-        bar_sync_consumers();  // both consumer warpgroups are done reading sQ
+            bar_sync_wg(1 + h);  // my warpgroup is done reading my half of the Q buffer
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-            const int row = consumer_row(tid, r);
+            for (int r = 0; r < kRows; ++r) {
+                const int row = wg_acc_row(lt, r);
 #pragma unroll
-            for (int c = 0; c < size<1>(o_rows); c += 2) {
-                const int col = acc_col(c);
-                cutlass::Array<Element, 2> pair;
-                pair[0] = Element(o_rows(r, c));
-                pair[1] = Element(o_rows(r, c + 1));
-                *reinterpret_cast<cutlass::Array<Element, 2>*>(&sQ(row, col)) = pair;
+                for (int c = 0; c < size<1>(o_rows); c += 2) {
+                    const int col = acc_col(c);
+                    cutlass::Array<Element, 2> pair;
+                    pair[0] = Element(o_rows(r, c));
+                    pair[1] = Element(o_rows(r, c + 1));
+                    *reinterpret_cast<cutlass::Array<Element, 2>*>(&sQ(row, col)) = pair;
+                }
             }
-        }
-        bar_sync_consumers();
-        const HeadRows rows = head_rows(p, batch, head, head / group_heads);
-        Element* out_base = reinterpret_cast<Element*>(p.out) + rows.o;
-        constexpr int kChunks = kHeadDim / 8;
-        for (int idx = tid; idx < kBlockM * kChunks; idx += Traits::kConsumerThreads) {
-            const int r = idx / kChunks;
-            const int c = (idx % kChunks) * 8;
-            int i[3];
-            tile_coords(r, p.q_tile_log2, qt.first, i);
-            if (i[0] < qt.end[0] && i[1] < qt.end[1] && i[2] < qt.end[2] && c < p.head_dim_v) {
-                *reinterpret_cast<uint4*>(out_base + (long long)token_of(p, i, qt.group) * rows.o_stride + c) =
-                    *reinterpret_cast<const uint4*>(&sQ(r, c));
+            bar_sync_wg(1 + h);
+            const HeadRows rows = head_rows(p, batch, head, head / group_heads);
+            Element* out_base = reinterpret_cast<Element*>(p.out) + rows.o;
+            constexpr int kChunks = kHeadDim / 8;
+            for (int idx = lt; idx < kBlockM * kChunks; idx += 128) {
+                const int r = idx / kChunks;
+                const int c = (idx % kChunks) * 8;
+                int i[3];
+                tile_coords(r, half_log2, mt.first, i);
+                if (i[0] < mt.end[0] && i[1] < mt.end[1] && i[2] < mt.end[2] && c < p.head_dim_v) {
+                    *reinterpret_cast<uint4*>(out_base + (long long)token_of(p, i, mt.group) * rows.o_stride + c) =
+                        *reinterpret_cast<const uint4*>(&sQ(r, c));
+                }
             }
         }
         cutlass::arch::ClusterBarrier::arrive(bar_qempty + qb);
@@ -371,9 +411,13 @@ __device__ void fna_forward_sm90(const FnaParams& p, char* smem_unaligned) {
 }  // namespace natten_native
 
 // One extern "C" entry point per instantiation (element type, head dim): 128 queries x 64 keys
-// per tile, 384 threads, one CTA per SM; launched on min(SMs, work items) CTAs.
+// per tile, 384 threads, one CTA per SM; launched on min(SMs, work items) CTAs. Its arguments:
+// the parameters and the axis the Q tile is halved on (0, 1 or 2, with an extent of at least 2
+// there; FnaParams::query_split_axis on the Rust side).
 #define NATTEN_FNA_FORWARD_SM90_KERNEL(NAME, ELEMENT, HEAD_DIM)                                         \
-    extern "C" __global__ void __launch_bounds__(384, 1) NAME(const natten_native::FnaParams p) {       \
+    extern "C" __global__ void __launch_bounds__(384, 1)                                               \
+        NAME(const natten_native::FnaParams p, int split_axis) {                                       \
         extern __shared__ __align__(1024) char smem[];                                                  \
-        natten_native::fna_forward_sm90<natten_native::FnaSm90Traits<ELEMENT, HEAD_DIM>>(p, smem);    \
+        natten_native::fna_forward_sm90<natten_native::FnaSm90Traits<ELEMENT, HEAD_DIM>>(p, split_axis, \
+                                                                                          smem);       \
     }

@@ -184,10 +184,31 @@ __device__ __forceinline__ void bar_sync_wg(int id) {
     asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory");
 }
 
+// Half `h` (0 or 1) of the tile `whole` along `axis`, whose extents are 2^half_log2 (the whole
+// tile's, halved on `axis`): its first half or its second. False when the half lies past the
+// group's end (no queries or keys: nothing to do).
+__device__ __forceinline__ bool half_of(const TileBox& whole, const int (&half_log2)[3], int axis, int h,
+                                        TileBox& half) {
+    half = whole;
+    half.no_padding = true;
+    bool nonempty = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+        const int ext = 1 << half_log2[a];
+        if (a == axis) {
+            half.first[a] = whole.first[a] + h * ext;
+            half.end[a] = min(half.first[a] + ext, half.glen[a]);
+            nonempty = half.first[a] < half.glen[a];
+        }
+        half.no_padding &= half.end[a] - half.first[a] == ext;
+    }
+    return nonempty;
+}
+
 // The two plan tiles of a paired CTA (the warp-specialised backward passes): CTA `cta` decodes
 // (tile_of) to a tile whose extent on `pair_axis` is the plan tile's (2^log2) doubled; sub-tile
-// h (h = 0, 1) is the plan tile 2 t + h on that axis, `valid[h]` false when it lies past the
-// group's end. False when the whole tile does (nothing to do).
+// h (h = 0, 1) is the plan tile 2 t + h on that axis (half_of), `valid[h]` false when it lies
+// past the group's end. False when the whole tile does (nothing to do).
 __device__ __forceinline__ bool paired_tiles_of(const FnaParams& p, int cta, const int (&len)[3],
                                                 const int (&log2)[3], const int (&counts)[3], int pair_axis,
                                                 TileBox& whole, TileBox (&sub)[2], int (&valid)[2]) {
@@ -199,23 +220,7 @@ __device__ __forceinline__ bool paired_tiles_of(const FnaParams& p, int cta, con
     }
     if (!tile_of(p, cta, len, log2p, countp, whole)) return false;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        TileBox t = whole;
-        t.no_padding = true;
-        bool nonempty = true;
-#pragma unroll
-        for (int a = 0; a < 3; ++a) {
-            const int ext = 1 << log2[a];
-            if (a == pair_axis) {
-                t.first[a] = whole.first[a] + h * ext;
-                t.end[a] = min(t.first[a] + ext, t.glen[a]);
-                nonempty = t.first[a] < t.glen[a];
-            }
-            t.no_padding &= t.end[a] - t.first[a] == ext;
-        }
-        valid[h] = nonempty;
-        sub[h] = t;
-    }
+    for (int h = 0; h < 2; ++h) valid[h] = half_of(whole, log2, pair_axis, h, sub[h]);
     return true;
 }
 

@@ -41,10 +41,23 @@ pub struct KernelLaunch<'a> {
     /// For a persistent kernel, the most CTAs worth launching (one per SM): its CTAs walk the
     /// work items of the grid it is given; `None` for a kernel with one CTA per work item.
     pub persistent_ctas: Option<u32>,
-    /// Whether a CTA owns two plan tiles of its side (Q tiles for a query-side pass, KV tiles
-    /// for a key-side pass) paired along the axis the kernel takes as its second argument
-    /// ([`plan::sm90_backward_pairs_tiles`]).
-    pub pairs_tiles: bool,
+    /// How a work item covers the plan tiles of its side (Q tiles for a query-side pass, KV
+    /// tiles for a key-side pass).
+    pub tiles: TileSplit,
+}
+
+/// How a kernel's work item covers the plan tiles of its side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileSplit {
+    /// One plan tile.
+    Whole,
+    /// Two plan tiles paired along the axis the kernel takes as its second argument
+    /// (`FnaParams::query_pair_axis` / `key_pair_axis`; the Hopper backward passes at head dim
+    /// 128, [`plan::sm90_backward_pairs_tiles`]).
+    Pairs,
+    /// One plan tile, halved between two consumer warpgroups along the axis the kernel takes as
+    /// its second argument (`FnaParams::query_split_axis`; the Hopper forward).
+    Halves,
 }
 
 impl KernelLaunch<'_> {
@@ -112,7 +125,7 @@ impl NativeDevice {
                 threads: plan::SM90_THREADS,
                 shared_bytes: plan::sm90_shared_bytes(kernel_dim),
                 persistent_ctas: Some(self.sm_count),
-                pairs_tiles: false,
+                tiles: TileSplit::Halves,
             });
         }
         self.forward
@@ -123,7 +136,7 @@ impl NativeDevice {
                 threads: plan::THREADS,
                 shared_bytes: plan::shared_bytes(kernel_dim, block_m),
                 persistent_ctas: None,
-                pairs_tiles: false,
+                tiles: TileSplit::Whole,
             })
     }
 
@@ -139,20 +152,25 @@ impl NativeDevice {
     pub fn backward(&self, kernel_dim: usize, bf16: bool) -> Option<BackwardKernels<'_>> {
         let (_, dq, key_passes) = self.backward.iter().find(|(d, _, _)| *d == kernel_dim)?;
         if let Some((_, dq, dkdv)) = self.backward_sm90.iter().find(|(d, _, _)| *d == kernel_dim) {
+            let backward_sm90_tiles = if plan::sm90_backward_pairs_tiles(kernel_dim) {
+                TileSplit::Pairs
+            } else {
+                TileSplit::Whole
+            };
             return Some(BackwardKernels {
                 dq: KernelLaunch {
                     function: &dq[bf16 as usize],
                     threads: plan::sm90_backward_threads(kernel_dim),
                     shared_bytes: plan::sm90_backward_dq_shared_bytes(kernel_dim),
                     persistent_ctas: None,
-                    pairs_tiles: plan::sm90_backward_pairs_tiles(kernel_dim),
+                    tiles: backward_sm90_tiles,
                 },
                 key_passes: vec![KernelLaunch {
                     function: &dkdv[bf16 as usize],
                     threads: plan::sm90_backward_threads(kernel_dim),
                     shared_bytes: plan::sm90_backward_dkdv_shared_bytes(kernel_dim),
                     persistent_ctas: None,
-                    pairs_tiles: plan::sm90_backward_pairs_tiles(kernel_dim),
+                    tiles: backward_sm90_tiles,
                 }],
             });
         }
@@ -161,7 +179,7 @@ impl NativeDevice {
             threads: plan::THREADS,
             shared_bytes: plan::backward_shared_bytes(kernel_dim),
             persistent_ctas: None,
-            pairs_tiles: false,
+            tiles: TileSplit::Whole,
         };
         let key_passes = key_passes
             .iter()
@@ -170,7 +188,7 @@ impl NativeDevice {
                 threads: plan::THREADS,
                 shared_bytes: plan::backward_shared_bytes(kernel_dim),
                 persistent_ctas: None,
-                pairs_tiles: false,
+                tiles: TileSplit::Whole,
             })
             .collect();
         Some(BackwardKernels { dq, key_passes })

@@ -33,7 +33,7 @@ use cubecl::zspace::{Strides, metadata::Metadata};
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::device::{KernelLaunch, NativeDevice};
+use super::device::{KernelLaunch, NativeDevice, TileSplit};
 use super::plan::{CallShape, FnaParams, Pattern};
 use crate::backend::TileConfig;
 
@@ -178,33 +178,45 @@ fn trace_prepared(entered: Instant) {
 }
 
 /// One kernel launch of a call: the kernel (function, threads per CTA, dynamic shared memory),
-/// its grid, and for a pass that pairs plan tiles its second argument, the pair axis.
+/// its grid, and for a kernel that pairs or halves plan tiles its second argument, the axis.
 struct Launch<'a> {
     kernel: KernelLaunch<'a>,
     grid: (u32, u32, u32),
-    pair_axis: Option<i32>,
+    tile_axis: Option<i32>,
 }
 
 impl<'a> Launch<'a> {
     /// A query-side pass (forward, dQ): one work item per Q tile, or per pair of them.
     fn query_side(kernel: KernelLaunch<'a>, params: &FnaParams) -> Self {
-        let pair_axis = kernel.pairs_tiles.then(|| params.query_pair_axis());
-        let work = pair_axis.map_or_else(|| params.query_grid(), |a| params.query_pair_grid(a));
+        let (tile_axis, work) = match kernel.tiles {
+            TileSplit::Whole => (None, params.query_grid()),
+            TileSplit::Pairs => {
+                let axis = params.query_pair_axis();
+                (Some(axis), params.query_pair_grid(axis))
+            }
+            TileSplit::Halves => (Some(params.query_split_axis()), params.query_grid()),
+        };
         Self {
             kernel,
             grid: kernel.grid(work),
-            pair_axis,
+            tile_axis,
         }
     }
 
     /// A key-side pass (dK/dV, dK, dV): one work item per KV tile, or per pair of them.
     fn key_side(kernel: KernelLaunch<'a>, params: &FnaParams) -> Self {
-        let pair_axis = kernel.pairs_tiles.then(|| params.key_pair_axis());
-        let work = pair_axis.map_or_else(|| params.key_grid(), |a| params.key_pair_grid(a));
+        let (tile_axis, work) = match kernel.tiles {
+            TileSplit::Whole => (None, params.key_grid()),
+            TileSplit::Pairs => {
+                let axis = params.key_pair_axis();
+                (Some(axis), params.key_pair_grid(axis))
+            }
+            TileSplit::Halves => (Some(params.key_split_axis()), params.key_grid()),
+        };
         Self {
             kernel,
             grid: kernel.grid(work),
-            pair_axis,
+            tile_axis,
         }
     }
 }
@@ -276,12 +288,12 @@ fn run_on_burn_buffers(
         };
         let mut builder = stream.launch_builder(launch.kernel.function);
         builder.arg(&params);
-        if let Some(axis) = &launch.pair_axis {
+        if let Some(axis) = &launch.tile_axis {
             builder.arg(axis);
         }
         // SAFETY: every native kernel takes `FnaParams` by value (kernels/fna_params.cuh), and
         // every pointer in it is a pinned, contiguous buffer of the shape the kernel indexes;
-        // the kernels that pair KV tiles take the pair axis (an int) after it.
+        // the kernels that pair or halve plan tiles take the axis (an int) after it.
         unsafe { builder.launch(config) }.map_err(|e| format!("launch: {e}"))?;
     }
     let launched = Instant::now();

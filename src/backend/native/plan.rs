@@ -444,15 +444,58 @@ impl FnaParams {
             if own_tiles[a] < 2 {
                 continue;
             }
-            let walked = 1 << walked_log2[a];
             let own = 1 << own_log2[a];
-            let box_tiles = |extent: i32| (self.kernel[a] + extent - 1 + walked - 1) / walked;
-            let growth = f64::from(box_tiles(2 * own)) / f64::from(box_tiles(own));
+            let growth = f64::from(self.walked_tiles(a, 2 * own, walked_log2))
+                / f64::from(self.walked_tiles(a, own, walked_log2));
             if growth <= best.1 {
                 best = (a as i32, growth);
             }
         }
         best.0
+    }
+
+    /// The axis along which the Hopper forward halves its Q tile between its two consumer
+    /// warpgroups: [`Self::split_axis`] of the Q tiles against the KV tiles they walk.
+    pub fn query_split_axis(&self) -> i32 {
+        self.split_axis(self.q_tile_log2, self.kv_tile_log2)
+    }
+
+    /// The axis along which a key-side pass that halves its KV tile would split it:
+    /// [`Self::split_axis`] of the KV tiles against the Q tiles they walk.
+    pub fn key_split_axis(&self) -> i32 {
+        self.split_axis(self.kv_tile_log2, self.q_tile_log2)
+    }
+
+    /// Among the axes where a pass's own tile (extents `2^own_log2`) is at least 2 long, the one
+    /// whose walked box (in tiles of `2^walked_log2`, ignoring stride and causality) shrinks most
+    /// when the tile's extent halves, ties to the later (faster-varying) axis; for attention
+    /// the last such axis (every key is walked whatever the split). A choice of speed only:
+    /// every axis gives the same result. The last axis where the tile is a single point.
+    fn split_axis(&self, own_log2: [i32; 3], walked_log2: [i32; 3]) -> i32 {
+        let mut best = (2, f64::INFINITY);
+        for (a, &log2) in own_log2.iter().enumerate() {
+            if log2 < 1 {
+                continue;
+            }
+            let own = 1 << log2;
+            let shrink = if self.dense != 0 {
+                1.0
+            } else {
+                f64::from(self.walked_tiles(a, own / 2, walked_log2))
+                    / f64::from(self.walked_tiles(a, own, walked_log2))
+            };
+            if shrink <= best.1 {
+                best = (a as i32, shrink);
+            }
+        }
+        best.0
+    }
+
+    /// Tiles of extent `2^walked_log2[a]` that the windows of `extent` consecutive tokens span
+    /// on axis `a` (their union is `kernel + extent - 1` long; no stride, causality or edge).
+    fn walked_tiles(&self, a: usize, extent: i32, walked_log2: [i32; 3]) -> i32 {
+        let walked = 1 << walked_log2[a];
+        (self.kernel[a] + extent - 1 + walked - 1) / walked
     }
 
     /// The grid of a query-side pass that pairs Q tiles along `axis`: `(Q tile pairs x
@@ -689,6 +732,49 @@ mod tests {
             (p.query_pair_axis(), p.query_pair_grid(1)),
             (1, (16 * 2, 16, 1))
         );
+    }
+
+    #[test]
+    fn forward_halves_split_the_axis_whose_kv_box_shrinks_most() {
+        // The anchors' default forward tiles (kernels/fna_forward_sm90.cuh halves them between
+        // its consumer warpgroups). 1-D: 128 -> 64 queries, 34 -> 33 KV tiles.
+        assert_eq!(
+            na_params(&[32768], &[2048], &[128], &[64]).query_split_axis(),
+            2
+        );
+        // 2-D 8x16 over 8x8 KV tiles, window 31: halving the last axis takes the box from 46 to
+        // 38 columns (6 -> 5 KV tiles); the first stays at 5 tiles (38 -> 34 rows).
+        let p = na_params(&[128, 128], &[31, 31], &[8, 16], &[8, 8]);
+        assert_eq!(p.query_split_axis(), 2);
+        // The same tile transposed: the other axis.
+        let p = na_params(&[128, 128], &[31, 31], &[16, 8], &[8, 8]);
+        assert_eq!(p.query_split_axis(), 1);
+        // 3-D 4x4x8 over 4x4x4, window 8x16x24: the last axis, 8 -> 7 KV tiles (the others
+        // keep theirs: a tie between the first two is no shrink).
+        let p = na_params(&[16, 44, 80], &[8, 16, 24], &[4, 4, 8], &[4, 4, 4]);
+        assert_eq!(p.query_split_axis(), 2);
+        // Never an axis of extent 1: a 128-query tile 1 x 128 splits the last axis.
+        let p = na_params(&[64, 256], &[63, 7], &[1, 128], &[1, 64]);
+        assert_eq!(p.query_split_axis(), 2);
+        // Attention walks every key whatever the split: its one axis, the last.
+        let shape = CallShape {
+            batch: 1,
+            tokens: 8192,
+            kv_tokens: 8192,
+            heads: 16,
+            heads_kv: 16,
+            head_dim: 128,
+            head_dim_v: 128,
+        };
+        let tiles = TileConfig {
+            q_tile: vec![128],
+            kv_tile: vec![64],
+        };
+        let dense = Pattern::Dense {
+            causal: true,
+            scale: 1.0,
+        };
+        assert_eq!(FnaParams::new(dense, shape, &tiles).query_split_axis(), 2);
     }
 
     #[test]
