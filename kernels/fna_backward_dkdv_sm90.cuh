@@ -194,8 +194,7 @@ __device__ void fna_backward_dkdv_sm90(const FnaParams& p, char* smem_unaligned)
     constexpr int kHeadDim = Traits::kHeadDim;
     constexpr int kNThreads = Traits::kNThreads;
 
-    const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_unaligned)) & 1023u;
-    char* smem_raw = smem_unaligned + ((1024u - misalign) & 1023u);
+    char* smem_raw = align_to_swizzle_period(smem_unaligned);
     char* geometry = smem_raw + 2 * Traits::kKBytes + 2 * Traits::kQBytes;
     TileBox& kt = *reinterpret_cast<TileBox*>(geometry);
     QueryBox& qb = *reinterpret_cast<QueryBox*>(geometry + 128);

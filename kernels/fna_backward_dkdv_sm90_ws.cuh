@@ -92,8 +92,7 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, cha
     constexpr int kHeadDim = Traits::kHeadDim;
     constexpr int kStages = Traits::kStages;
 
-    const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_unaligned)) & 1023u;
-    char* smem_raw = smem_unaligned + ((1024u - misalign) & 1023u);
+    char* smem_raw = align_to_swizzle_period(smem_unaligned);
     char* geometry = smem_raw + 4 * Traits::kKBytes + 2 * Traits::kQBytes;
     WsGeometry& geo = *reinterpret_cast<WsGeometry*>(geometry);
     static_assert(sizeof(WsGeometry) <= 512);

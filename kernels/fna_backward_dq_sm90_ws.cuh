@@ -88,8 +88,7 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
     constexpr int kStages = Traits::kStages;
     constexpr int kRows = Traits::kRowsPerThread;
 
-    const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_unaligned)) & 1023u;
-    char* smem_raw = smem_unaligned + ((1024u - misalign) & 1023u);
+    char* smem_raw = align_to_swizzle_period(smem_unaligned);
     char* geometry = smem_raw + 4 * Traits::kQBytes + 2 * Traits::kKVBytes;
     WsDqGeometry& geo = *reinterpret_cast<WsDqGeometry*>(geometry);
     static_assert(sizeof(WsDqGeometry) <= 512);

@@ -193,8 +193,7 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
     constexpr int kNThreads = Traits::kNThreads;
     constexpr int kRows = Traits::kRowsPerThread;
 
-    const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_unaligned)) & 1023u;
-    char* smem_raw = smem_unaligned + ((1024u - misalign) & 1023u);
+    char* smem_raw = align_to_swizzle_period(smem_unaligned);
     char* geometry = smem_raw + 2 * Traits::kQBytes + 2 * Traits::kKVBytes;
     TileBox& qt = *reinterpret_cast<TileBox*>(geometry);
     KvBox& box = *reinterpret_cast<KvBox*>(geometry + 128);

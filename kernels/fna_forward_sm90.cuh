@@ -156,8 +156,7 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, char* smem_
     constexpr int kStages = Traits::kStages;
     constexpr int kRows = Traits::kRowsPerThread;
 
-    const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_unaligned)) & 1023u;
-    char* smem_raw = smem_unaligned + ((1024u - misalign) & 1023u);
+    char* smem_raw = align_to_swizzle_period(smem_unaligned);
     char* geometry = smem_raw + 2 * Traits::kQBytes + 2 * Traits::kKVBytes;
     int* kv_tok_off = reinterpret_cast<int*>(geometry);
     uint64_t* bar_qfull = reinterpret_cast<uint64_t*>(geometry + 256);

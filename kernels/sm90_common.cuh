@@ -184,6 +184,13 @@ __device__ __forceinline__ void bar_sync_wg(int id) {
     asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory");
 }
 
+// The first byte of dynamic shared memory `smem` aligned to 1024 bytes, the period of the 128-byte
+// swizzle that every Hopper kernel's tiles use (their kSmemBytes count 1024 bytes for it).
+__device__ __forceinline__ char* align_to_swizzle_period(char* smem) {
+    const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem)) & 1023u;
+    return smem + ((1024u - misalign) & 1023u);
+}
+
 // Half `h` (0 or 1) of the tile `whole` along `axis`, whose extents are 2^half_log2 (the whole
 // tile's, halved on `axis`): its first half or its second. False when the half lies past the
 // group's end (no queries or keys: nothing to do).
