@@ -124,12 +124,7 @@ __device__ void fna_backward_dq(const FnaParams& p, char* smem_raw) {
             const long long token = token_of(p, i, qt.group);
             const long long row = ((long long)batch * p.tokens + token) * p.heads + head;
             for (int c = 0; c < p.head_dim_v; c += 8) {
-                const uint4 o8 = *reinterpret_cast<const uint4*>(o_base + token * rows.o_stride + c);
-                const uint4 d8 = *reinterpret_cast<const uint4*>(do_base + token * rows.o_stride + c);
-                const Element* o = reinterpret_cast<const Element*>(&o8);
-                const Element* d = reinterpret_cast<const Element*>(&d8);
-#pragma unroll
-                for (int e = 0; e < 8; ++e) delta += float(o[e]) * float(d[e]);
+                delta = dot8_f32(o_base + token * rows.o_stride + c, do_base + token * rows.o_stride + c, delta);
             }
             lse_log2 = p.lse[row] * 1.4426950408889634f;
             p.delta[row] = delta;

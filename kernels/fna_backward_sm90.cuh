@@ -82,12 +82,7 @@ __device__ __forceinline__ void delta_and_lse_sm90(const FnaParams& p, const Hea
         const long long token = token_of(p, i, qt.group);
         row = ((long long)batch * p.tokens + token) * p.heads + head;
         for (int c = half * 8; c < p.head_dim_v; c += 16) {
-            const uint4 o8 = *reinterpret_cast<const uint4*>(o_base + token * rows.o_stride + c);
-            const uint4 d8 = *reinterpret_cast<const uint4*>(do_base + token * rows.o_stride + c);
-            const Element* o = reinterpret_cast<const Element*>(&o8);
-            const Element* d = reinterpret_cast<const Element*>(&d8);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) delta += float(o[e]) * float(d[e]);
+            delta = dot8_f32(o_base + token * rows.o_stride + c, do_base + token * rows.o_stride + c, delta);
         }
     }
     delta += __shfl_xor_sync(0xffffffffu, delta, 1);

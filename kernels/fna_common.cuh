@@ -223,6 +223,19 @@ __device__ __forceinline__ HeadRows head_rows(const FnaParams& p, int batch, int
     return r;
 }
 
+// `acc` plus the dot product, in f32, of the 8 elements at `o` and at `d_o` (16-byte aligned
+// rows of O and dO): the inner step of delta = rowsum(dO * O) in both dQ passes.
+template <typename Element>
+__device__ __forceinline__ float dot8_f32(const Element* o, const Element* d_o, float acc) {
+    const uint4 o8 = *reinterpret_cast<const uint4*>(o);
+    const uint4 d8 = *reinterpret_cast<const uint4*>(d_o);
+    const Element* a = reinterpret_cast<const Element*>(&o8);
+    const Element* b = reinterpret_cast<const Element*>(&d8);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc += float(a[e]) * float(b[e]);
+    return acc;
+}
+
 // Coordinates of row `r` of a tile (row-major over the tile's box) at `origin`.
 __device__ __forceinline__ void tile_coords(int r, const int (&log2)[3], const int (&origin)[3], int (&j)[3]) {
     j[2] = origin[2] + (r & ((1 << log2[2]) - 1));
