@@ -64,7 +64,7 @@ struct FnaBwdDkdvSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerR
     static constexpr int kRowsPerThread = 2;
     static constexpr int kKBytes = kBlockM * kHeadDim * 2;            // one sub-tile of K (or V)
     static constexpr int kQBytes = kStages * kBlockN * kHeadDim * 2;  // the Q ring (or dO ring)
-    // Geometry: boxes (512 bytes: union QueryBox, 2 sub TileBox, 2 sub QueryBox), q_tok_off
+    // Geometry: PairedGeometry<QueryBox> (512 bytes), q_tok_off
     // (kBlockN ints), LSE / delta rings (2 x kStages x kBlockN floats), inverse windows of the
     // 128 key rows (128 x 6 ints), mbarriers (kv, full x kStages, empty x kStages).
     static constexpr int kGeometryBytes = 512 + kBlockN * 4 + 2 * kStages * kBlockN * 4 + 2 * kBlockM * 24 +
@@ -77,13 +77,6 @@ __device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, bool va
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 4 : 0));
 }
 
-struct WsGeometry {
-    QueryBox qb;      // the whole tile's query box (the walk)
-    QueryBox sqb[2];  // each sub-tile's
-    TileBox skt[2];   // each sub-tile
-    int valid[2];     // sub-tile non-empty
-};
-
 template <typename Traits>
 __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, char* smem_unaligned) {
     using Element = typename Traits::Element;
@@ -94,8 +87,8 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, cha
 
     char* smem_raw = align_to_swizzle_period(smem_unaligned);
     char* geometry = smem_raw + 4 * Traits::kKBytes + 2 * Traits::kQBytes;
-    WsGeometry& geo = *reinterpret_cast<WsGeometry*>(geometry);
-    static_assert(sizeof(WsGeometry) <= 512);
+    PairedGeometry<QueryBox>& geo = *reinterpret_cast<PairedGeometry<QueryBox>*>(geometry);
+    static_assert(sizeof(PairedGeometry<QueryBox>) <= 512);
     int* q_tok_off = reinterpret_cast<int*>(geometry + 512);                     // [kBlockN]
     float* s_lse = reinterpret_cast<float*>(geometry + 512 + kBlockN * 4);       // [kStages][kBlockN]
     float* s_delta = s_lse + kStages * kBlockN;                                  // [kStages][kBlockN]
@@ -112,13 +105,13 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, cha
             return;
         }
         if (threadIdx.x == 0) {
-            geo.qb = query_box_of(p, whole);
+            geo.walk = query_box_of(p, whole);
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 geo.valid[h] = valid[h];
-                geo.skt[h] = sub[h];
-                if (valid[h]) geo.sqb[h] = query_box_of(p, sub[h]);
-                else geo.sqb[h].tiles[0] = 0;
+                geo.sub[h] = sub[h];
+                if (valid[h]) geo.sub_box[h] = query_box_of(p, sub[h]);
+                else geo.sub_box[h].tiles[0] = 0;
             }
             init_ring_barriers<kStages>(bar_kv, bar_full, bar_empty, Traits::kProducerThreads,
                                         Traits::kConsumerThreads);
@@ -134,7 +127,7 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, cha
         if (r < 2 * kBlockM) {
             const int h = r / kBlockM;
             if (geo.valid[h]) {
-                const TileBox& t = geo.skt[h];
+                const TileBox& t = geo.sub[h];
                 int key[3];
                 tile_coords(r % kBlockM, p.kv_tile_log2, t.first, key);
                 int* w = windows + r * 6;
@@ -152,7 +145,7 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, cha
     const int group_size = p.heads / p.heads_kv;
     const int head0 = head_kv * group_size;
     const HeadRows rows = head_rows(p, batch, head0, head_kv);
-    const int n_tiles = geo.qb.tiles[0] * geo.qb.tiles[1] * geo.qb.tiles[2];
+    const int n_tiles = geo.walk.tiles[0] * geo.walk.tiles[1] * geo.walk.tiles[2];
     const int n_steps = group_size * n_tiles;
 
     Element* smem_k = reinterpret_cast<Element*>(smem_raw);                         // [2] sub-tiles
@@ -173,7 +166,7 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, cha
 #pragma unroll 1
             for (int h = 0; h < 2; ++h) {
                 if (!geo.valid[h]) continue;
-                const TileBox& t = geo.skt[h];
+                const TileBox& t = geo.sub[h];
                 Tensor sK = make_tensor(make_smem_ptr(smem_k + h * (Traits::kKBytes / 2)),
                                         typename Traits::SmemLayoutK{});
                 Tensor sV = make_tensor(make_smem_ptr(smem_v + h * (Traits::kKBytes / 2)),
@@ -194,12 +187,12 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, cha
         for (int s = 0; s < n_steps; ++s) {
             if (s >= kStages) cutlass::arch::ClusterBarrier::wait(bar_empty + stage, phase ^ 1);
             int origin[3];
-            walk_origin(t, geo.qb.lo, geo.qb.tiles, p.q_tile_log2, origin);
+            walk_origin(t, geo.walk.lo, geo.walk.tiles, p.q_tile_log2, origin);
             int hi[3], grp[3];
 #pragma unroll
             for (int a = 0; a < 3; ++a) {
-                hi[a] = geo.qb.hi[a];
-                grp[a] = geo.skt[0].group[a];
+                hi[a] = geo.walk.hi[a];
+                grp[a] = geo.sub[0].group[a];
             }
             Tensor qn = sQ(_, _, stage);
             Tensor don = sdO(_, _, stage);
@@ -258,8 +251,8 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, cha
     clear(acc_dv);
     const bool valid = geo.valid[h] != 0;
     const int* my_windows = windows + h * kBlockM * 6;
-    const QueryBox& mqb = geo.sqb[h];
-    const bool no_padding = geo.skt[h].no_padding;
+    const QueryBox& mqb = geo.sub_box[h];
+    const bool no_padding = geo.sub[h].no_padding;
 
     cutlass::arch::ClusterBarrier::wait(bar_kv, 0);
     int stage = 0;
@@ -268,7 +261,7 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, cha
 #pragma unroll 1
     for (int s = 0; s < n_steps; ++s) {
         int origin[3];
-        walk_origin(t, geo.qb.lo, geo.qb.tiles, p.q_tile_log2, origin);
+        walk_origin(t, geo.walk.lo, geo.walk.tiles, p.q_tile_log2, origin);
         // Does the step's Q tile reach this sub-tile's query box? Full: no padding key, and the
         // step's queries inside the sub-tile's inner box.
         bool active = valid && mqb.tiles[0] > 0;
@@ -302,7 +295,7 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, cha
     // Epilogue: dK (scaled) and dV through this warpgroup's K / V tiles, then 16-byte stores.
     pack_dkdv_sm90<Element>(acc_dk, acc_dv, p.scale, lt, sK, sV);
     bar_sync_wg(1 + h);
-    store_dkdv_sm90<kBlockM, kHeadDim, Element>(p, rows, geo.skt[h], sK, sV, lt, 128);
+    store_dkdv_sm90<kBlockM, kHeadDim, Element>(p, rows, geo.sub[h], sK, sV, lt, 128);
 }
 
 }  // namespace natten_native

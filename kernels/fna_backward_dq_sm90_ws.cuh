@@ -66,17 +66,10 @@ struct FnaBwdDqSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerReg
     static constexpr int kRowsPerThread = 2;
     static constexpr int kQBytes = kBlockM * kHeadDim * 2;              // one sub-tile of Q (or dO)
     static constexpr int kKVBytes = kStages * kBlockN * kHeadDim * 2;   // the K ring (or V ring)
-    // Geometry: boxes (512 bytes), kv_tok_off (kBlockN ints), LSE / delta of the 128 query rows
+    // Geometry: PairedGeometry<KvBox> (512 bytes), kv_tok_off (kBlockN ints), LSE / delta of the 128 query rows
     // (2 x 128 floats), mbarriers (q, full x kStages, empty x kStages).
     static constexpr int kGeometryBytes = 512 + kBlockN * 4 + 2 * 2 * kBlockM * 4 + (1 + 2 * kStages) * 8;
     static constexpr int kSmemBytes = 4 * kQBytes + 2 * kKVBytes + kGeometryBytes + 1024;
-};
-
-struct WsDqGeometry {
-    KvBox box;        // the whole tile's KV box (the walk)
-    KvBox sbox[2];    // each sub-tile's
-    TileBox sqt[2];   // each sub-tile
-    int valid[2];     // sub-tile non-empty
 };
 
 template <typename Traits>
@@ -90,8 +83,8 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
 
     char* smem_raw = align_to_swizzle_period(smem_unaligned);
     char* geometry = smem_raw + 4 * Traits::kQBytes + 2 * Traits::kKVBytes;
-    WsDqGeometry& geo = *reinterpret_cast<WsDqGeometry*>(geometry);
-    static_assert(sizeof(WsDqGeometry) <= 512);
+    PairedGeometry<KvBox>& geo = *reinterpret_cast<PairedGeometry<KvBox>*>(geometry);
+    static_assert(sizeof(PairedGeometry<KvBox>) <= 512);
     int* kv_tok_off = reinterpret_cast<int*>(geometry + 512);                   // [kBlockN]
     float* s_lse = reinterpret_cast<float*>(geometry + 512 + kBlockN * 4);      // [2 kBlockM]
     float* s_delta = s_lse + 2 * kBlockM;                                       // [2 kBlockM]
@@ -107,12 +100,12 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
             return;
         }
         if (threadIdx.x == 0) {
-            geo.box = kv_box_of(p, whole);
+            geo.walk = kv_box_of(p, whole);
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 geo.valid[h] = valid[h];
-                geo.sqt[h] = sub[h];
-                if (valid[h]) geo.sbox[h] = kv_box_of(p, sub[h]);
+                geo.sub[h] = sub[h];
+                if (valid[h]) geo.sub_box[h] = kv_box_of(p, sub[h]);
             }
             init_ring_barriers<kStages>(bar_q, bar_full, bar_empty, Traits::kProducerThreads,
                                         Traits::kConsumerThreads);
@@ -127,7 +120,7 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
     const int batch = blockIdx.z;
     const int head_kv = head / (p.heads / p.heads_kv);
     const HeadRows rows = head_rows(p, batch, head, head_kv);
-    const int n_tiles = geo.box.tiles[0] * geo.box.tiles[1] * geo.box.tiles[2];
+    const int n_tiles = geo.walk.tiles[0] * geo.walk.tiles[1] * geo.walk.tiles[2];
 
     Element* smem_q = reinterpret_cast<Element*>(smem_raw);                          // [2] sub-tiles
     Element* smem_do = reinterpret_cast<Element*>(smem_raw + 2 * Traits::kQBytes);   // [2]
@@ -145,7 +138,7 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
 #pragma unroll 1
             for (int h = 0; h < 2; ++h) {
                 if (!geo.valid[h]) continue;
-                const TileBox& t = geo.sqt[h];
+                const TileBox& t = geo.sub[h];
                 Tensor sQ = make_tensor(make_smem_ptr(smem_q + h * (Traits::kQBytes / 2)),
                                         typename Traits::SmemLayoutQ{});
                 Tensor sdO = make_tensor(make_smem_ptr(smem_do + h * (Traits::kQBytes / 2)),
@@ -164,9 +157,9 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
         int hi[3], grp[3], origin[3];
 #pragma unroll
         for (int a = 0; a < 3; ++a) {
-            hi[a] = geo.box.hi[a];
-            grp[a] = geo.sqt[0].group[a];
-            origin[a] = geo.box.lo[a];
+            hi[a] = geo.walk.hi[a];
+            grp[a] = geo.sub[0].group[a];
+            origin[a] = geo.walk.lo[a];
         }
         int stage = 0;
         uint32_t phase = 0;
@@ -178,7 +171,7 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
             stage_kv<Traits>(kn, k_base, (int)rows.k_stride, kv_tok_off, p, origin, hi, grp, p.head_dim);
             stage_kv<Traits>(vn, v_base, (int)rows.v_stride, kv_tok_off, p, origin, hi, grp, p.head_dim_v);
             cutlass::arch::cpasync_barrier_arrive_noinc(bar_full + stage);
-            next_kv_origin(p, geo.box, origin);
+            next_kv_origin(p, geo.walk, origin);
             if (++stage == kStages) {
                 stage = 0;
                 phase ^= 1;
@@ -193,7 +186,7 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
     const int h = cutlass::canonical_warp_group_idx() - 1;  // sub-tile (warp-uniform to the compiler)
     const int lt = threadIdx.x % 128;     // thread of the warpgroup
     const bool valid = geo.valid[h] != 0;
-    const TileBox& qt = geo.sqt[h];
+    const TileBox& qt = geo.sub[h];
     Element* my_q = smem_q + h * (Traits::kQBytes / 2);
     Element* my_do = smem_do + h * (Traits::kQBytes / 2);
     Tensor sQ = make_tensor(make_smem_ptr(my_q), typename Traits::SmemLayoutQ{});
@@ -232,13 +225,13 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
     Tensor tQrKt = thr_dq.partition_fragment_B(sKt);
     Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kHeadDim>>{});
     clear(acc_dq);
-    const KvBox& mb = geo.sbox[h];
+    const KvBox& mb = geo.sub_box[h];
     const bool no_padding = qt.no_padding;
 
     cutlass::arch::ClusterBarrier::wait(bar_q, 0);
     int origin[3];
 #pragma unroll
-    for (int a = 0; a < 3; ++a) origin[a] = geo.box.lo[a];
+    for (int a = 0; a < 3; ++a) origin[a] = geo.walk.lo[a];
     int stage = 0;
     uint32_t phase = 0;
 #pragma unroll 1
@@ -266,7 +259,7 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
         } else {
             cutlass::arch::ClusterBarrier::arrive(bar_empty + stage);
         }
-        next_kv_origin(p, geo.box, origin);
+        next_kv_origin(p, geo.walk, origin);
         if (++stage == kStages) {
             stage = 0;
             phase ^= 1;

@@ -231,6 +231,17 @@ __device__ __forceinline__ bool paired_tiles_of(const FnaParams& p, int cta, con
     return true;
 }
 
+// A paired pass's CTA geometry, in shared memory (thread 0 writes it): the box of the whole
+// (doubled) tile, which the producer walks, each sub-tile's own box, the sub-tiles and whether
+// each holds any rows. `Box` is KvBox in the dQ pass and QueryBox in the dK/dV pass.
+template <typename Box>
+struct PairedGeometry {
+    Box walk;        // the whole tile's box
+    Box sub_box[2];  // each sub-tile's
+    TileBox sub[2];  // the sub-tiles
+    int valid[2];    // sub-tile non-empty
+};
+
 // Initialises the mbarriers of a producer / consumer ring (one thread): `once` (the producer's
 // one-time loads, `producers` arrivals), and per stage `full` (`producers` arrivals) and
 // `empty` (`consumers` arrivals).
