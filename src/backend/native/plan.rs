@@ -746,9 +746,11 @@ mod tests {
         // 38 columns (6 -> 5 KV tiles); the first stays at 5 tiles (38 -> 34 rows).
         let p = na_params(&[128, 128], &[31, 31], &[8, 16], &[8, 8]);
         assert_eq!(p.query_split_axis(), 2);
-        // The same tile transposed: the other axis.
+        // The same tile transposed: the other axis; and the key side's mirror.
         let p = na_params(&[128, 128], &[31, 31], &[16, 8], &[8, 8]);
         assert_eq!(p.query_split_axis(), 1);
+        let p = na_params(&[128, 128], &[31, 31], &[8, 8], &[16, 8]);
+        assert_eq!(p.key_split_axis(), 1);
         // 3-D 4x4x8 over 4x4x4, window 8x16x24: the last axis, 8 -> 7 KV tiles (the others
         // keep theirs: a tie between the first two is no shrink).
         let p = na_params(&[16, 44, 80], &[8, 16, 24], &[4, 4, 8], &[4, 4, 4]);
