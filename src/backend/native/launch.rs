@@ -188,30 +188,46 @@ struct Launch<'a> {
 impl<'a> Launch<'a> {
     /// A query-side pass (forward, dQ): one work item per Q tile, or per pair of them.
     fn query_side(kernel: KernelLaunch<'a>, params: &FnaParams) -> Self {
-        let (tile_axis, work) = match kernel.tiles {
-            TileSplit::Whole => (None, params.query_grid()),
-            TileSplit::Pairs => {
-                let axis = params.query_pair_axis();
-                (Some(axis), params.query_pair_grid(axis))
-            }
-            TileSplit::Halves => (Some(params.query_split_axis()), params.query_grid()),
-        };
-        Self {
+        Self::over_tiles(
             kernel,
-            grid: kernel.grid(work),
-            tile_axis,
-        }
+            params.query_grid(),
+            || {
+                let axis = params.query_pair_axis();
+                (axis, params.query_pair_grid(axis))
+            },
+            || params.query_split_axis(),
+        )
     }
 
     /// A key-side pass (dK/dV, dK, dV): one work item per KV tile, or per pair of them.
     fn key_side(kernel: KernelLaunch<'a>, params: &FnaParams) -> Self {
-        let (tile_axis, work) = match kernel.tiles {
-            TileSplit::Whole => (None, params.key_grid()),
-            TileSplit::Pairs => {
+        Self::over_tiles(
+            kernel,
+            params.key_grid(),
+            || {
                 let axis = params.key_pair_axis();
-                (Some(axis), params.key_pair_grid(axis))
+                (axis, params.key_pair_grid(axis))
+            },
+            || params.key_split_axis(),
+        )
+    }
+
+    /// The launch of `kernel` over the plan tiles of its side as its [`TileSplit`] asks: `grid`
+    /// (one work item per tile), or the pair axis and grid from `pairs`, or the axis from
+    /// `split_axis` over `grid`.
+    fn over_tiles(
+        kernel: KernelLaunch<'a>,
+        grid: (u32, u32, u32),
+        pairs: impl FnOnce() -> (i32, (u32, u32, u32)),
+        split_axis: impl FnOnce() -> i32,
+    ) -> Self {
+        let (tile_axis, work) = match kernel.tiles {
+            TileSplit::Whole => (None, grid),
+            TileSplit::Pairs => {
+                let (axis, pair_grid) = pairs();
+                (Some(axis), pair_grid)
             }
-            TileSplit::Halves => (Some(params.key_split_axis()), params.key_grid()),
+            TileSplit::Halves => (Some(split_axis()), grid),
         };
         Self {
             kernel,
