@@ -40,13 +40,9 @@ struct FnaBwdDkdvSm90Traits {
     static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
     static_assert(kBlockN == 64, "column masks are 64-bit words (window_bits)");
 
-    using TileShapeS = Shape<Int<kBlockM>, Int<kBlockN>, Int<kHeadDim>>;   // S^T = K Q^T, dP^T = V dO^T
-    using TileShapeKV = Shape<Int<kBlockM>, Int<kHeadDim>, Int<kBlockN>>;  // dV = P^T dO, dK = dS^T Q
-    using MmaS = decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, TileShapeS>(),
-                                         Layout<Shape<_1, _1, _1>>{}));
-    using MmaKV = decltype(make_tiled_mma(
-        GMMA::rs_op_selector<Element, Element, float, TileShapeKV, GMMA::Major::K, GMMA::Major::MN>(),
-        Layout<Shape<_1, _1, _1>>{}));
+    // S^T = K Q^T and dP^T = V dO^T; dV += P^T dO and dK += dS^T Q.
+    using MmaS = typename WarpgroupMmasSm90<Element, kHeadDim, kBlockN>::MmaS;
+    using MmaKV = typename WarpgroupMmasSm90<Element, kHeadDim, kBlockN>::MmaAcc;
 
     using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
     using SmemLayoutK = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));

@@ -45,13 +45,9 @@ struct FnaBwdDkdvSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerR
     static constexpr int kStages = kStages_;
     static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
 
-    using TileShapeS = Shape<Int<kBlockM>, Int<kBlockN>, Int<kHeadDim>>;
-    using TileShapeKV = Shape<Int<kBlockM>, Int<kHeadDim>, Int<kBlockN>>;
-    using MmaS = decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, TileShapeS>(),
-                                         Layout<Shape<_1, _1, _1>>{}));
-    using MmaKV = decltype(make_tiled_mma(
-        GMMA::rs_op_selector<Element, Element, float, TileShapeKV, GMMA::Major::K, GMMA::Major::MN>(),
-        Layout<Shape<_1, _1, _1>>{}));
+    // S^T = K Q^T and dP^T = V dO^T; dV += P^T dO and dK += dS^T Q.
+    using MmaS = typename WarpgroupMmasSm90<Element, kHeadDim, kBlockN>::MmaS;
+    using MmaKV = typename WarpgroupMmasSm90<Element, kHeadDim, kBlockN>::MmaAcc;
 
     using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
     using SmemLayoutK = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
@@ -64,9 +60,9 @@ struct FnaBwdDkdvSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerR
     static constexpr int kRowsPerThread = 2;
     static constexpr int kKBytes = kBlockM * kHeadDim * 2;            // one sub-tile of K (or V)
     static constexpr int kQBytes = kStages * kBlockN * kHeadDim * 2;  // the Q ring (or dO ring)
-    // Geometry: PairedGeometry<QueryBox> (512 bytes), q_tok_off
-    // (kBlockN ints), LSE / delta rings (2 x kStages x kBlockN floats), inverse windows of the
-    // 128 key rows (128 x 6 ints), mbarriers (kv, full x kStages, empty x kStages).
+    // Geometry: PairedGeometry<QueryBox> (512 bytes), q_tok_off (kBlockN ints), LSE / delta
+    // rings (2 x kStages x kBlockN floats), inverse windows of the 128 key rows (128 x 6 ints),
+    // mbarriers (kv, full x kStages, empty x kStages).
     static constexpr int kGeometryBytes = 512 + kBlockN * 4 + 2 * kStages * kBlockN * 4 + 2 * kBlockM * 24 +
                                           (1 + 2 * kStages) * 8;
     static constexpr int kSmemBytes = 4 * kKBytes + 2 * kQBytes + kGeometryBytes + 1024;

@@ -47,13 +47,9 @@ struct FnaBwdDqSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerReg
     static constexpr int kStages = kStages_;
     static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
 
-    using TileShapeS = Shape<Int<kBlockM>, Int<kBlockN>, Int<kHeadDim>>;   // S = Q K^T, dP = dO V^T
-    using TileShapeDQ = Shape<Int<kBlockM>, Int<kHeadDim>, Int<kBlockN>>;  // dQ = dS K
-    using MmaS = decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, TileShapeS>(),
-                                         Layout<Shape<_1, _1, _1>>{}));
-    using MmaDQ = decltype(make_tiled_mma(
-        GMMA::rs_op_selector<Element, Element, float, TileShapeDQ, GMMA::Major::K, GMMA::Major::MN>(),
-        Layout<Shape<_1, _1, _1>>{}));
+    // S = Q K^T and dP = dO V^T; dQ += dS K.
+    using MmaS = typename WarpgroupMmasSm90<Element, kHeadDim, kBlockN>::MmaS;
+    using MmaDQ = typename WarpgroupMmasSm90<Element, kHeadDim, kBlockN>::MmaAcc;
 
     using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
     using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
@@ -66,8 +62,8 @@ struct FnaBwdDqSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerReg
     static constexpr int kRowsPerThread = 2;
     static constexpr int kQBytes = kBlockM * kHeadDim * 2;              // one sub-tile of Q (or dO)
     static constexpr int kKVBytes = kStages * kBlockN * kHeadDim * 2;   // the K ring (or V ring)
-    // Geometry: PairedGeometry<KvBox> (512 bytes), kv_tok_off (kBlockN ints), LSE / delta of the 128 query rows
-    // (2 x 128 floats), mbarriers (q, full x kStages, empty x kStages).
+    // Geometry: PairedGeometry<KvBox> (512 bytes), kv_tok_off (kBlockN ints), LSE / delta of
+    // the 128 query rows (2 x 128 floats), mbarriers (q, full x kStages, empty x kStages).
     static constexpr int kGeometryBytes = 512 + kBlockN * 4 + 2 * 2 * kBlockM * 4 + (1 + 2 * kStages) * 8;
     static constexpr int kSmemBytes = 4 * kQBytes + 2 * kKVBytes + kGeometryBytes + 1024;
 };

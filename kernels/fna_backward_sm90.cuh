@@ -35,14 +35,9 @@ struct FnaBwdSm90Traits {
     static constexpr int kStages = 2;
     static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
 
-    using TileShapeS = Shape<Int<kBlockM>, Int<kBlockN>, Int<kHeadDim>>;   // S = Q K^T, dP = dO V^T
-    using TileShapeDQ = Shape<Int<kBlockM>, Int<kHeadDim>, Int<kBlockN>>;  // dQ = dS K
-    using WarpGroups = Layout<Shape<Int<kBlockM / 64>, _1, _1>>;
-    using MmaS = decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, TileShapeS>(),
-                                         WarpGroups{}));
-    using MmaDQ = decltype(make_tiled_mma(
-        GMMA::rs_op_selector<Element, Element, float, TileShapeDQ, GMMA::Major::K, GMMA::Major::MN>(),
-        WarpGroups{}));
+    // S = Q K^T and dP = dO V^T; dQ += dS K.
+    using MmaS = typename WarpgroupMmasSm90<Element, kHeadDim, kBlockN>::MmaS;
+    using MmaDQ = typename WarpgroupMmasSm90<Element, kHeadDim, kBlockN>::MmaAcc;
 
     using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
     using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));

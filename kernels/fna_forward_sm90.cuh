@@ -63,14 +63,9 @@ struct FnaSm90Traits {
     static_assert(kProducerThreads * kProducerRegs + kConsumerThreads * kConsumerRegs <= kNThreads * 168);
     static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
 
-    // One consumer warpgroup's products.
-    using TileShapeS = Shape<Int<kBlockM>, Int<kBlockN>, Int<kHeadDim>>;  // M, N, K of S = Q K^T
-    using TileShapeO = Shape<Int<kBlockM>, Int<kHeadDim>, Int<kBlockN>>;  // M, N, K of O = P V
-    using MmaS = decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, TileShapeS>(),
-                                         Layout<Shape<_1, _1, _1>>{}));
-    using MmaO = decltype(make_tiled_mma(
-        GMMA::rs_op_selector<Element, Element, float, TileShapeO, GMMA::Major::K, GMMA::Major::MN>(),
-        Layout<Shape<_1, _1, _1>>{}));
+    // One consumer warpgroup's products: S = Q K^T, O += P V.
+    using MmaS = typename WarpgroupMmasSm90<Element, kHeadDim, kBlockN>::MmaS;
+    using MmaO = typename WarpgroupMmasSm90<Element, kHeadDim, kBlockN>::MmaAcc;
 
     using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;  // 8 rows x 64 columns
     // A Q buffer: the whole 128-query tile; consumer h reads rows [64 h, 64 h + 64).

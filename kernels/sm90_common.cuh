@@ -64,6 +64,21 @@ struct GatheredTilesSm90 {
     static_assert(kRows % kRowStep == 0);
 };
 
+// The two warpgroup MMAs of every Hopper pass, one warpgroup over 64 rows: MmaS, the SS product
+// 64 x kBlockN x kHeadDim (S = Q K^T, dP = dO V^T and their transposes), and MmaAcc, the RS
+// product 64 x kHeadDim x kBlockN with A in registers and an MN-major B view of a K-major tile
+// (O += P V, dQ += dS K, dV += P^T dO, dK += dS^T Q).
+template <typename Element, int kHeadDim, int kBlockN>
+struct WarpgroupMmasSm90 {
+    using TileShapeS = Shape<_64, Int<kBlockN>, Int<kHeadDim>>;
+    using TileShapeAcc = Shape<_64, Int<kHeadDim>, Int<kBlockN>>;
+    using MmaS = decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, TileShapeS>(),
+                                         Layout<Shape<_1, _1, _1>>{}));
+    using MmaAcc = decltype(make_tiled_mma(
+        GMMA::rs_op_selector<Element, Element, float, TileShapeAcc, GMMA::Major::K, GMMA::Major::MN>(),
+        Layout<Shape<_1, _1, _1>>{}));
+};
+
 // Gathers the rows of a tile of extents 2^log2 at `origin` (row r is tok_off[r] tokens after
 // the tile's first token) into the shared tile `tile` with 16-byte cp.async, zero-filling rows
 // past `bound` and columns from `cols` on, split as Traits::Gather (GatheredTilesSm90) says: the
