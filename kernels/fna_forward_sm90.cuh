@@ -159,16 +159,9 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, char* smem_
     uint64_t* bar_full = bar_qfull + 4;
     uint64_t* bar_empty = bar_full + kStages;
     if (threadIdx.x == 0) {
-#pragma unroll
-        for (int b = 0; b < 2; ++b) {
-            cutlass::arch::ClusterBarrier::init(bar_qfull + b, Traits::kProducerThreads);
-            cutlass::arch::ClusterBarrier::init(bar_qempty + b, Traits::kConsumerThreads);
-        }
-#pragma unroll
-        for (int s = 0; s < kStages; ++s) {
-            cutlass::arch::ClusterBarrier::init(bar_full + s, Traits::kProducerThreads);
-            cutlass::arch::ClusterBarrier::init(bar_empty + s, Traits::kConsumerThreads);
-        }
+        // Two rings: the Q buffers and the K/V stages.
+        init_ring<2>(bar_qfull, bar_qempty, Traits::kProducerThreads, Traits::kConsumerThreads);
+        init_ring<kStages>(bar_full, bar_empty, Traits::kProducerThreads, Traits::kConsumerThreads);
         cutlass::arch::fence_barrier_init();
     }
     if (threadIdx.x < kBlockN) {

@@ -257,18 +257,25 @@ struct PairedGeometry {
     int valid[2];    // sub-tile non-empty
 };
 
-// Initialises the mbarriers of a producer / consumer ring (one thread): `once` (the producer's
-// one-time loads, `producers` arrivals), and per stage `full` (`producers` arrivals) and
-// `empty` (`consumers` arrivals).
+// Initialises the mbarriers of a ring of kStages buffers (one thread): per stage `full`
+// (`producers` arrivals) and `empty` (`consumers` arrivals). The caller fences the inits
+// (cutlass::arch::fence_barrier_init) once all its barriers are set.
 template <int kStages>
-__device__ __forceinline__ void init_ring_barriers(uint64_t* once, uint64_t* full, uint64_t* empty, int producers,
-                                                   int consumers) {
-    cutlass::arch::ClusterBarrier::init(once, producers);
+__device__ __forceinline__ void init_ring(uint64_t* full, uint64_t* empty, int producers, int consumers) {
 #pragma unroll
     for (int s = 0; s < kStages; ++s) {
         cutlass::arch::ClusterBarrier::init(full + s, producers);
         cutlass::arch::ClusterBarrier::init(empty + s, consumers);
     }
+}
+
+// Initialises the mbarriers of a producer / consumer ring (one thread): `once` (the producer's
+// one-time loads, `producers` arrivals) and the ring's (init_ring), then fences them.
+template <int kStages>
+__device__ __forceinline__ void init_ring_barriers(uint64_t* once, uint64_t* full, uint64_t* empty, int producers,
+                                                   int consumers) {
+    cutlass::arch::ClusterBarrier::init(once, producers);
+    init_ring<kStages>(full, empty, producers, consumers);
     cutlass::arch::fence_barrier_init();
 }
 
