@@ -279,7 +279,8 @@ fn native_auto_picks_native() {
 
 /// Interleaves Burn ops (queued on cubecl's stream) and native calls (on our stream) for
 /// thousands of iterations, with allocations freed and reused around every call: any gap in
-/// the synchronisation protocol shows as an output that differs from the first one.
+/// the synchronisation protocol (or, with `BURN_NATTEN_NATIVE_HANDOFF=1`, the handoff) shows
+/// as an output that differs from the first one.
 #[test]
 fn native_stress_interleaves_with_burn_ops() {
     if native_unavailable() {
@@ -314,6 +315,58 @@ fn native_stress_interleaves_with_burn_ops() {
         drift, 0.0,
         "outputs drifted over {iterations} interleaved calls"
     );
+}
+
+/// The protocol under training: forward and backward (`Autodiff<Cuda>`) on two threads at
+/// once (two cubecl streams; with `BURN_NATTEN_NATIVE_HANDOFF=1`, each with its own handoff
+/// flags and no host wait between iterations), the inputs and gradients dropped right after
+/// use (their memory reused by the next iteration's tensors). Every iteration's gradients
+/// must equal the first's bit for bit.
+#[test]
+fn native_protocol_trains_on_two_threads() {
+    if native_unavailable() {
+        return;
+    }
+    let iterations = 400;
+    let run = move || {
+        let device = Default::default();
+        let [q0, k0, v0] = inputs_2d(DType::BF16, 64);
+        let d_out = Tensor::<Autodiff<Cuda>, 5>::from_inner(inputs_2d(DType::BF16, 64)[0].clone());
+        let opts = NaOptions::new([5, 7]).with_backend(NaBackend::CudaFna);
+        let grads = |scale: f32| {
+            let ad = |t: &Tensor<Cuda, 5>| {
+                Tensor::<Autodiff<Cuda>, 5>::from_inner(t.clone() * scale * (1.0 / scale))
+                    .require_grad()
+            };
+            let (q, k, v) = (ad(&q0), ad(&k0), ad(&v0));
+            let out = na2d(q.clone(), k.clone(), v.clone(), &opts).unwrap();
+            let g = (out * d_out.clone()).sum().backward();
+            [&q, &k, &v].map(|t| t.grad(&g).unwrap())
+        };
+        let first = grads(1.0);
+        let mut drift = Tensor::<Cuda, 1>::zeros([1], &device);
+        for i in 0..iterations {
+            // exact in bf16: scaling by a power of two and back
+            let got = grads((1u32 << (i % 4)) as f32);
+            for (got, want) in got.into_iter().zip(&first) {
+                let diff = (got - want.clone())
+                    .cast(DType::F32)
+                    .abs()
+                    .sum()
+                    .reshape([1]);
+                drift = drift + diff;
+            }
+        }
+        values(drift)[0]
+    };
+    let threads: Vec<_> = (0..2).map(|_| std::thread::spawn(run)).collect();
+    for (i, thread) in threads.into_iter().enumerate() {
+        let drift = thread.join().expect("thread panicked");
+        assert_eq!(
+            drift, 0.0,
+            "thread {i}: gradients drifted over {iterations} iterations"
+        );
+    }
 }
 
 /// What the native kernels do not take is a clear `Unsupported` error with `CudaFna`.

@@ -85,6 +85,12 @@ pub struct Args {
     /// Timed runs (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
+    /// Time the calls back to back: after the warm-up, `--iters` calls enqueued between two
+    /// device syncs, three times; report the median of the three per-call means (the rate of
+    /// a stream of calls, where the host runs ahead of the device) instead of the median of
+    /// `--iters` calls each timed between two syncs.
+    #[arg(long)]
+    pub back_to_back: bool,
     /// List the implementations that can run the problem on this device and the fused
     /// forward's tile configurations, without running anything.
     #[arg(long)]

@@ -27,6 +27,8 @@ struct Report {
     backend: DeviceBackend,
     implementation: Implementation,
     dtype: Dtype,
+    /// The calls were timed back to back (`--back-to-back`), not each between two syncs.
+    back_to_back: bool,
     input_size: Vec<usize>,
     window_size: Vec<usize>,
     stride: Vec<usize>,
@@ -150,6 +152,7 @@ where
         backend: a.backend,
         implementation: a.implementation,
         dtype: a.dtype,
+        back_to_back: a.back_to_back,
         input_size: a.input_size.clone(),
         window_size: p.axes.iter().map(|x| x.kernel_size).collect(),
         stride: p.axes.iter().map(|x| x.stride).collect(),
@@ -187,6 +190,9 @@ fn print_table(r: &Report) {
         "                 batch {} heads {} (kv {}) dim {} (v {}) extra kv {} {:?}",
         r.batch, r.heads, r.heads_kv, r.dim, r.dim_value, r.extra_kv, r.dtype
     );
+    if r.back_to_back {
+        println!("timing           calls back to back (per-call means, median of three runs)");
+    }
     if let Some((q, kv)) = &r.tiles_from_cache {
         println!("tiles            q_tile {q:?} kv_tile {kv:?} (from the tile cache)");
     }

@@ -157,6 +157,46 @@ fn trace_point(what: &str) {
     }
 }
 
+/// Milliseconds per call of `run` after `args.warmup` untimed calls: the median of
+/// `args.iters` calls each timed between two syncs, or with `args.back_to_back` the median of
+/// three per-call means of `args.iters` calls enqueued between two syncs.
+fn time_calls(
+    args: &Args,
+    sync: &impl Fn() -> Result<(), NattenError>,
+    mut run: impl FnMut() -> Result<(), NattenError>,
+) -> Result<f64, NattenError> {
+    for _ in 0..args.warmup {
+        sync()?;
+        run()?;
+    }
+    let mut times = vec![];
+    if args.back_to_back {
+        for _ in 0..3 {
+            sync()?;
+            let start = Instant::now();
+            for _ in 0..args.iters {
+                run()?;
+            }
+            sync()?;
+            times.push(start.elapsed().as_secs_f64() * 1e3 / args.iters as f64);
+        }
+    } else {
+        for _ in 0..args.iters {
+            sync()?;
+            let start = Instant::now();
+            run()?;
+            sync()?;
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+            trace_point("synced");
+            if trace_enabled() {
+                sync()?;
+                trace_point("synced again (nothing pending)");
+            }
+        }
+    }
+    Ok(median(times))
+}
+
 /// Times `op` on backend `B`.
 pub fn time<B: NattenBackend>(
     p: &Problem,
@@ -188,10 +228,7 @@ where
     });
     let sync = || B::sync(device).map_err(|e| NattenError::Backend(format!("{e:?}")));
 
-    let mut forward = vec![];
-    for i in 0..a.warmup + a.iters {
-        sync()?;
-        let start = Instant::now();
+    let forward_ms = time_calls(a, &sync, || {
         trace_point("forward started");
         let inputs = Inputs {
             q: q.clone(),
@@ -201,26 +238,15 @@ where
         };
         let out = call::<B>(p, op, inputs)?;
         trace_point("forward call returned");
-        sync()?;
-        trace_point("forward synced");
         drop(out);
-        if trace_enabled() {
-            sync()?;
-            trace_point("forward synced again (nothing pending)");
-        }
-        if i >= a.warmup {
-            forward.push(start.elapsed().as_secs_f64() * 1e3);
-        }
-    }
+        Ok(())
+    })?;
     let forward_backward_ms = if a.backprop {
         let d_out = Tensor::<Autodiff<B>, 4>::from_inner(random(tokens, a.heads, p.dim_value));
         let ad = |t: &Tensor<B, 4>| Tensor::<Autodiff<B>, 4>::from_inner(t.clone()).require_grad();
-        let mut times = vec![];
-        for i in 0..a.warmup + a.iters {
+        Some(time_calls(a, &sync, || {
             let (q, k, v) = (ad(&q), ad(&k), ad(&v));
             let extra = extra.as_ref().map(|(ek, ev)| (ad(ek), ad(ev)));
-            sync()?;
-            let start = Instant::now();
             let inputs = Inputs {
                 q: q.clone(),
                 k: k.clone(),
@@ -229,18 +255,12 @@ where
             };
             let out = call::<Autodiff<B>>(p, op, inputs)?;
             let grads = (out * d_out.clone()).sum().backward();
-            let (dq, dk, dv) = (q.grad(&grads), k.grad(&grads), v.grad(&grads));
-            sync()?;
-            drop((dq, dk, dv));
-            if i >= a.warmup {
-                times.push(start.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        Some(median(times))
+            drop((q.grad(&grads), k.grad(&grads), v.grad(&grads)));
+            Ok(())
+        })?)
     } else {
         None
     };
-    let forward_ms = median(forward);
     Ok(Timing {
         forward_ms,
         forward_backward_ms,

@@ -87,6 +87,48 @@ fn times_a_small_problem_on_ndarray() {
     assert!(report["timing"]["forward_ms"].as_f64().unwrap() > 0.0);
 }
 
+/// `--back-to-back` times calls enqueued between two syncs, forward and forward+backward, and
+/// says so in the table and the JSON.
+#[test]
+fn times_calls_back_to_back() {
+    let args = |json: bool| {
+        let mut args = vec![
+            "-i",
+            "12",
+            "-w",
+            "3",
+            "--dim",
+            "4",
+            "--backend",
+            "ndarray",
+            "--warmup",
+            "1",
+            "--iters",
+            "3",
+            "--backprop",
+            "--no-dense",
+            "--back-to-back",
+        ];
+        if json {
+            args.push("--json");
+        }
+        args
+    };
+    let out = profile(&args(true));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["back_to_back"], serde_json::json!(true));
+    assert!(report["timing"]["forward_ms"].as_f64().unwrap() > 0.0);
+    assert!(report["timing"]["forward_backward_ms"].as_f64().unwrap() > 0.0);
+    let table = profile(&args(false));
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("calls back to back"), "{text}");
+}
+
 #[test]
 fn extra_kv_and_the_dense_baseline() {
     let args = [

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 
+use super::handoff::StreamKernels;
+
 use super::plan;
 
 mod fatbins {
@@ -91,6 +93,9 @@ fn sm90_allowed() -> bool {
 /// Loaded kernels of one device.
 pub struct NativeDevice {
     pub stream: Arc<CudaStream>,
+    /// Our stream's side of the GPU-side handoff with cubecl's stream, or why it could not be
+    /// compiled (every call then synchronises on the host).
+    pub handoff: Result<StreamKernels, String>,
     /// Streaming multiprocessors: the CTAs of a persistent kernel.
     sm_count: u32,
     /// Forward kernel per built head dim and queries per tile.
@@ -352,6 +357,7 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
         }
     }
     Ok(Arc::new(NativeDevice {
+        handoff: StreamKernels::load(&ctx),
         stream,
         sm_count,
         forward,

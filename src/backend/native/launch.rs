@@ -1,20 +1,25 @@
 //! Running a native kernel on burn-cuda's own buffers.
 //!
-//! The synchronisation protocol (cubecl does not expose its CUDA stream, and its streams do
-//! not synchronise with others):
-//! 1. inputs are made contiguous and the outputs allocated through cubecl, on its stream (one
+//! cubecl does not expose its CUDA stream, and its streams do not synchronise with others.
+//! A call:
+//! 1. makes the inputs contiguous and allocates the outputs through cubecl, on its stream (one
 //!    buffer for all outputs of a call);
-//! 2. the client's stream is synchronised, so every pending write to the inputs and the
-//!    outputs' stream-ordered allocations have completed;
-//! 3. `get_resource` pins each buffer (it cannot be freed or reused while the returned
-//!    `ManagedResource` lives) and gives its device pointer; steps 2 and 3 run as one task on
-//!    cubecl's device thread ([`sync_and_pin`]), one round trip instead of one per buffer;
-//! 4. the kernel runs on our own stream in the same (primary) context, and that stream is
-//!    synchronised before the resources are released and the outputs handed back to Burn.
+//! 2. pins each buffer with `get_resource` (it cannot be freed or reused while the returned
+//!    `ManagedResource` lives), which gives its device pointer, all in one task on cubecl's
+//!    device thread ([`pin`]), one round trip instead of one per buffer;
+//! 3. runs the kernels on our own stream, in the same (primary) context.
 //!
-//! Two host synchronisations per call, and one pin per input plus one for the outputs. The
-//! stress test in the integration tests interleaves Burn ops and native calls to check the
-//! protocol. `BURN_NATTEN_NATIVE_TRACE=1` prints the time of each step of every call on stderr.
+//! The synchronous protocol (the default) syncs cubecl's stream in step 2, before the pins,
+//! and synchronises our stream after the launch, before the pins are released and the
+//! outputs handed back to Burn: two host waits per call. With `BURN_NATTEN_NATIVE_HANDOFF=1`
+//! (not while tracing; not on a stream's first call) the call hands off on the GPU instead
+//! ([`super::handoff`]): our stream waits for a flag that a cubecl kernel writes behind
+//! everything pending on cubecl's stream, runs the kernels and writes a second flag, for which
+//! a cubecl kernel spins, so cubecl's stream runs nothing after the call before the kernels
+//! have finished. The host does not wait.
+//!
+//! The stress test in the integration tests interleaves Burn ops and native calls to check
+//! both. `BURN_NATTEN_NATIVE_TRACE=1` prints the time of each step of every call on stderr.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -31,9 +36,10 @@ use cubecl::server::ComputeServer;
 use cubecl::stream_id::StreamId;
 use cubecl::zspace::{Strides, metadata::Metadata};
 use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaStream, LaunchConfig, PushKernelArg};
 
 use super::device::{KernelLaunch, NativeDevice, TileSplit};
+use super::handoff::{Handoff, StreamKernels};
 use super::plan::{CallShape, FnaParams, Pattern};
 use crate::backend::TileConfig;
 
@@ -186,6 +192,20 @@ struct Launch<'a> {
 }
 
 impl<'a> Launch<'a> {
+    /// This launch with a persistent kernel's grid kept off `sms` SMs (its CTAs walk the work
+    /// items of any grid size); other kernels unchanged.
+    fn leaving_sms(&self, sms: u32) -> Self {
+        let mut grid = self.grid;
+        if let Some(ctas) = self.kernel.persistent_ctas {
+            grid.0 = grid.0.min(ctas.saturating_sub(sms)).max(1);
+        }
+        Self {
+            kernel: self.kernel,
+            grid,
+            tile_axis: self.tile_axis,
+        }
+    }
+
     /// A query-side pass (forward, dQ): one work item per Q tile, or per pair of them.
     fn query_side(kernel: KernelLaunch<'a>, params: &FnaParams) -> Self {
         Self::over_tiles(
@@ -237,12 +257,16 @@ impl<'a> Launch<'a> {
     }
 }
 
-/// Steps 2 and 3 of the protocol in one round trip to cubecl's device thread (each
-/// `client.sync()` and `client.get_resource` is one, and a round trip costs ~7 us): on that
-/// thread, waits for the calling thread's cubecl stream, then pins each of `buffers`. Returns
-/// their device pointers, the pins (dropping them releases the buffers to cubecl) and when
-/// the task started and when the sync returned, on that thread (for the trace).
-fn sync_and_pin(buffers: &[&CudaTensor]) -> Result<(Vec<u64>, impl Sized, [Instant; 2]), String> {
+/// Pins each of `buffers` (it cannot be freed or reused while the returned pins live) in one
+/// round trip to cubecl's device thread (each `client.sync()` and `client.get_resource` is
+/// one, and a round trip costs ~7 us), after waiting there for the calling thread's cubecl
+/// stream when `sync` (steps 2 and 3 of the synchronous protocol). Returns their device
+/// pointers, the pins (dropping them releases the buffers to cubecl) and when the task
+/// started and when the sync returned, on that thread (for the trace).
+fn pin(
+    buffers: &[&CudaTensor],
+    sync: bool,
+) -> Result<(Vec<u64>, impl Sized + use<>, [Instant; 2]), String> {
     // The stream the client would use: burn-cubecl leaves each thread on its own.
     let stream_id = StreamId::current();
     let bindings: Vec<_> = buffers.iter().map(|t| t.handle.clone().binding()).collect();
@@ -252,8 +276,10 @@ fn sync_and_pin(buffers: &[&CudaTensor]) -> Result<(Vec<u64>, impl Sized, [Insta
     runner
         .submit_blocking(move |server: &mut CudaServer| {
             let started = Instant::now();
-            cubecl::future::block_on(server.sync(stream_id))
-                .map_err(|e| format!("cubecl sync: {e:?}"))?;
+            if sync {
+                cubecl::future::block_on(server.sync(stream_id))
+                    .map_err(|e| format!("cubecl sync: {e:?}"))?;
+            }
             let synced = Instant::now();
             let pins = bindings
                 .into_iter()
@@ -269,10 +295,128 @@ fn sync_and_pin(buffers: &[&CudaTensor]) -> Result<(Vec<u64>, impl Sized, [Insta
         .map_err(|e| format!("cubecl device thread: {e:?}"))?
 }
 
-/// The synchronisation protocol (module docs): syncs cubecl's stream, pins `buffers`, writes
+/// Whether calls hand off on the GPU ([`super::handoff`]) instead of synchronising on the
+/// host (the protocol in the module docs): only with `BURN_NATTEN_NATIVE_HANDOFF=1`, and never
+/// while tracing (the trace times the kernels on the host). Opt-in while its cost to the
+/// persistent forward is unmeasured (DEVELOPERS.md: the tenth session's measurements).
+fn handing_off() -> bool {
+    static HANDOFF: OnceLock<bool> = OnceLock::new();
+    !tracing()
+        && *HANDOFF.get_or_init(|| {
+            std::env::var_os("BURN_NATTEN_NATIVE_HANDOFF").is_some_and(|v| v != "0")
+        })
+}
+
+/// SMs that a persistent kernel leaves to cubecl's spinning kernel when the call is handed off
+/// ([`run_handed_off`]).
+const SPINNER_SMS: u32 = 1;
+
+/// Runs `launches` in order on `stream` with `params`.
+fn launch_all(
+    stream: &CudaStream,
+    launches: &[Launch<'_>],
+    params: &FnaParams,
+) -> Result<(), String> {
+    for launch in launches {
+        let config = LaunchConfig {
+            grid_dim: launch.grid,
+            block_dim: (launch.kernel.threads, 1, 1),
+            shared_mem_bytes: launch.kernel.shared_bytes,
+        };
+        let mut builder = stream.launch_builder(launch.kernel.function);
+        builder.arg(params);
+        if let Some(axis) = &launch.tile_axis {
+            builder.arg(axis);
+        }
+        // SAFETY: every native kernel takes `FnaParams` by value (kernels/fna_params.cuh), and
+        // every pointer in it is a pinned, contiguous buffer of the shape the kernel indexes;
+        // the kernels that pair or halve plan tiles take the axis (an int) after it.
+        unsafe { builder.launch(config) }.map_err(|e| format!("launch: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Runs `launches` on `buffers` (their device pointers written into the parameters by
+/// `set_pointers`): by the synchronous protocol (module docs), or handed off on the GPU
+/// ([`super::handoff`]) when [`handing_off`], except for a stream's first call and where the
+/// handoff's kernels could not be compiled.
+fn run_on_burn_buffers(
+    device: &NativeDevice,
+    buffers: &[&CudaTensor],
+    params: FnaParams,
+    set_pointers: impl FnOnce(&mut FnaParams, &[u64]),
+    launches: &[Launch<'_>],
+) -> Result<(), String> {
+    let handoff = match &device.handoff {
+        Ok(kernels) if handing_off() => Handoff::next(buffers[0]).map(|h| (h, kernels)),
+        _ => None,
+    };
+    match handoff {
+        Some((handoff, kernels)) => run_handed_off(
+            device,
+            buffers,
+            params,
+            set_pointers,
+            launches,
+            handoff,
+            kernels,
+        ),
+        None => run_synchronously(device, buffers, params, set_pointers, launches),
+    }
+}
+
+/// The handoff ([`super::handoff`]): pins the buffers and the flags, signals on cubecl's
+/// stream, runs `launches` on ours between the wait and the write, and blocks cubecl's stream
+/// behind them. Returns without waiting for the GPU.
+fn run_handed_off(
+    device: &NativeDevice,
+    buffers: &[&CudaTensor],
+    mut params: FnaParams,
+    set_pointers: impl FnOnce(&mut FnaParams, &[u64]),
+    launches: &[Launch<'_>],
+    handoff: Handoff,
+    kernels: &StreamKernels,
+) -> Result<(), String> {
+    let with_flags: Vec<&CudaTensor> = buffers.iter().copied().chain([&handoff.flags]).collect();
+    let (mut pointers, pins, _) = pin(&with_flags, false)?;
+    let flags = pointers.pop().ok_or("no flags")?;
+    if pointers.iter().any(|p| p % 16 != 0) {
+        return Err("a buffer is not 16-byte aligned".into());
+    }
+    set_pointers(&mut params, &pointers);
+    let stream = &device.stream;
+    handoff.signal()?;
+    handoff.wait_on(stream, kernels, flags)?;
+    // cubecl's spinning kernel runs beside the call's kernels, and an SM that holds it cannot
+    // take a CTA of the persistent forward (measured on the H100: the forward ran 1.6-1.7x
+    // slower when its 132 CTAs were launched; most likely the SM's shared memory carveout,
+    // which changes only when the SM is idle). The persistent kernels leave it one SM.
+    let launches: Vec<Launch<'_>> = launches
+        .iter()
+        .map(|l| l.leaving_sms(SPINNER_SMS))
+        .collect();
+    let launched = launch_all(stream, &launches, &params);
+    match handoff.release_on(stream, kernels, flags) {
+        Ok(()) => handoff.block_cubecl(),
+        Err(e) => {
+            // Nothing blocks cubecl's stream then: wait here for whatever was launched.
+            if let Err(sync) = stream.synchronize() {
+                panic!("burn-natten: a native FNA kernel failed on the GPU: {sync}");
+            }
+            drop(pins);
+            return Err(e);
+        }
+    }
+    // The buffers go back to cubecl's pool now; cubecl's stream reuses them only after the
+    // spinning kernel, that is after our kernels.
+    drop(pins);
+    launched
+}
+
+/// The synchronous protocol (module docs): syncs cubecl's stream, pins `buffers`, writes
 /// their device pointers into the parameters with `set_pointers`, runs `launches` in order on
 /// our stream and waits for them.
-fn run_on_burn_buffers(
+fn run_synchronously(
     device: &NativeDevice,
     buffers: &[&CudaTensor],
     mut params: FnaParams,
@@ -280,7 +424,7 @@ fn run_on_burn_buffers(
     launches: &[Launch<'_>],
 ) -> Result<(), String> {
     let start = Instant::now();
-    let (pointers, pins, [started, synced]) = sync_and_pin(buffers)?;
+    let (pointers, pins, [started, synced]) = pin(buffers, true)?;
     let returned = Instant::now();
     if pointers.iter().any(|p| p % 16 != 0) {
         return Err("a buffer is not 16-byte aligned".into());
@@ -296,28 +440,14 @@ fn run_on_burn_buffers(
     };
     let gpu_start = timed(stream);
     let pinned = Instant::now();
-    for launch in launches {
-        let config = LaunchConfig {
-            grid_dim: launch.grid,
-            block_dim: (launch.kernel.threads, 1, 1),
-            shared_mem_bytes: launch.kernel.shared_bytes,
-        };
-        let mut builder = stream.launch_builder(launch.kernel.function);
-        builder.arg(&params);
-        if let Some(axis) = &launch.tile_axis {
-            builder.arg(axis);
-        }
-        // SAFETY: every native kernel takes `FnaParams` by value (kernels/fna_params.cuh), and
-        // every pointer in it is a pinned, contiguous buffer of the shape the kernel indexes;
-        // the kernels that pair or halve plan tiles take the axis (an int) after it.
-        unsafe { builder.launch(config) }.map_err(|e| format!("launch: {e}"))?;
-    }
-    let launched = Instant::now();
+    let launched = launch_all(stream, launches, &params);
+    let launched_at = Instant::now();
     let gpu_end = timed(stream);
     if let Err(e) = stream.synchronize() {
         panic!("burn-natten: a native FNA kernel failed on the GPU: {e}");
     }
     drop(pins);
+    launched?;
     if tracing() {
         let done = Instant::now();
         let us = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e6;
@@ -333,8 +463,8 @@ fn run_on_burn_buffers(
             us(started, synced),
             buffers.len(),
             us(synced, returned),
-            us(pinned, launched),
-            us(launched, done),
+            us(pinned, launched_at),
+            us(launched_at, done),
             unix_us()
         );
     }

@@ -4,7 +4,8 @@
 //!
 //! - [`plan`]: block sizes, tile configurations, the launch parameters;
 //! - [`device`]: per-device context, stream and loaded kernels;
-//! - [`launch`]: the synchronisation protocol with cubecl and the launch.
+//! - [`launch`]: running kernels on cubecl's buffers: pins, the launch, the synchronous protocol;
+//! - [`handoff`]: the GPU-side handoff between cubecl's stream and ours (no host wait).
 //!
 //! What runs natively: NA forward and backward (ranks 1-3, kernel size, stride, dilation,
 //! per-axis causal, GQA/MQA, extra KV tokens) and attention (FMHA: causal, Q/KV lengths that
@@ -16,6 +17,7 @@
 //! Everything else runs the portable CubeCL kernels.
 
 mod device;
+mod handoff;
 mod launch;
 mod plan;
 

@@ -1,0 +1,252 @@
+//! The stream-ordered handoff between cubecl's stream and ours: a native call that does not
+//! wait on the host. Opt-in (`BURN_NATTEN_NATIVE_HANDOFF=1`, [`super::launch`]).
+//!
+//! cubecl does not expose its CUDA stream, so neither stream can wait on the other's events.
+//! Instead, each cubecl stream (each [`StreamId`] of each device) has two `u32` flags in a
+//! cubecl buffer, `[ready, done]`, and a count of its native calls. Call `n` on that stream:
+//! 1. [`signal_native_call`] (a one-thread cubecl kernel, on cubecl's stream) writes `n` into
+//!    `ready`: everything cubecl's stream ran before it (the inputs' writes, the outputs'
+//!    allocations) has completed when `ready >= n`. The host goes on only once cubecl's device
+//!    thread has launched it ([`Handoff::signal`]): each spinning kernel may wait only for work
+//!    that is already on the GPU's queues, or a device-wide synchronisation on that thread
+//!    deadlocks (measured: without that round trip, the stress test hung);
+//! 2. on our stream, [`StreamKernels`] (two one-thread kernels of our own, compiled with NVRTC
+//!    when the device is loaded) wait for `ready >= n`, then the call's kernels run, then `n` is
+//!    written into `done`. (The driver's stream memory operations, `cuStreamWaitValue32`, are
+//!    what one would use here, but they answer `CUDA_ERROR_INVALID_VALUE` on the memory of
+//!    cubecl's pool, measured on an H100 with driver 580.)
+//! 3. [`wait_for_native_call`] (a one-thread cubecl kernel, on cubecl's stream) spins until
+//!    `done >= n`, so nothing that cubecl's stream runs after it (reads of the outputs, reuse
+//!    of the inputs' memory, which cubecl's pool only hands out on the same stream) runs
+//!    before the call's kernels have finished.
+//!
+//! The host returns as soon as everything is enqueued. Each spinning kernel is one thread
+//! with no shared memory, and no kernel waits for another CTA of its own grid, so nothing can
+//! deadlock on them; but an SM that holds cubecl's spinning kernel did not take a CTA of the
+//! persistent Hopper forward (H100, tenth session: the forward ran 1.6-1.7x slower back to
+//! back, its static walk waiting for the displaced CTA; most likely the SM's shared memory
+//! carveout, which changes only when the SM is idle), so handed-off persistent kernels leave
+//! one SM free (`launch::SPINNER_SMS`; not yet measured).
+//!
+//! The flags' memory comes from cubecl's pool and is not zeroed when it is created (cubecl
+//! uploads the zeros on its stream), so a stream's first call, and the call that would wrap
+//! the count, synchronise on the host instead ([`Handoff::next`] returns `None`), after which
+//! the flags are known to hold zeros.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use burn::tensor::{DType, Shape};
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::cuda::CudaRuntime;
+use cubecl::device::Device;
+use cubecl::device_handle::DeviceHandle;
+use cubecl::prelude::*;
+use cubecl::stream_id::StreamId;
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
+
+type CudaTensor = CubeTensor<CudaRuntime>;
+type CudaServer = <CudaRuntime as Runtime>::Server;
+
+/// Index of the `ready` flag: cubecl's stream has run everything before call `n`.
+const READY: usize = 0;
+/// Index of the `done` flag: our stream has run call `n`'s kernels.
+const DONE: usize = 1;
+
+/// Step 1: `flags[READY] = call`.
+#[cube(launch)]
+fn signal_native_call(flags: &mut Array<Atomic<u32>>, call: u32) {
+    flags[READY].store(call);
+}
+
+/// Step 3: returns once `flags[DONE] >= call`.
+#[cube(launch)]
+fn wait_for_native_call(flags: &Array<Atomic<u32>>, call: u32) {
+    while flags[DONE].load() < call {}
+}
+
+/// One cubecl stream's flags and the number of native calls it has made.
+struct StreamFlags {
+    flags: CudaTensor,
+    calls: u32,
+}
+
+/// The flags of every (device, cubecl stream) that made a native call.
+fn streams() -> &'static Mutex<HashMap<(usize, StreamId), StreamFlags>> {
+    static STREAMS: OnceLock<Mutex<HashMap<(usize, StreamId), StreamFlags>>> = OnceLock::new();
+    STREAMS.get_or_init(Default::default)
+}
+
+/// New flags (zeros, uploaded on cubecl's stream) on `like`'s device.
+fn new_flags(like: &CudaTensor) -> CudaTensor {
+    let handle = like.client.create_from_slice(&[0u8; 8]);
+    CudaTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::new([2]),
+        handle,
+        DType::U32,
+    )
+}
+
+/// One native call's handoff: its flags (pin them with the call's buffers to get their
+/// address) and its number on its cubecl stream.
+pub struct Handoff {
+    pub flags: CudaTensor,
+    call: u32,
+}
+
+impl Handoff {
+    /// The handoff of the calling thread's next native call on `like`'s device, or `None` when
+    /// this call must synchronise on the host (the stream's first call, the call that would
+    /// wrap the count; module docs).
+    pub fn next(like: &CudaTensor) -> Option<Self> {
+        let key = (like.device.index, StreamId::current());
+        let mut streams = streams()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match streams.get_mut(&key) {
+            Some(stream) if stream.calls < u32::MAX => {
+                stream.calls += 1;
+                Some(Self {
+                    flags: stream.flags.clone(),
+                    call: stream.calls,
+                })
+            }
+            _ => {
+                // New (or renewed) flags: this call's host synchronisation also completes
+                // their upload. The old flags' memory goes back to cubecl's pool behind the
+                // last spinning kernel that reads it, on the same stream.
+                let flags = StreamFlags {
+                    flags: new_flags(like),
+                    calls: 0,
+                };
+                streams.insert(key, flags);
+                None
+            }
+        }
+    }
+
+    /// Step 1, on cubecl's stream. Returns once cubecl's device thread has launched the kernel
+    /// (a round trip to it): our stream must not wait for a kernel that is still in cubecl's
+    /// queue, since that thread may block on the device (an implicitly synchronising
+    /// `cuMemFree`, say) before launching it, and our waiting kernel would then never end.
+    pub fn signal(&self) -> Result<(), String> {
+        let client = &self.flags.client;
+        signal_native_call::launch::<CudaRuntime>(
+            client,
+            CubeCount::Static(1, 1, 1),
+            CubeDim::new_1d(1),
+            self.flags.clone().into_array_arg(),
+            self.call,
+        );
+        DeviceHandle::<CudaServer>::new(self.flags.device.to_id())
+            .submit_blocking(|_: &mut CudaServer| ())
+            .map_err(|e| format!("cubecl device thread: {e:?}"))
+    }
+
+    /// Step 2's wait, on our stream; `flags` is the flags' device address.
+    pub fn wait_on(
+        &self,
+        stream: &CudaStream,
+        kernels: &StreamKernels,
+        flags: u64,
+    ) -> Result<(), String> {
+        kernels.launch(
+            stream,
+            &kernels.wait_at_least,
+            flags + (READY * 4) as u64,
+            self.call,
+        )
+    }
+
+    /// Step 2's write, on our stream, after the call's kernels.
+    pub fn release_on(
+        &self,
+        stream: &CudaStream,
+        kernels: &StreamKernels,
+        flags: u64,
+    ) -> Result<(), String> {
+        kernels.launch(stream, &kernels.store, flags + (DONE * 4) as u64, self.call)
+    }
+
+    /// Step 3, on cubecl's stream. Only after [`Self::release_on`] succeeded: it spins until
+    /// that write lands.
+    pub fn block_cubecl(self) {
+        wait_for_native_call::launch::<CudaRuntime>(
+            &self.flags.client.clone(),
+            CubeCount::Static(1, 1, 1),
+            CubeDim::new_1d(1),
+            self.flags.into_array_arg(),
+            self.call,
+        );
+    }
+}
+
+/// The source of [`StreamKernels`]: the flags are read with volatile loads (from L2, not
+/// L1) and written with an atomic, as cubecl's side reads them (`atomicAdd(flag, 0)`).
+const STREAM_KERNELS: &str = r#"
+extern "C" __global__ void burn_natten_wait_at_least(const volatile unsigned int* flag,
+                                                      unsigned int value) {
+    while ((int)(*flag - value) < 0) {
+        __nanosleep(256);
+    }
+}
+extern "C" __global__ void burn_natten_store(unsigned int* flag, unsigned int value) {
+    atomicExch(flag, value);
+}
+"#;
+
+/// Our stream's side of the handoff: one-thread kernels that wait until a flag reaches a
+/// value (wrapping comparison) and that store a value into a flag.
+pub struct StreamKernels {
+    wait_at_least: CudaFunction,
+    store: CudaFunction,
+}
+
+impl StreamKernels {
+    /// Compiles the kernels with NVRTC (as cubecl compiles its own) and loads them in `ctx`.
+    pub fn load(ctx: &std::sync::Arc<CudaContext>) -> Result<Self, String> {
+        let options = CompileOptions {
+            arch: Some("compute_80"),
+            ..Default::default()
+        };
+        let ptx = compile_ptx_with_opts(STREAM_KERNELS, options)
+            .map_err(|e| format!("compiling the handoff kernels: {e}"))?;
+        let module = ctx
+            .load_module(ptx)
+            .map_err(|e| format!("loading the handoff kernels: {e}"))?;
+        let function = |name: &str| {
+            module
+                .load_function(name)
+                .map_err(|e| format!("handoff kernel {name}: {e}"))
+        };
+        Ok(Self {
+            wait_at_least: function("burn_natten_wait_at_least")?,
+            store: function("burn_natten_store")?,
+        })
+    }
+
+    /// Launches `function` (one thread) on `stream` with a flag's address and a value.
+    fn launch(
+        &self,
+        stream: &CudaStream,
+        function: &CudaFunction,
+        flag: u64,
+        value: u32,
+    ) -> Result<(), String> {
+        let mut builder = stream.launch_builder(function);
+        builder.arg(&flag).arg(&value);
+        // SAFETY: both kernels take (unsigned int*, unsigned int); `flag` is the address of a
+        // pinned u32 of this device.
+        let one_thread = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (1, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        unsafe { builder.launch(one_thread) }
+            .map(|_| ())
+            .map_err(|e| format!("handoff kernel launch: {e}"))
+    }
+}
