@@ -311,6 +311,28 @@ fn handing_off() -> bool {
 /// ([`run_handed_off`]).
 const SPINNER_SMS: u32 = 1;
 
+/// Writes the pinned buffers' device pointers into `params` with `set_pointers`, or says why
+/// the kernels cannot take them (they load 16-byte vectors).
+fn write_pointers(
+    params: &mut FnaParams,
+    pointers: &[u64],
+    set_pointers: impl FnOnce(&mut FnaParams, &[u64]),
+) -> Result<(), String> {
+    if pointers.iter().any(|p| p % 16 != 0) {
+        return Err("a buffer is not 16-byte aligned".into());
+    }
+    set_pointers(params, pointers);
+    Ok(())
+}
+
+/// Waits on the host for everything launched on `stream`. A kernel fault leaves the CUDA
+/// context unusable, so it is a panic with the driver's message.
+fn wait_for_kernels(stream: &CudaStream) {
+    if let Err(e) = stream.synchronize() {
+        panic!("burn-natten: a native FNA kernel failed on the GPU: {e}");
+    }
+}
+
 /// Runs `launches` in order on `stream` with `params`.
 fn launch_all(
     stream: &CudaStream,
@@ -380,10 +402,7 @@ fn run_handed_off(
     let with_flags: Vec<&CudaTensor> = buffers.iter().copied().chain([&handoff.flags]).collect();
     let (mut pointers, pins, _) = pin(&with_flags, false)?;
     let flags = pointers.pop().ok_or("no flags")?;
-    if pointers.iter().any(|p| p % 16 != 0) {
-        return Err("a buffer is not 16-byte aligned".into());
-    }
-    set_pointers(&mut params, &pointers);
+    write_pointers(&mut params, &pointers, set_pointers)?;
     let stream = &device.stream;
     handoff.signal()?;
     handoff.wait_on(stream, kernels, flags)?;
@@ -400,9 +419,7 @@ fn run_handed_off(
         Ok(()) => handoff.block_cubecl(),
         Err(e) => {
             // Nothing blocks cubecl's stream then: wait here for whatever was launched.
-            if let Err(sync) = stream.synchronize() {
-                panic!("burn-natten: a native FNA kernel failed on the GPU: {sync}");
-            }
+            wait_for_kernels(stream);
             drop(pins);
             return Err(e);
         }
@@ -426,10 +443,7 @@ fn run_synchronously(
     let start = Instant::now();
     let (pointers, pins, [started, synced]) = pin(buffers, true)?;
     let returned = Instant::now();
-    if pointers.iter().any(|p| p % 16 != 0) {
-        return Err("a buffer is not 16-byte aligned".into());
-    }
-    set_pointers(&mut params, &pointers);
+    write_pointers(&mut params, &pointers, set_pointers)?;
     let stream = &device.stream;
     // With tracing, GPU-side timestamps around the kernels (the kernels' own time), recorded
     // outside the host's launch interval.
@@ -443,9 +457,7 @@ fn run_synchronously(
     let launched = launch_all(stream, launches, &params);
     let launched_at = Instant::now();
     let gpu_end = timed(stream);
-    if let Err(e) = stream.synchronize() {
-        panic!("burn-natten: a native FNA kernel failed on the GPU: {e}");
-    }
+    wait_for_kernels(stream);
     drop(pins);
     launched?;
     if tracing() {
