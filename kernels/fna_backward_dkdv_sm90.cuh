@@ -12,7 +12,7 @@
 //   of each step's queries in shared memory, double-buffered likewise;
 // - S^T = K Q^T and dP^T = V dO^T: two SS wgmma issued back to back (64 keys x 64 queries);
 // - P^T = exp2(S^T scale_log2 - LSE_log2[query]) (the columns are queries), masked on partial
-//   steps by each key row's inverse window (64-bit column masks, window_bits), and
+//   steps by each key row's inverse window (column masks from the WindowMasks table), and
 //   dS^T = P^T (dP^T - delta[query]), on the accumulator fragments;
 // - dV += P^T dO and dK += dS^T Q: RS wgmma, P^T / dS^T converted in registers to the A operand,
 //   dO / Q read from their shared tiles as MN-major B operands (the dQ pass's K^T view);
@@ -20,7 +20,7 @@
 //   through the K / V shared tiles as 16-byte row stores, padding keys skipped.
 #pragma once
 
-// The SM90 helpers (wgmma_gemm, rowcol_sm90, acc_as_a_operand_sm90, window_bits, exp2_approx).
+// The SM90 helpers (wgmma_gemm, rowcol_sm90, acc_as_a_operand_sm90, WindowMasks, exp2_approx).
 #include "fna_backward_sm90.cuh"
 
 namespace natten_native {
@@ -38,7 +38,7 @@ struct FnaBwdDkdvSm90Traits {
     static constexpr int kNThreads = kNWarps * 32;
     static constexpr int kStages = 2;
     static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
-    static_assert(kBlockN == 64, "column masks are 64-bit words (window_bits)");
+    static_assert(kBlockN == 64, "column masks cover 64-column tiles (WindowMasks)");
 
     // S^T = K Q^T and dP^T = V dO^T; dV += P^T dO and dK += dS^T Q.
     using MmaS = typename WarpgroupMmasSm90<Element, kHeadDim, kBlockN>::MmaS;
@@ -58,8 +58,10 @@ struct FnaBwdDkdvSm90Traits {
     // Geometry after the tiles: the KV tile box (128 bytes), the query box (128), per Q tile row
     // its token offset from the tile's first token (kBlockN ints), per stage the LSE (log2 units)
     // and delta of the step's queries (2 x kStages x kBlockN floats), per key row its inverse
-    // window (lo[3], hi[3]: kBlockM x 6 ints; read on partial steps only).
-    static constexpr int kGeometryBytes = 256 + kBlockN * 4 + 2 * kStages * kBlockN * 4 + kBlockM * 24;
+    // window (lo[3], hi[3]: kBlockM x 6 ints; read on partial steps only), the window-mask table
+    // of the Q tiles' columns (WindowMasks).
+    static constexpr int kGeometryBytes =
+        256 + kBlockN * 4 + 2 * kStages * kBlockN * 4 + kBlockM * 24 + WindowMasks::kBytes;
     // K, V, Q stages, dO stages, the geometry, +1024 to align the tiles to the swizzle period.
     static constexpr int kSmemBytes = 2 * kKBytes + 2 * kQBytes + kGeometryBytes + 1024;
 };
@@ -73,7 +75,7 @@ struct FnaBwdDkdvSm90Traits {
 // queries; `wg_thread`: this thread in its warpgroup. Both dK/dV passes run it.
 template <typename Traits, typename Acc, typename FragB, typename AccKV, typename Work>
 __device__ __forceinline__ void dkdv_step_sm90(const FnaParams& p, Acc& acc_st, Acc& acc_dpt, bool full,
-                                               const int* windows, int wg_thread, const int (&origin)[3],
+                                               const uint16_t* masks, const int* windows, int wg_thread, const int (&origin)[3],
                                                const float* lse_s, float lse_to_log2, const float* delta_s,
                                                FragB tKrQt, FragB tVrdOt, AccKV& acc_dk, AccKV& acc_dv,
                                                Work under_products) {
@@ -89,7 +91,7 @@ __device__ __forceinline__ void dkdv_step_sm90(const FnaParams& p, Acc& acc_st, 
             const int* w = windows + wg_acc_row(wg_thread, r) * 6;
             const int lo[3] = {w[0], w[1], w[2]};
             const int hi[3] = {w[3], w[4], w[5]};
-            mask_row_sm90(st, r, lo, hi, p.q_tile_log2, origin);  // the columns are queries
+            mask_row_sm90(st, r, lo, hi, masks, p.q_tile_log2, origin);  // the columns are queries
         }
     }
 #pragma unroll
@@ -198,6 +200,7 @@ __device__ void fna_backward_dkdv_sm90(const FnaParams& p, char* smem_unaligned)
     float* s_lse = reinterpret_cast<float*>(geometry + 256 + kBlockN * 4);            // [kStages][kBlockN]
     float* s_delta = s_lse + Traits::kStages * kBlockN;                               // [kStages][kBlockN]
     int* windows = reinterpret_cast<int*>(s_delta + Traits::kStages * kBlockN);       // [kBlockM][6]
+    uint16_t* window_masks = reinterpret_cast<uint16_t*>(windows + kBlockM * 6);
     static_assert(sizeof(TileBox) <= 128 && sizeof(QueryBox) <= 128);
     static_assert(kBlockM <= kNThreads && kBlockN <= kNThreads);
     {
@@ -223,6 +226,7 @@ __device__ void fna_backward_dkdv_sm90(const FnaParams& p, char* smem_unaligned)
         // Token offset of Q tile row r from the tile's first token (the same for every tile).
         q_tok_off[threadIdx.x] = tile_row_offset(p, p.q_tile_log2, threadIdx.x);
     }
+    WindowMasks::build(window_masks, p.q_tile_log2, threadIdx.x, kNThreads);
     __syncthreads();
     const int head_kv = blockIdx.y;
     const int batch = blockIdx.z;
@@ -337,8 +341,9 @@ __device__ void fna_backward_dkdv_sm90(const FnaParams& p, char* smem_unaligned)
             full &= origin[a] >= qb.full_lo[a] && origin[a] + (1 << p.q_tile_log2[a]) <= qb.full_hi[a];
         }
 
-        dkdv_step_sm90<Traits>(p, acc_st, acc_dpt, full, windows, threadIdx.x, origin, s_lse + stage * kBlockN,
-                               1.f, s_delta + stage * kBlockN, tKrQt(_, _, _, stage), tVrdOt(_, _, _, stage),
+        dkdv_step_sm90<Traits>(p, acc_st, acc_dpt, full, WindowMasks::of_thread(window_masks), windows, threadIdx.x,
+                               origin, s_lse + stage * kBlockN, 1.f, s_delta + stage * kBlockN,
+                               tKrQt(_, _, _, stage), tVrdOt(_, _, _, stage),
                                acc_dk, acc_dv, [&] {
                                    // Step s + 1's LSE and delta, loaded under the products, into
                                    // the other buffer (last read in step s - 1).

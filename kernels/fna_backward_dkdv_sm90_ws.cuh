@@ -62,9 +62,10 @@ struct FnaBwdDkdvSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerR
     static constexpr int kQBytes = kStages * kBlockN * kHeadDim * 2;  // the Q ring (or dO ring)
     // Geometry: PairedGeometry<QueryBox> (512 bytes), q_tok_off (kBlockN ints), LSE / delta
     // rings (2 x kStages x kBlockN floats), inverse windows of the 128 key rows (128 x 6 ints),
-    // mbarriers (kv, full x kStages, empty x kStages).
+    // mbarriers (kv, full x kStages, empty x kStages), the window-mask table of the Q tiles'
+    // columns (WindowMasks).
     static constexpr int kGeometryBytes = 512 + kBlockN * 4 + 2 * kStages * kBlockN * 4 + 2 * kBlockM * 24 +
-                                          (1 + 2 * kStages) * 8;
+                                          (1 + 2 * kStages) * 8 + WindowMasks::kBytes;
     static constexpr int kSmemBytes = 4 * kKBytes + 2 * kQBytes + kGeometryBytes + 1024;
 };
 
@@ -92,6 +93,7 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, cha
     uint64_t* bar_kv = reinterpret_cast<uint64_t*>(windows + 2 * kBlockM * 6);
     uint64_t* bar_full = bar_kv + 1;
     uint64_t* bar_empty = bar_full + kStages;
+    uint16_t* window_masks = reinterpret_cast<uint16_t*>(bar_empty + kStages);
 
     // The 128-key tile (pair_axis doubled), its sub-tiles and their query boxes.
     {
@@ -115,6 +117,7 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, cha
         if (threadIdx.x < kBlockN) {
             q_tok_off[threadIdx.x] = tile_row_offset(p, p.q_tile_log2, threadIdx.x);
         }
+        WindowMasks::build(window_masks, p.q_tile_log2, threadIdx.x, blockDim.x);
     }
     __syncthreads();
     if (threadIdx.x >= Traits::kProducerThreads) {
@@ -275,9 +278,9 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, cha
             Tensor acc_dpt = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
             wgmma_gemm<true, -1>(mma_s, tSrK, tSrQ(_, _, _, stage), acc_st);
             wgmma_gemm<true, -1>(mma_s, tSrV, tSrdO(_, _, _, stage), acc_dpt);
-            dkdv_step_sm90<Traits>(p, acc_st, acc_dpt, full, my_windows, lt, origin, s_lse + stage * kBlockN,
-                                   1.4426950408889634f, s_delta + stage * kBlockN, tKrQt(_, _, _, stage),
-                                   tVrdOt(_, _, _, stage), acc_dk, acc_dv, [] {});
+            dkdv_step_sm90<Traits>(p, acc_st, acc_dpt, full, WindowMasks::of_thread(window_masks), my_windows, lt,
+                                   origin, s_lse + stage * kBlockN, 1.4426950408889634f, s_delta + stage * kBlockN,
+                                   tKrQt(_, _, _, stage), tVrdOt(_, _, _, stage), acc_dk, acc_dv, [] {});
         }
         cutlass::arch::ClusterBarrier::arrive(bar_empty + stage);
         if (++t == n_tiles) t = 0;

@@ -63,8 +63,10 @@ struct FnaBwdDqSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerReg
     static constexpr int kQBytes = kBlockM * kHeadDim * 2;              // one sub-tile of Q (or dO)
     static constexpr int kKVBytes = kStages * kBlockN * kHeadDim * 2;   // the K ring (or V ring)
     // Geometry: PairedGeometry<KvBox> (512 bytes), kv_tok_off (kBlockN ints), LSE / delta of
-    // the 128 query rows (2 x 128 floats), mbarriers (q, full x kStages, empty x kStages).
-    static constexpr int kGeometryBytes = 512 + kBlockN * 4 + 2 * 2 * kBlockM * 4 + (1 + 2 * kStages) * 8;
+    // the 128 query rows (2 x 128 floats), mbarriers (q, full x kStages, empty x kStages), the
+    // window-mask table (WindowMasks).
+    static constexpr int kGeometryBytes =
+        512 + kBlockN * 4 + 2 * 2 * kBlockM * 4 + (1 + 2 * kStages) * 8 + WindowMasks::kBytes;
     static constexpr int kSmemBytes = 4 * kQBytes + 2 * kKVBytes + kGeometryBytes + 1024;
 };
 
@@ -87,6 +89,7 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
     uint64_t* bar_q = reinterpret_cast<uint64_t*>(s_delta + 2 * kBlockM);
     uint64_t* bar_full = bar_q + 1;
     uint64_t* bar_empty = bar_full + kStages;
+    uint16_t* window_masks = reinterpret_cast<uint16_t*>(bar_empty + kStages);
 
     // The 128-query tile (pair_axis doubled), its sub-tiles and their KV boxes.
     {
@@ -109,6 +112,7 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
         if (threadIdx.x < kBlockN) {
             kv_tok_off[threadIdx.x] = tile_row_offset(p, p.kv_tile_log2, threadIdx.x);
         }
+        WindowMasks::build(window_masks, p.kv_tile_log2, threadIdx.x, blockDim.x);
     }
     __syncthreads();
 
@@ -249,8 +253,8 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
             Tensor acc_dp = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
             wgmma_gemm<true, -1>(mma_s, tSrQ, tSrK(_, _, _, stage), acc_s);
             wgmma_gemm<true, -1>(mma_s, tSrdO, tSrV(_, _, _, stage), acc_dp);
-            dq_step_sm90<Traits>(p, acc_s, acc_dp, full, win_lo, win_hi, origin, row_lse, row_delta,
-                                 tQrKt(_, _, _, stage), acc_dq);
+            dq_step_sm90<Traits>(p, acc_s, acc_dp, full, WindowMasks::of_thread(window_masks), win_lo, win_hi,
+                                 origin, row_lse, row_delta, tQrKt(_, _, _, stage), acc_dq);
             cutlass::arch::ClusterBarrier::arrive(bar_empty + stage);
         } else {
             cutlass::arch::ClusterBarrier::arrive(bar_empty + stage);

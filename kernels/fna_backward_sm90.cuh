@@ -50,8 +50,9 @@ struct FnaBwdSm90Traits {
     static constexpr int kQBytes = kBlockM * kHeadDim * 2;
     static constexpr int kKVBytes = kStages * kBlockN * kHeadDim * 2;
     // Geometry after the tiles: Q tile box (128 bytes), KV box (128), per KV tile row its token
-    // offset (kBlockN ints), per Q tile row its LSE (log2 units) and delta (2 x kBlockM floats).
-    static constexpr int kGeometryBytes = 256 + kBlockN * 4 + kBlockM * 8;
+    // offset (kBlockN ints), per Q tile row its LSE (log2 units) and delta (2 x kBlockM floats),
+    // the window-mask table (WindowMasks, last).
+    static constexpr int kGeometryBytes = 256 + kBlockN * 4 + kBlockM * 8 + WindowMasks::kBytes;
     // Q, dO, K stages, V stages, the geometry, +1024 to align the tiles to the swizzle period.
     static constexpr int kSmemBytes = 2 * kQBytes + 2 * kKVBytes + kGeometryBytes + 1024;
 };
@@ -99,7 +100,7 @@ __device__ __forceinline__ void delta_and_lse_sm90(const FnaParams& p, const Hea
 // waited for. Both dQ passes run it.
 template <typename Traits, typename Acc, typename FragB, typename AccDQ>
 __device__ __forceinline__ void dq_step_sm90(const FnaParams& p, Acc& acc_s, Acc& acc_dp, bool full,
-                                             const int (&win_lo)[2][3], const int (&win_hi)[2][3],
+                                             const uint16_t* masks, const int (&win_lo)[2][3], const int (&win_hi)[2][3],
                                              const int (&origin)[3], const float (&row_lse)[2],
                                              const float (&row_delta)[2], FragB tQrKt, AccDQ& acc_dq) {
     using Element = typename Traits::Element;
@@ -111,7 +112,7 @@ __device__ __forceinline__ void dq_step_sm90(const FnaParams& p, Acc& acc_s, Acc
     Tensor scores = make_tensor(acc_s.data(), rowcol_sm90(acc_s.layout()));
     if (!full) {
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) mask_row_sm90(scores, r, win_lo[r], win_hi[r], p.kv_tile_log2, origin);
+        for (int r = 0; r < kRows; ++r) mask_row_sm90(scores, r, win_lo[r], win_hi[r], masks, p.kv_tile_log2, origin);
     }
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
@@ -189,6 +190,7 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
     KvBox& box = *reinterpret_cast<KvBox*>(geometry + 128);
     int* kv_tok_off = reinterpret_cast<int*>(geometry + 256);                  // [kBlockN]
     float* s_lse = reinterpret_cast<float*>(geometry + 256 + kBlockN * 4);     // [kBlockM]
+    uint16_t* window_masks = reinterpret_cast<uint16_t*>(geometry + Traits::kGeometryBytes - WindowMasks::kBytes);
     float* s_delta = s_lse + kBlockM;                                          // [kBlockM]
     static_assert(sizeof(TileBox) <= 128 && sizeof(KvBox) <= 128);
     {
@@ -202,6 +204,7 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
     if (threadIdx.x < kBlockN) {
         kv_tok_off[threadIdx.x] = tile_row_offset(p, p.kv_tile_log2, threadIdx.x);
     }
+    WindowMasks::build(window_masks, p.kv_tile_log2, threadIdx.x, kNThreads);
     __syncthreads();
     const int head = blockIdx.y;
     const int batch = blockIdx.z;
@@ -291,8 +294,8 @@ __device__ void fna_backward_dq_sm90(const FnaParams& p, char* smem_unaligned) {
         for (int a = 0; a < 3; ++a) {
             full &= origin[a] >= box.inner_lo[a] && origin[a] + (1 << p.kv_tile_log2[a]) <= box.inner_hi[a];
         }
-        dq_step_sm90<Traits>(p, acc_s, acc_dp, full, win_lo, win_hi, origin, row_lse, row_delta,
-                             tQrKt(_, _, _, stage), acc_dq);
+        dq_step_sm90<Traits>(p, acc_s, acc_dp, full, WindowMasks::of_thread(window_masks), win_lo, win_hi, origin,
+                             row_lse, row_delta, tQrKt(_, _, _, stage), acc_dq);
         if (more) {
 #pragma unroll
             for (int a = 0; a < 3; ++a) origin[a] = next[a];

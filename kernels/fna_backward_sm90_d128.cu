@@ -11,7 +11,7 @@
 
 NATTEN_FNA_BACKWARD_DQ_SM90_WS_KERNEL(natten_fna_backward_dq_sm90_f16_d128, cutlass::half_t, 128)
 NATTEN_FNA_BACKWARD_DQ_SM90_WS_KERNEL(natten_fna_backward_dq_sm90_bf16_d128, cutlass::bfloat16_t, 128)
-static_assert(natten_native::FnaBwdDqSm90WsTraits<cutlass::half_t, 128>::kSmemBytes == 166712,
+static_assert(natten_native::FnaBwdDqSm90WsTraits<cutlass::half_t, 128>::kSmemBytes == 168272,
               "sm90_backward_dq_shared_bytes in src/backend/native/plan.rs");
 
 // The dK/dV pass (fna_backward_dkdv_sm90_ws.cuh): 128 keys per CTA (two 64-key KV tiles paired
@@ -23,5 +23,5 @@ static_assert(natten_native::FnaBwdDqSm90WsTraits<cutlass::half_t, 128>::kSmemBy
 
 NATTEN_FNA_BACKWARD_DKDV_SM90_WS_KERNEL(natten_fna_backward_dkdv_sm90_f16_d128, cutlass::half_t, 128)
 NATTEN_FNA_BACKWARD_DKDV_SM90_WS_KERNEL(natten_fna_backward_dkdv_sm90_bf16_d128, cutlass::bfloat16_t, 128)
-static_assert(natten_native::FnaBwdDkdvSm90WsTraits<cutlass::half_t, 128>::kSmemBytes == 170296,
+static_assert(natten_native::FnaBwdDkdvSm90WsTraits<cutlass::half_t, 128>::kSmemBytes == 171856,
               "the dK/dV pass's shared bytes on the Rust side (src/backend/native/plan.rs)");

@@ -6,7 +6,7 @@
 
 NATTEN_FNA_BACKWARD_DQ_SM90_KERNEL(natten_fna_backward_dq_sm90_f16_d64, cutlass::half_t, 64)
 NATTEN_FNA_BACKWARD_DQ_SM90_KERNEL(natten_fna_backward_dq_sm90_bf16_d64, cutlass::bfloat16_t, 64)
-static_assert(natten_native::FnaBwdSm90Traits<cutlass::half_t, 64>::kSmemBytes == 51200,
+static_assert(natten_native::FnaBwdSm90Traits<cutlass::half_t, 64>::kSmemBytes == 52760,
               "sm90_backward_dq_shared_bytes in src/backend/native/plan.rs");
 
 // The dK/dV pass (fna_backward_dkdv_sm90.cuh): 64 keys per CTA walking 64-query tiles, one
@@ -17,5 +17,5 @@ static_assert(natten_native::FnaBwdSm90Traits<cutlass::half_t, 64>::kSmemBytes =
 
 NATTEN_FNA_BACKWARD_DKDV_SM90_KERNEL(natten_fna_backward_dkdv_sm90_f16_d64, cutlass::half_t, 64, 3)
 NATTEN_FNA_BACKWARD_DKDV_SM90_KERNEL(natten_fna_backward_dkdv_sm90_bf16_d64, cutlass::bfloat16_t, 64, 3)
-static_assert(natten_native::FnaBwdDkdvSm90Traits<cutlass::half_t, 64>::kSmemBytes == 53248,
+static_assert(natten_native::FnaBwdDkdvSm90Traits<cutlass::half_t, 64>::kSmemBytes == 54808,
               "the dK/dV pass's shared bytes on the Rust side (src/backend/native/plan.rs)");

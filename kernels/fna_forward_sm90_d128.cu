@@ -6,5 +6,5 @@
 
 NATTEN_FNA_FORWARD_SM90_KERNEL(natten_fna_forward_sm90_f16_d128_m128, cutlass::half_t, 128)
 NATTEN_FNA_FORWARD_SM90_KERNEL(natten_fna_forward_sm90_bf16_d128_m128, cutlass::bfloat16_t, 128)
-static_assert(natten_native::FnaSm90Traits<cutlass::half_t, 128>::kSmemBytes == 165200,
+static_assert(natten_native::FnaSm90Traits<cutlass::half_t, 128>::kSmemBytes == 166760,
               "sm90_shared_bytes in src/backend/native/plan.rs");

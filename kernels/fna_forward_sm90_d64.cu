@@ -6,5 +6,5 @@
 
 NATTEN_FNA_FORWARD_SM90_KERNEL(natten_fna_forward_sm90_f16_d64_m128, cutlass::half_t, 64)
 NATTEN_FNA_FORWARD_SM90_KERNEL(natten_fna_forward_sm90_bf16_d64_m128, cutlass::bfloat16_t, 64)
-static_assert(natten_native::FnaSm90Traits<cutlass::half_t, 64>::kSmemBytes == 83280,
+static_assert(natten_native::FnaSm90Traits<cutlass::half_t, 64>::kSmemBytes == 84840,
               "sm90_shared_bytes in src/backend/native/plan.rs");

@@ -279,8 +279,8 @@ fn native_auto_picks_native() {
 
 /// Interleaves Burn ops (queued on cubecl's stream) and native calls (on our stream) for
 /// thousands of iterations, with allocations freed and reused around every call: any gap in
-/// the synchronisation protocol (or, with `BURN_NATTEN_NATIVE_HANDOFF=1`, the handoff) shows
-/// as an output that differs from the first one.
+/// the handoff (the default) or the synchronous protocol (`BURN_NATTEN_NATIVE_HANDOFF=0`) shows
+/// as an output that differs from the first one. The device runs take both.
 #[test]
 fn native_stress_interleaves_with_burn_ops() {
     if native_unavailable() {
@@ -318,10 +318,10 @@ fn native_stress_interleaves_with_burn_ops() {
 }
 
 /// The protocol under training: forward and backward (`Autodiff<Cuda>`) on two threads at
-/// once (two cubecl streams; with `BURN_NATTEN_NATIVE_HANDOFF=1`, each with its own handoff
-/// flags and no host wait between iterations), the inputs and gradients dropped right after
-/// use (their memory reused by the next iteration's tensors). Every iteration's gradients
-/// must equal the first's bit for bit.
+/// once (two cubecl streams, each with its own handoff flags and no host wait between
+/// iterations; or, with `BURN_NATTEN_NATIVE_HANDOFF=0`, host waits), the inputs and gradients
+/// dropped right after use (their memory reused by the next iteration's tensors). Every
+/// iteration's gradients must equal the first's bit for bit.
 #[test]
 fn native_protocol_trains_on_two_threads() {
     if native_unavailable() {

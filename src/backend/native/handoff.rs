@@ -1,5 +1,6 @@
 //! The stream-ordered handoff between cubecl's stream and ours: a native call that does not
-//! wait on the host. Opt-in (`BURN_NATTEN_NATIVE_HANDOFF=1`, [`super::launch`]).
+//! wait on the host. The default; `BURN_NATTEN_NATIVE_HANDOFF=0` turns it off
+//! ([`super::launch`]).
 //!
 //! cubecl does not expose its CUDA stream, so neither stream can wait on the other's events.
 //! Instead, each cubecl stream (each [`StreamId`] of each device) has two `u32` flags in a

@@ -9,14 +9,15 @@
 //!    device thread ([`pin`]), one round trip instead of one per buffer;
 //! 3. runs the kernels on our own stream, in the same (primary) context.
 //!
-//! The synchronous protocol (the default) syncs cubecl's stream in step 2, before the pins,
-//! and synchronises our stream after the launch, before the pins are released and the
-//! outputs handed back to Burn: two host waits per call. With `BURN_NATTEN_NATIVE_HANDOFF=1`
-//! (not while tracing; not on a stream's first call) the call hands off on the GPU instead
-//! ([`super::handoff`]): our stream waits for a flag that a cubecl kernel writes behind
-//! everything pending on cubecl's stream, runs the kernels and writes a second flag, for which
-//! a cubecl kernel spins, so cubecl's stream runs nothing after the call before the kernels
-//! have finished. The host does not wait.
+//! By default a call hands off on the GPU ([`super::handoff`]): our stream waits for a flag
+//! that a cubecl kernel writes behind everything pending on cubecl's stream, runs the kernels
+//! and writes a second flag, for which a cubecl kernel spins, so cubecl's stream runs nothing
+//! after the call before the kernels have finished. The host does not wait. The synchronous
+//! protocol (a stream's first call, a call that would wrap the handoff's count, every call
+//! while tracing or with `BURN_NATTEN_NATIVE_HANDOFF=0`, and every call where the handoff's
+//! kernels could not be compiled) syncs cubecl's stream in step 2, before the pins, and
+//! synchronises our stream after the launch, before the pins are released and the outputs
+//! handed back to Burn: two host waits per call.
 //!
 //! The stress test in the integration tests interleaves Burn ops and native calls to check
 //! both. `BURN_NATTEN_NATIVE_TRACE=1` prints the time of each step of every call on stderr.
@@ -296,15 +297,15 @@ fn pin(
 }
 
 /// Whether calls hand off on the GPU ([`super::handoff`]) instead of synchronising on the
-/// host (the protocol in the module docs): only with `BURN_NATTEN_NATIVE_HANDOFF=1`, and never
-/// while tracing (the trace times the kernels on the host). Opt-in while its cost to the
-/// persistent forward is unmeasured (DEVELOPERS.md: the tenth session's measurements).
+/// host (the protocol in the module docs): unless `BURN_NATTEN_NATIVE_HANDOFF=0`, and never
+/// while tracing (the trace times the kernels on the host). The default since the eleventh
+/// session: with [`SPINNER_SMS`], handed-off calls were faster than synchronous ones on every
+/// anchor, per call and back to back (DEVELOPERS.md, "Burn interop").
 fn handing_off() -> bool {
     static HANDOFF: OnceLock<bool> = OnceLock::new();
     !tracing()
-        && *HANDOFF.get_or_init(|| {
-            std::env::var_os("BURN_NATTEN_NATIVE_HANDOFF").is_some_and(|v| v != "0")
-        })
+        && *HANDOFF
+            .get_or_init(|| std::env::var_os("BURN_NATTEN_NATIVE_HANDOFF").is_none_or(|v| v != "0"))
 }
 
 /// SMs that a persistent kernel leaves to cubecl's spinning kernel when the call is handed off

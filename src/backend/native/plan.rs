@@ -77,14 +77,18 @@ pub const SM90_BLOCK_M: usize = 128;
 /// K/V buffers in the ring of the Hopper forward (`FnaSm90Traits::kStages`).
 pub const SM90_STAGES: usize = 3;
 
+/// Bytes of the window-mask table of the Hopper kernels (`WindowMasks::kBytes` in
+/// `kernels/sm90_common.cuh`): 16-bit column masks per quad lane (4), axis (3) and run end (65).
+pub const SM90_WINDOW_MASK_BYTES: usize = 4 * 3 * 65 * 2;
+
 /// Dynamic shared memory of the Hopper forward (`FnaSm90Traits::kSmemBytes`): two Q tiles, the
 /// ring of K and V tiles, the token offset of each KV tile row (256 bytes), the mbarriers (8
-/// bytes each: two per Q buffer, two per ring stage) and 1024 bytes to align the tiles to the
-/// 128-byte swizzle's period.
+/// bytes each: two per Q buffer, two per ring stage), the window-mask table and 1024 bytes to
+/// align the tiles to the 128-byte swizzle's period.
 pub fn sm90_shared_bytes(kernel_dim: usize) -> u32 {
     let tiles = (2 * SM90_BLOCK_M + 2 * SM90_STAGES * FORWARD_BLOCK_N) * kernel_dim * 2;
     let barriers = (4 + 2 * SM90_STAGES) * 8;
-    (tiles + 256 + barriers + 1024) as u32
+    (tiles + 256 + barriers + SM90_WINDOW_MASK_BYTES + 1024) as u32
 }
 
 /// Queries and keys per tile of both backward passes (every head dim).
@@ -138,17 +142,17 @@ pub fn sm90_backward_threads(kernel_dim: usize) -> u32 {
 /// the token offset of each KV tile row, 4 bytes each; the LSE and delta of each query row, 8
 /// bytes each). The paired pass: two Q and two dO tiles, three stages of K and V tiles, its
 /// geometry (512 bytes of boxes; the KV rows' token offsets; the LSE and delta of 128 query rows;
-/// seven 8-byte mbarriers). Both add 1024 bytes to align the tiles to the 128-byte swizzle's
-/// period.
+/// seven 8-byte mbarriers). Both hold the window-mask table ([`SM90_WINDOW_MASK_BYTES`]) and add
+/// 1024 bytes to align the tiles to the 128-byte swizzle's period.
 pub fn sm90_backward_dq_shared_bytes(kernel_dim: usize) -> u32 {
     let tile = BACKWARD_BLOCK * kernel_dim * 2;
     let bytes = if sm90_backward_pairs_tiles(kernel_dim) {
         let stages = 3;
         let geometry = 512 + BACKWARD_BLOCK * 4 + 2 * 2 * BACKWARD_BLOCK * 4 + (1 + 2 * stages) * 8;
-        (4 + 2 * stages) * tile + geometry
+        (4 + 2 * stages) * tile + geometry + SM90_WINDOW_MASK_BYTES
     } else {
         let geometry = 256 + BACKWARD_BLOCK * 4 + BACKWARD_BLOCK * 8;
-        (2 + 2 * 2) * tile + geometry
+        (2 + 2 * 2) * tile + geometry + SM90_WINDOW_MASK_BYTES
     };
     (bytes + 1024) as u32
 }
@@ -160,8 +164,9 @@ pub fn sm90_backward_dq_shared_bytes(kernel_dim: usize) -> u32 {
 /// of each query row, 16 bytes per row; the inverse window of each key row, 24 bytes each). The
 /// paired pass: two K and two V tiles, three stages of Q and dO tiles, its geometry (512 bytes of
 /// boxes; the Q rows' token offsets; three stages of LSE and delta; the inverse windows of 128
-/// key rows; seven 8-byte mbarriers). Both add 1024 bytes to align the tiles to the 128-byte
-/// swizzle's period.
+/// key rows; seven 8-byte mbarriers). Both hold the window-mask table
+/// ([`SM90_WINDOW_MASK_BYTES`]) and add 1024 bytes to align the tiles to the 128-byte swizzle's
+/// period.
 pub fn sm90_backward_dkdv_shared_bytes(kernel_dim: usize) -> u32 {
     let tile = BACKWARD_BLOCK * kernel_dim * 2;
     let bytes = if sm90_backward_pairs_tiles(kernel_dim) {
@@ -171,10 +176,10 @@ pub fn sm90_backward_dkdv_shared_bytes(kernel_dim: usize) -> u32 {
             + 2 * stages * BACKWARD_BLOCK * 4
             + 2 * BACKWARD_BLOCK * 24
             + (1 + 2 * stages) * 8;
-        (4 + 2 * stages) * tile + geometry
+        (4 + 2 * stages) * tile + geometry + SM90_WINDOW_MASK_BYTES
     } else {
         let geometry = 256 + BACKWARD_BLOCK * 4 + 2 * 2 * BACKWARD_BLOCK * 4 + BACKWARD_BLOCK * 24;
-        (2 + 2 * 2) * tile + geometry
+        (2 + 2 * 2) * tile + geometry + SM90_WINDOW_MASK_BYTES
     };
     (bytes + 1024) as u32
 }
@@ -603,35 +608,35 @@ mod tests {
         // kernels/fna_forward_sm90.cuh (the static_asserts of kernels/fna_forward_sm90_d*.cu):
         // 2 x 32 KiB Q + 2 x 3 x 16 KiB K/V + 256 + 80 + 1024 at head dim 128, under the 227 KiB
         // an H100 CTA may have.
-        assert_eq!(sm90_shared_bytes(128), 165_200);
-        assert_eq!(sm90_shared_bytes(64), 83_280);
+        assert_eq!(sm90_shared_bytes(128), 166_760);
+        assert_eq!(sm90_shared_bytes(64), 84_840);
         assert!(sm90_shared_bytes(128) <= 227 * 1024);
     }
 
     #[test]
     fn sm90_backward_dq_shared_memory_fits() {
         // The static_asserts of kernels/fna_backward_sm90_d*.cu. Head dim 64, the 64-query pass
-        // (kernels/fna_backward_sm90.cuh): 2 x 8 KiB Q/dO + 2 x 2 x 8 KiB K/V + 1024 + 1024,
+        // (kernels/fna_backward_sm90.cuh): 2 x 8 KiB Q/dO + 2 x 2 x 8 KiB K/V + 1024 + 1560 + 1024,
         // built for three CTAs per SM (__launch_bounds__(128, 3)); an H100 SM has 228 KiB, 1 KiB
         // of it reserved per CTA.
-        assert_eq!(sm90_backward_dq_shared_bytes(64), 51_200);
+        assert_eq!(sm90_backward_dq_shared_bytes(64), 52_760);
         assert!(3 * (sm90_backward_dq_shared_bytes(64) + 1024) <= 228 * 1024);
         // Head dim 128, the paired pass (kernels/fna_backward_dq_sm90_ws.cuh): 4 x 16 KiB Q/dO +
-        // 2 x 3 x 16 KiB K/V + 1848 + 1024, one CTA per SM.
-        assert_eq!(sm90_backward_dq_shared_bytes(128), 166_712);
+        // 2 x 3 x 16 KiB K/V + 1848 + 1560 + 1024, one CTA per SM.
+        assert_eq!(sm90_backward_dq_shared_bytes(128), 168_272);
         assert!(sm90_backward_dq_shared_bytes(128) <= 227 * 1024);
     }
 
     #[test]
     fn sm90_backward_dkdv_shared_memory_fits() {
         // The static_asserts of kernels/fna_backward_sm90_d*.cu. Head dim 64, the 64-key pass
-        // (kernels/fna_backward_dkdv_sm90.cuh): 2 x 8 KiB K/V + 2 x 2 x 8 KiB Q/dO + 3072 + 1024,
+        // (kernels/fna_backward_dkdv_sm90.cuh): 2 x 8 KiB K/V + 2 x 2 x 8 KiB Q/dO + 3072 + 1560 + 1024,
         // three CTAs per H100 SM (228 KiB, 1 KiB reserved per CTA). Head dim 128, the paired
         // pass (kernels/fna_backward_dkdv_sm90_ws.cuh): 4 x 16 KiB K/V + 2 x 3 x 16 KiB Q/dO +
-        // 5432 + 1024, one CTA per SM, under the 227 KiB a block may opt into.
-        assert_eq!(sm90_backward_dkdv_shared_bytes(64), 53_248);
+        // 5432 + 1560 + 1024, one CTA per SM, under the 227 KiB a block may opt into.
+        assert_eq!(sm90_backward_dkdv_shared_bytes(64), 54_808);
         assert!(3 * (sm90_backward_dkdv_shared_bytes(64) + 1024) <= 228 * 1024);
-        assert_eq!(sm90_backward_dkdv_shared_bytes(128), 170_296);
+        assert_eq!(sm90_backward_dkdv_shared_bytes(128), 171_856);
         assert!(sm90_backward_dkdv_shared_bytes(128) <= 227 * 1024);
         assert_eq!(sm90_backward_threads(128), 384);
         assert_eq!(sm90_backward_threads(64), 128);
