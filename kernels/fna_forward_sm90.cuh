@@ -10,19 +10,21 @@
 // - the Q tile is split in two 64-query halves along `split_axis` (the kernel's second
 //   argument; the host picks the axis whose halving shrinks a half's KV box most,
 //   FnaParams::query_split_axis in src/backend/native/plan.rs); consumer h owns half h;
-// - the producer gathers each item's Q tile (two buffers; half h into rows [64 h, 64 h + 64),
-//   with the half's own row order) and the KV tiles of the whole tile's KV box (a ring of
-//   kStages K/V buffers that runs on across items) with cp.async (multi-dimensional tiles are
-//   rows, not boxes of memory) into K-major 128-byte-swizzled tiles, and signals each buffer
-//   with cp.async.mbarrier.arrive on its "full" mbarrier; the consumers hand a buffer back
-//   through its "empty" mbarrier. So the next item's Q and first K/V tiles load under this
-//   item's last tiles and epilogue;
+// - the producer gathers each item's Q tile with cp.async (two buffers; half h into rows
+//   [64 h, 64 h + 64), with the half's own row order; signalled with cp.async.mbarrier.arrive)
+//   and loads the KV tiles of the whole tile's KV box (a ring of kStages K/V buffers that runs
+//   on across items) into K-major 128-byte-swizzled tiles: with TMA where the host could
+//   describe K and V (`kv_tma`, the third argument; one thread issues each tile's boxes,
+//   tma_load_kv in sm90_common.cuh, and the "full" mbarrier counts their bytes), else
+//   gathered with cp.async by the whole warpgroup; the consumers hand a buffer back through
+//   its "empty" mbarrier. So the next item's Q and first K/V tiles load under this item's last
+//   tiles and epilogue;
 // - consumers skip the KV tiles that miss their own half's KV box (2-D anchor: 25 of the 30
 //   tiles of the 128-query tile's box are a half's); on the others S = Q K^T (SS wgmma), masked
 //   online softmax in f32 on the accumulator fragment (window masks from a per-CTA table,
 //   WindowMasks in sm90_common.cuh; tiles inside the half's inner box skip the mask; O
-//   rescaled only when a row max of the warp grew), O += P V (RS wgmma, P converted in registers, V read through an MN-major view of its
-//   tile); the epilogue writes the LSE and O (through the half's rows of the Q buffer, 16-byte
+//   rescaled only when a row max of the warp grew), O += P V (RS wgmma, P converted in
+//   registers, V read through an MN-major view of its tile); the epilogue writes the LSE and O (through the half's rows of the Q buffer, 16-byte
 //   stores), then frees the Q buffer.
 //
 // H100, bf16, head dim 128, 16 heads (kernel time, harness): 1-D 32768 tokens window 2048 332 ->
@@ -38,6 +40,13 @@
 // uniform. Four stages were 1-2% faster on the windows and 2-7% slower on attention; two 64-row
 // Q tiles per buffer instead of one 128-row tile were 2-3% slower; a barrier of both consumers
 // per item (the previous kernel's lock step) no faster.
+// Eleventh session (harness .dev/h, H200 unless said; leave-one-out variants and clock64
+// probes): the producer alone (consumers skipping every tile) took 60-70% of the kernel's time
+// and the consumers alone (no loads) 55-65%; masked tiles' softmax was twice an unmasked one's.
+// The mask table (WindowMasks) took the 2-D anchor 0.865 -> 0.801 ms and 3-D 8.38 -> 7.71;
+// heads fastest 0.797 -> 0.750 and 7.70 -> 7.07 (H100), 1-D and attention the same; TMA for
+// K/V 0.749 -> 0.586 ms (2-D), 7.19 -> 5.89 (3-D), 1.484 -> 1.321 (1-D), attention over 8192
+// keys 1.254 -> 1.088, outputs bit-identical. Four stages gained nothing with either loader.
 #pragma once
 
 #include <cutlass/arch/reg_reconfig.h>
@@ -147,7 +156,8 @@ __device__ __forceinline__ bool work_item(const FnaParams& p, int ctas_x, int it
 }
 
 template <typename Traits>
-__device__ void fna_forward_sm90(const FnaParams& p, int split_axis, char* smem_unaligned) {
+__device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma, const KvTensorMaps& maps,
+                                 char* smem_unaligned) {
     using Element = typename Traits::Element;
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
@@ -166,7 +176,7 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, char* smem_
     if (threadIdx.x == 0) {
         // Two rings: the Q buffers and the K/V stages.
         init_ring<2>(bar_qfull, bar_qempty, Traits::kProducerThreads, Traits::kConsumerThreads);
-        init_ring<kStages>(bar_full, bar_empty, Traits::kProducerThreads, Traits::kConsumerThreads);
+        init_ring<kStages>(bar_full, bar_empty, kv_tma ? 1 : Traits::kProducerThreads, Traits::kConsumerThreads);
         cutlass::arch::fence_barrier_init();
     }
     if (threadIdx.x < kBlockN) {
@@ -229,14 +239,26 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, char* smem_
             int origin[3];
             walk_origin(0, box.lo, box.tiles, p.kv_tile_log2, origin);
             for (int t = 0; t < n_tiles; ++t, ++loaded) {
-                if (loaded >= kStages) cutlass::arch::ClusterBarrier::wait(bar_empty + stage, phase);
-                Tensor kn = sK(_, _, stage);
-                Tensor vn = sV(_, _, stage);
-                stage_kv<Traits>(kn, k_base, (int)rows.k_stride, kv_tok_off, p, origin, box.hi, qt.group,
-                                 p.head_dim);
-                stage_kv<Traits>(vn, v_base, (int)rows.v_stride, kv_tok_off, p, origin, box.hi, qt.group,
-                                 p.head_dim_v);
-                cutlass::arch::cpasync_barrier_arrive_noinc(bar_full + stage);
+                if (kv_tma) {
+                    // One thread of warp 0 loads the tile; the other warps go on to the next Q.
+                    if (threadIdx.x < 32) {
+                        if (loaded >= kStages) cutlass::arch::ClusterBarrier::wait(bar_empty + stage, phase);
+                        if (threadIdx.x == 0) {
+                            tma_load_kv<Element, kBlockN, kHeadDim>(
+                                maps, p, smem_k + stage * kBlockN * kHeadDim, smem_v + stage * kBlockN * kHeadDim,
+                                bar_full + stage, origin, qt.group, batch, head / group_heads);
+                        }
+                    }
+                } else {
+                    if (loaded >= kStages) cutlass::arch::ClusterBarrier::wait(bar_empty + stage, phase);
+                    Tensor kn = sK(_, _, stage);
+                    Tensor vn = sV(_, _, stage);
+                    stage_kv<Traits>(kn, k_base, (int)rows.k_stride, kv_tok_off, p, origin, box.hi, qt.group,
+                                     p.head_dim);
+                    stage_kv<Traits>(vn, v_base, (int)rows.v_stride, kv_tok_off, p, origin, box.hi, qt.group,
+                                     p.head_dim_v);
+                    cutlass::arch::cpasync_barrier_arrive_noinc(bar_full + stage);
+                }
                 next_kv_origin(p, box, origin);
                 if (++stage == kStages) {
                     stage = 0;
@@ -406,12 +428,15 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, char* smem_
 
 // One extern "C" entry point per instantiation (element type, head dim): 128 queries x 64 keys
 // per tile, 384 threads, one CTA per SM; launched on min(SMs, work items) CTAs. Its arguments:
-// the parameters and the axis the Q tile is halved on (0, 1 or 2, with an extent of at least 2
-// there; FnaParams::query_split_axis on the Rust side).
-#define NATTEN_FNA_FORWARD_SM90_KERNEL(NAME, ELEMENT, HEAD_DIM)                                         \
-    extern "C" __global__ void __launch_bounds__(384, 1)                                               \
-        NAME(const natten_native::FnaParams p, int split_axis) {                                       \
-        extern __shared__ __align__(1024) char smem[];                                                  \
-        natten_native::fna_forward_sm90<natten_native::FnaSm90Traits<ELEMENT, HEAD_DIM>>(p, split_axis, \
-                                                                                          smem);       \
+// the parameters, the axis the Q tile is halved on (0, 1 or 2, with an extent of at least 2
+// there; FnaParams::query_split_axis on the Rust side), whether K/V tiles load with TMA (1) or
+// are gathered with cp.async (0: where the host could not describe the tensors,
+// src/backend/native/tensor_map.rs), and the TMA descriptors of K and V (unread when 0).
+#define NATTEN_FNA_FORWARD_SM90_KERNEL(NAME, ELEMENT, HEAD_DIM)                                             \
+    extern "C" __global__ void __launch_bounds__(384, 1)                                                   \
+        NAME(const natten_native::FnaParams p, int split_axis, int kv_tma, const __grid_constant__ CUtensorMap k_map, \
+             const __grid_constant__ CUtensorMap v_map) {                                                  \
+        extern __shared__ __align__(1024) char smem[];                                                      \
+        natten_native::fna_forward_sm90<natten_native::FnaSm90Traits<ELEMENT, HEAD_DIM>>(                   \
+            p, split_axis, kv_tma != 0, natten_native::KvTensorMaps{&k_map, &v_map}, smem);                \
     }

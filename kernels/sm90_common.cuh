@@ -6,6 +6,7 @@
 
 #include <cute/arch/mma_sm90.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cuda.h>  // CUtensorMap
 #include <cutlass/arch/barrier.h>
 
 #include "fna_common.cuh"
@@ -21,6 +22,50 @@ __device__ __forceinline__ float exp2_approx(float x) {
 // The mask of the bits [0, n) of a 64-bit word (n in [0, 64]).
 __device__ __forceinline__ uint64_t low_bits(int n) {
     return n >= 64 ? ~0ull : (1ull << n) - 1;
+}
+
+// The TMA descriptors of a call's K and V (src/backend/native/tensor_map.rs builds them on the
+// host, one per tensor, passed as __grid_constant__ kernel arguments): 5-D views (column of all
+// heads, axis 2, axis 1, axis 0, batch) of the heads-last tensors, boxes of one 64-key tile
+// (extents 2^kv_tile_log2 per axis, every dilation-th token) by 64 columns, 128-byte swizzled:
+// a box lands as one 64-column block of a K-major GMMA::Layout_K_SW128_Atom tile, rows in tile
+// order (tile_coords). Keys outside the grid read as zero.
+struct KvTensorMaps {
+    const CUtensorMap* k;
+    const CUtensorMap* v;
+};
+
+// Loads the box at (c0, .., c4) of the 5-D tensor map `map` into `smem` (1024-byte aligned),
+// completing its bytes of the transaction on mbarrier `bar`.
+__device__ __forceinline__ void tma_load_5d(void* smem, const CUtensorMap* map, uint64_t* bar, int c0, int c1, int c2,
+                                            int c3, int c4) {
+    asm volatile(
+        "cp.async.bulk.tensor.5d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6, %7}], "
+        "[%2];" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(smem))),
+        "l"(map), "r"(static_cast<uint32_t>(__cvta_generic_to_shared(bar))), "r"(c0), "r"(c1), "r"(c2), "r"(c3),
+        "r"(c4)
+        : "memory");
+}
+
+// Loads the K and V tiles of the KV tile at group-local `origin` (dilation groups `group`) of
+// (batch, KV head `head_kv`) into `k_tile` and `v_tile` (kRows x kHeadDim elements each, one
+// stage of a GatheredTilesSm90 ring) with TMA, and arms `full` for their bytes. One thread.
+template <typename Element, int kRows, int kHeadDim>
+__device__ __forceinline__ void tma_load_kv(const KvTensorMaps& maps, const FnaParams& p, Element* k_tile,
+                                            Element* v_tile, uint64_t* full, const int (&origin)[3],
+                                            const int (&group)[3], int batch, int head_kv) {
+    constexpr int kBlockCols = 64;  // a 128-byte swizzled row
+    cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(full, 2 * kRows * kHeadDim * sizeof(Element));
+    const int c2 = group[2] + origin[2] * p.dilation[2];
+    const int c1 = group[1] + origin[1] * p.dilation[1];
+    const int c0 = group[0] + origin[0] * p.dilation[0];
+#pragma unroll
+    for (int b = 0; b < kHeadDim / kBlockCols; ++b) {
+        tma_load_5d(k_tile + b * kRows * kBlockCols, maps.k, full, head_kv * p.head_dim + b * kBlockCols, c2, c1, c0,
+                    batch);
+        tma_load_5d(v_tile + b * kRows * kBlockCols, maps.v, full, head_kv * p.head_dim_v + b * kBlockCols, c2, c1,
+                    c0, batch);
+    }
 }
 
 // A ring of kStages shared tiles of kRows rows x kHeadDim columns that kThreads threads gather

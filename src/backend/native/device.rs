@@ -9,6 +9,7 @@ use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 
 use super::handoff::StreamKernels;
+use super::tensor_map::KvMapKind;
 
 use super::plan;
 
@@ -46,6 +47,10 @@ pub struct KernelLaunch<'a> {
     /// How a work item covers the plan tiles of its side (Q tiles for a query-side pass, KV
     /// tiles for a key-side pass).
     pub tiles: TileSplit,
+    /// For a kernel that loads K/V tiles with TMA where it can (the Hopper forward), what its
+    /// descriptors depend on: it takes a flag and the K and V descriptors after its axis
+    /// ([`super::tensor_map`]); `None` for the others.
+    pub kv_tensor_maps: Option<KvMapKind>,
 }
 
 /// How a kernel's work item covers the plan tiles of its side.
@@ -131,6 +136,7 @@ impl NativeDevice {
                 shared_bytes: plan::sm90_shared_bytes(kernel_dim),
                 persistent_ctas: Some(self.sm_count),
                 tiles: TileSplit::Halves,
+                kv_tensor_maps: Some(KvMapKind { bf16, kernel_dim }),
             });
         }
         self.forward
@@ -142,6 +148,7 @@ impl NativeDevice {
                 shared_bytes: plan::shared_bytes(kernel_dim, block_m),
                 persistent_ctas: None,
                 tiles: TileSplit::Whole,
+                kv_tensor_maps: None,
             })
     }
 
@@ -169,6 +176,7 @@ impl NativeDevice {
                     shared_bytes: plan::sm90_backward_dq_shared_bytes(kernel_dim),
                     persistent_ctas: None,
                     tiles: backward_sm90_tiles,
+                    kv_tensor_maps: None,
                 },
                 key_passes: vec![KernelLaunch {
                     function: &dkdv[bf16 as usize],
@@ -176,6 +184,7 @@ impl NativeDevice {
                     shared_bytes: plan::sm90_backward_dkdv_shared_bytes(kernel_dim),
                     persistent_ctas: None,
                     tiles: backward_sm90_tiles,
+                    kv_tensor_maps: None,
                 }],
             });
         }
@@ -185,6 +194,7 @@ impl NativeDevice {
             shared_bytes: plan::backward_shared_bytes(kernel_dim),
             persistent_ctas: None,
             tiles: TileSplit::Whole,
+            kv_tensor_maps: None,
         };
         let key_passes = key_passes
             .iter()
@@ -194,6 +204,7 @@ impl NativeDevice {
                 shared_bytes: plan::backward_shared_bytes(kernel_dim),
                 persistent_ctas: None,
                 tiles: TileSplit::Whole,
+                kv_tensor_maps: None,
             })
             .collect();
         Some(BackwardKernels { dq, key_passes })

@@ -42,6 +42,7 @@ use cudarc::driver::{CudaStream, LaunchConfig, PushKernelArg};
 use super::device::{KernelLaunch, NativeDevice, TileSplit};
 use super::handoff::{Handoff, StreamKernels};
 use super::plan::{CallShape, FnaParams, Pattern};
+use super::tensor_map::{TensorMap, kv_tensor_maps};
 use crate::backend::TileConfig;
 
 type CudaTensor = CubeTensor<CudaRuntime>;
@@ -346,14 +347,30 @@ fn launch_all(
             block_dim: (launch.kernel.threads, 1, 1),
             shared_mem_bytes: launch.kernel.shared_bytes,
         };
+        // The Hopper forward's K/V descriptors, or the cp.async gather where TMA cannot
+        // describe the tensors (`kv_tma` 0, the descriptors unread).
+        let (kv_tma, [k_map, v_map]) = match launch.kernel.kv_tensor_maps {
+            Some(kind) => match kv_tensor_maps(params, kind) {
+                Ok(maps) => (1i32, maps),
+                Err(why) => {
+                    trace_point(&format!("K/V gathered with cp.async ({why})"));
+                    (0, [TensorMap::unused(); 2])
+                }
+            },
+            None => (0, [TensorMap::unused(); 2]),
+        };
         let mut builder = stream.launch_builder(launch.kernel.function);
         builder.arg(params);
         if let Some(axis) = &launch.tile_axis {
             builder.arg(axis);
         }
+        if launch.kernel.kv_tensor_maps.is_some() {
+            builder.arg(&kv_tma).arg(&k_map).arg(&v_map);
+        }
         // SAFETY: every native kernel takes `FnaParams` by value (kernels/fna_params.cuh), and
         // every pointer in it is a pinned, contiguous buffer of the shape the kernel indexes;
-        // the kernels that pair or halve plan tiles take the axis (an int) after it.
+        // the kernels that pair or halve plan tiles take the axis (an int) after it, and the
+        // Hopper forward then the TMA flag (an int) and two `CUtensorMap`s by value.
         unsafe { builder.launch(config) }.map_err(|e| format!("launch: {e}"))?;
     }
     Ok(())

@@ -5,7 +5,8 @@
 //! - [`plan`]: block sizes, tile configurations, the launch parameters;
 //! - [`device`]: per-device context, stream and loaded kernels;
 //! - [`launch`]: running kernels on cubecl's buffers: pins, the launch, the synchronous protocol;
-//! - [`handoff`]: the GPU-side handoff between cubecl's stream and ours (no host wait).
+//! - [`handoff`]: the GPU-side handoff between cubecl's stream and ours (no host wait);
+//! - [`tensor_map`]: the TMA descriptors of K and V for the Hopper forward.
 //!
 //! What runs natively: NA forward and backward (ranks 1-3, kernel size, stride, dilation,
 //! per-axis causal, GQA/MQA, extra KV tokens) and attention (FMHA: causal, Q/KV lengths that
@@ -20,6 +21,7 @@ mod device;
 mod handoff;
 mod launch;
 mod plan;
+mod tensor_map;
 
 use std::any::Any;
 

@@ -1,0 +1,126 @@
+//! TMA descriptors of a call's K and V for the Hopper forward (`tma_load_kv` in
+//! `kernels/sm90_common.cuh`), built on the host for every call (the pointers change).
+//!
+//! Each describes a heads-last tensor `[batch, kv tokens, heads_kv, cols]` (tokens row-major
+//! over the key grid `kv_len`) as five dimensions, innermost first: the column of all heads
+//! (`heads_kv * cols`, contiguous), axis 2, axis 1, axis 0 and the batch. A box is one 64-key
+//! KV tile (extents `2^kv_tile_log2` per axis, every `dilation`-th token) by 64 columns of one
+//! head, 128-byte swizzled: one 64-column block of the kernel's K-major tile. Keys outside the
+//! grid read as zero, so a tile never reads another batch's keys, as the cp.async gather never
+//! did.
+//!
+//! The kernel loads `kernel_dim` columns per head, so a head dim below the kernel's would read
+//! the next head's columns: harmless for V (they only reach output columns that are never
+//! stored), not for K (Q's zero columns times a non-finite key would be NaN). K's head dim must
+//! equal the kernel's.
+
+use cudarc::driver::DeviceRepr;
+use cudarc::driver::sys;
+
+use super::plan::FnaParams;
+
+/// Columns of a box: 64 two-byte elements, the 128-byte swizzle's row.
+const BOX_COLS: u32 = 64;
+
+/// TMA limits (CUDA driver API, `cuTensorMapEncodeTiled`): elements of a box per dimension and
+/// the traversal stride per dimension.
+const MAX_BOX: u32 = 256;
+const MAX_ELEMENT_STRIDE: u32 = 8;
+
+/// What the descriptors of a kernel's call depend on besides the call: the element type (bf16
+/// or f16) and the head dim the kernel was built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvMapKind {
+    pub bf16: bool,
+    pub kernel_dim: usize,
+}
+
+/// One TMA descriptor, passed by value as a `const __grid_constant__ CUtensorMap` kernel
+/// argument.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct TensorMap(sys::CUtensorMap);
+
+// SAFETY: `CUtensorMap` is the driver's opaque, aligned plain-data descriptor, the by-value
+// kernel argument of that type.
+unsafe impl DeviceRepr for TensorMap {}
+
+impl TensorMap {
+    /// A descriptor that no kernel reads (the argument of a launch that gathers with cp.async).
+    pub fn unused() -> Self {
+        Self(sys::CUtensorMap { opaque: [0; 16] })
+    }
+}
+
+/// The K and V descriptors of `params` (device pointers already written) for a kernel of
+/// `kind`, or why TMA cannot describe them (the kernel then gathers with cp.async): a K head
+/// dim other than the kernel's, a dilation above 8, or a tile extent times its dilation above
+/// 256.
+pub fn kv_tensor_maps(params: &FnaParams, kind: KvMapKind) -> Result<[TensorMap; 2], String> {
+    if params.head_dim as usize != kind.kernel_dim {
+        return Err(format!(
+            "head_dim {} below the kernel's {}",
+            params.head_dim, kind.kernel_dim
+        ));
+    }
+    let mut box_dims = [BOX_COLS, 1, 1, 1, 1];
+    let mut element_strides = [1u32; 5];
+    // Tensor dimension 1 + i is axis 2 - i.
+    for i in 0..3 {
+        let axis = 2 - i;
+        let dilation = params.dilation[axis] as u32;
+        let extent = 1u32 << params.kv_tile_log2[axis];
+        if dilation > MAX_ELEMENT_STRIDE || extent * dilation > MAX_BOX {
+            return Err(format!(
+                "axis {axis}: tile extent {extent} x dilation {dilation} is outside TMA's limits"
+            ));
+        }
+        box_dims[1 + i] = extent * dilation;
+        element_strides[1 + i] = dilation;
+    }
+    let data_type = if kind.bf16 {
+        sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+    } else {
+        sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+    };
+    let map = |pointer: u64, cols: i32| -> Result<TensorMap, String> {
+        let [len0, len1, len2] = params.kv_len.map(|l| l as u64);
+        let row = params.heads_kv as u64 * cols as u64;
+        let dims = [row, len2, len1, len0, params.batch as u64];
+        // Byte strides of dimensions 1..5 (dimension 0 is contiguous).
+        let strides = [
+            2 * row,
+            2 * row * len2,
+            2 * row * len2 * len1,
+            2 * row * len2 * len1 * len0,
+        ];
+        let mut map = TensorMap::unused();
+        // SAFETY: every array has the rank's length (5, and 4 strides); `pointer` is a pinned
+        // device buffer of the described extent, 16-byte aligned (checked with the others), and
+        // the strides are multiples of 16 bytes (cols is a multiple of 8).
+        let result = unsafe {
+            sys::cuTensorMapEncodeTiled(
+                &mut map.0,
+                data_type,
+                5,
+                pointer as *mut std::ffi::c_void,
+                dims.as_ptr(),
+                strides.as_ptr(),
+                box_dims.as_ptr(),
+                element_strides.as_ptr(),
+                sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        };
+        match result {
+            sys::CUresult::CUDA_SUCCESS => Ok(map),
+            e => Err(format!("cuTensorMapEncodeTiled: {e:?}")),
+        }
+    };
+    Ok([
+        map(params.k, params.head_dim)?,
+        map(params.v, params.head_dim_v)?,
+    ])
+}
