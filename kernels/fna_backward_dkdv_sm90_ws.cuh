@@ -112,7 +112,7 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, cha
                 else geo.sub_box[h].tiles[0] = 0;
             }
             init_ring_barriers<kStages>(bar_kv, bar_full, bar_empty, Traits::kProducerThreads,
-                                        Traits::kConsumerThreads);
+                                        Traits::kProducerThreads, Traits::kConsumerThreads);
         }
         if (threadIdx.x < kBlockN) {
             q_tok_off[threadIdx.x] = tile_row_offset(p, p.q_tile_log2, threadIdx.x);

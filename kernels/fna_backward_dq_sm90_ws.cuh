@@ -10,9 +10,11 @@
 // - 384 threads: a producer warpgroup (setmaxnreg kProducerRegs) and two consumer warpgroups
 //   (kConsumerRegs), consumer h owning sub-tile h (Q, dO resident; dQ in registers);
 // - the producer stages Q and dO of both sub-tiles (one "q" mbarrier), then walks the KV box of
-//   the whole 128-query tile (kv_box_of of the doubled tile), gathering each step's K and V tiles
-//   into a ring of kStages buffers ("full" mbarriers via cp.async.mbarrier.arrive.noinc;
-//   consumers free a buffer through its "empty" mbarrier), so both consumers share each load;
+//   the whole 128-query tile (kv_box_of of the doubled tile), loading each step's K and V tiles
+//   into a ring of kStages buffers: with TMA where the host could describe K and V (`kv_tma`,
+//   the third argument; tma_load_kv, as the forward), else gathered with cp.async ("full"
+//   mbarriers via cp.async.mbarrier.arrive.noinc); consumers free a buffer through its "empty"
+//   mbarrier, so both consumers share each load;
 // - consumer h computes its rows' delta (from global O and dO) and LSE, skips a step whose KV
 //   tile misses its own sub-tile's KV box, masks non-full steps with its query rows' windows (in
 //   registers) and runs the 64-query pass's step body (S, dP SS wgmma; P, dS on the fragments;
@@ -71,7 +73,8 @@ struct FnaBwdDqSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerReg
 };
 
 template <typename Traits>
-__device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char* smem_unaligned) {
+__device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, bool kv_tma, const KvTensorMaps& maps,
+                                        char* smem_unaligned) {
     using Element = typename Traits::Element;
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
@@ -107,7 +110,7 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
                 if (valid[h]) geo.sub_box[h] = kv_box_of(p, sub[h]);
             }
             init_ring_barriers<kStages>(bar_q, bar_full, bar_empty, Traits::kProducerThreads,
-                                        Traits::kConsumerThreads);
+                                        kv_tma ? 1 : Traits::kProducerThreads, Traits::kConsumerThreads);
         }
         if (threadIdx.x < kBlockN) {
             kv_tok_off[threadIdx.x] = tile_row_offset(p, p.kv_tile_log2, threadIdx.x);
@@ -165,12 +168,24 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
         uint32_t phase = 0;
 #pragma unroll 1
         for (int t = 0; t < n_tiles; ++t) {
-            if (t >= kStages) cutlass::arch::ClusterBarrier::wait(bar_empty + stage, phase ^ 1);
-            Tensor kn = sK(_, _, stage);
-            Tensor vn = sV(_, _, stage);
-            stage_kv<Traits>(kn, k_base, (int)rows.k_stride, kv_tok_off, p, origin, hi, grp, p.head_dim);
-            stage_kv<Traits>(vn, v_base, (int)rows.v_stride, kv_tok_off, p, origin, hi, grp, p.head_dim_v);
-            cutlass::arch::cpasync_barrier_arrive_noinc(bar_full + stage);
+            if (kv_tma) {
+                // One thread of warp 0 loads the tile (tma_load_kv, as in the forward).
+                if (threadIdx.x < 32) {
+                    if (t >= kStages) cutlass::arch::ClusterBarrier::wait(bar_empty + stage, phase ^ 1);
+                    if (threadIdx.x == 0) {
+                        tma_load_kv<Element, kBlockN, kHeadDim>(maps, p, smem_k + stage * kBlockN * kHeadDim,
+                                                                smem_v + stage * kBlockN * kHeadDim, bar_full + stage,
+                                                                origin, grp, batch, head_kv);
+                    }
+                }
+            } else {
+                if (t >= kStages) cutlass::arch::ClusterBarrier::wait(bar_empty + stage, phase ^ 1);
+                Tensor kn = sK(_, _, stage);
+                Tensor vn = sV(_, _, stage);
+                stage_kv<Traits>(kn, k_base, (int)rows.k_stride, kv_tok_off, p, origin, hi, grp, p.head_dim);
+                stage_kv<Traits>(vn, v_base, (int)rows.v_stride, kv_tok_off, p, origin, hi, grp, p.head_dim_v);
+                cutlass::arch::cpasync_barrier_arrive_noinc(bar_full + stage);
+            }
             next_kv_origin(p, geo.walk, origin);
             if (++stage == kStages) {
                 stage = 0;
@@ -280,8 +295,9 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, char*
 // the parameters and the pair axis (0, 1 or 2; FnaParams::query_pair_axis on the Rust side).
 #define NATTEN_FNA_BACKWARD_DQ_SM90_WS_KERNEL(NAME, ELEMENT, HEAD_DIM)                                  \
     extern "C" __global__ void __launch_bounds__(384, 1)                                               \
-        NAME(const natten_native::FnaParams p, int pair_axis) {                                        \
+        NAME(const natten_native::FnaParams p, int pair_axis, int kv_tma,                              \
+             const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map) {   \
         extern __shared__ __align__(1024) char smem[];                                                  \
         natten_native::fna_backward_dq_sm90_ws<natten_native::FnaBwdDqSm90WsTraits<ELEMENT, HEAD_DIM>>( \
-            p, pair_axis, smem);                                                                        \
+            p, pair_axis, kv_tma != 0, natten_native::KvTensorMaps{&k_map, &v_map}, smem);             \
     }

@@ -340,12 +340,13 @@ __device__ __forceinline__ void init_ring(uint64_t* full, uint64_t* empty, int p
 }
 
 // Initialises the mbarriers of a producer / consumer ring (one thread): `once` (the producer's
-// one-time loads, `producers` arrivals) and the ring's (init_ring), then fences them.
+// one-time loads, `producers` arrivals) and the ring's (init_ring; `ring_producers` arrivals
+// fill a stage: the producer's threads for cp.async, 1 for TMA), then fences them.
 template <int kStages>
 __device__ __forceinline__ void init_ring_barriers(uint64_t* once, uint64_t* full, uint64_t* empty, int producers,
-                                                   int consumers) {
+                                                   int ring_producers, int consumers) {
     cutlass::arch::ClusterBarrier::init(once, producers);
-    init_ring<kStages>(full, empty, producers, consumers);
+    init_ring<kStages>(full, empty, ring_producers, consumers);
     cutlass::arch::fence_barrier_init();
 }
 

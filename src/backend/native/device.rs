@@ -47,9 +47,9 @@ pub struct KernelLaunch<'a> {
     /// How a work item covers the plan tiles of its side (Q tiles for a query-side pass, KV
     /// tiles for a key-side pass).
     pub tiles: TileSplit,
-    /// For a kernel that loads K/V tiles with TMA where it can (the Hopper forward), what its
-    /// descriptors depend on: it takes a flag and the K and V descriptors after its axis
-    /// ([`super::tensor_map`]); `None` for the others.
+    /// For a kernel that loads K/V tiles with TMA where it can (the Hopper forward and the
+    /// paired Hopper dQ pass), what its descriptors depend on: it takes a flag and the K and V
+    /// descriptors after its axis ([`super::tensor_map`]); `None` for the others.
     pub kv_tensor_maps: Option<KvMapKind>,
 }
 
@@ -176,7 +176,9 @@ impl NativeDevice {
                     shared_bytes: plan::sm90_backward_dq_shared_bytes(kernel_dim),
                     persistent_ctas: None,
                     tiles: backward_sm90_tiles,
-                    kv_tensor_maps: None,
+                    // The paired dQ pass loads K/V with TMA too; the 64-query one gathers.
+                    kv_tensor_maps: (backward_sm90_tiles == TileSplit::Pairs)
+                        .then_some(KvMapKind { bf16, kernel_dim }),
                 },
                 key_passes: vec![KernelLaunch {
                     function: &dkdv[bf16 as usize],

@@ -347,8 +347,9 @@ fn launch_all(
             block_dim: (launch.kernel.threads, 1, 1),
             shared_mem_bytes: launch.kernel.shared_bytes,
         };
-        // The Hopper forward's K/V descriptors, or the cp.async gather where TMA cannot
-        // describe the tensors (`kv_tma` 0, the descriptors unread).
+        // The K/V descriptors of a kernel that takes them (the Hopper forward and paired dQ
+        // pass), or the cp.async gather where TMA cannot describe the tensors (`kv_tma` 0, the
+        // descriptors unread).
         let (kv_tma, [k_map, v_map]) = match launch.kernel.kv_tensor_maps {
             Some(kind) => match kv_tensor_maps(params, kind) {
                 Ok(maps) => (1i32, maps),
@@ -369,8 +370,8 @@ fn launch_all(
         }
         // SAFETY: every native kernel takes `FnaParams` by value (kernels/fna_params.cuh), and
         // every pointer in it is a pinned, contiguous buffer of the shape the kernel indexes;
-        // the kernels that pair or halve plan tiles take the axis (an int) after it, and the
-        // Hopper forward then the TMA flag (an int) and two `CUtensorMap`s by value.
+        // the kernels that pair or halve plan tiles take the axis (an int) after it, and those
+        // with `kv_tensor_maps` then the TMA flag (an int) and two `CUtensorMap`s by value.
         unsafe { builder.launch(config) }.map_err(|e| format!("launch: {e}"))?;
     }
     Ok(())

@@ -1,5 +1,6 @@
-//! TMA descriptors of a call's K and V for the Hopper forward (`tma_load_kv` in
-//! `kernels/sm90_common.cuh`), built on the host for every call (the pointers change).
+//! TMA descriptors of a call's K and V for the Hopper forward and the paired Hopper dQ pass
+//! (`tma_load_kv` in `kernels/sm90_common.cuh`), built on the host for every call (the
+//! pointers change).
 //!
 //! Each describes a heads-last tensor `[batch, kv tokens, heads_kv, cols]` (tokens row-major
 //! over the key grid `kv_len`) as five dimensions, innermost first: the column of all heads
