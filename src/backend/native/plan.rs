@@ -539,7 +539,7 @@ impl FnaParams {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -643,8 +643,8 @@ mod tests {
     }
 
     /// Parameters of a neighborhood attention problem (16 heads, head dim 128) with the given
-    /// tiles.
-    fn na_params(
+    /// tiles (the tensor_map tests use it too).
+    pub(crate) fn na_params(
         spatial: &[usize],
         kernel: &[usize],
         q_tile: &[usize],

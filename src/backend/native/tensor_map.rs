@@ -11,9 +11,9 @@
 //! did.
 //!
 //! The kernel loads `kernel_dim` columns per head, so a head dim below the kernel's would read
-//! the next head's columns: harmless for V (they only reach output columns that are never
-//! stored), not for K (Q's zero columns times a non-finite key would be NaN). K's head dim must
-//! equal the kernel's.
+//! the next head's columns into products over the head dim (S = Q K^T, and dP = dO V^T in the
+//! dQ pass), where the other operand's zero columns times a non-finite value would be NaN: both
+//! head dims must equal the kernel's.
 
 use cudarc::driver::DeviceRepr;
 use cudarc::driver::sys;
@@ -54,15 +54,20 @@ impl TensorMap {
 }
 
 /// The K and V descriptors of `params` (device pointers already written) for a kernel of
-/// `kind`, or why TMA cannot describe them (the kernel then gathers with cp.async): a K head
-/// dim other than the kernel's, a dilation above 8, or a tile extent times its dilation above
-/// 256.
+/// `kind`, or why TMA cannot describe them (the kernel then gathers with cp.async): a head dim
+/// (of K or V) other than the kernel's, a dilation above 8, or a tile extent times its dilation
+/// above 256.
 pub fn kv_tensor_maps(params: &FnaParams, kind: KvMapKind) -> Result<[TensorMap; 2], String> {
-    if params.head_dim as usize != kind.kernel_dim {
-        return Err(format!(
-            "head_dim {} below the kernel's {}",
-            params.head_dim, kind.kernel_dim
-        ));
+    for (name, dim) in [
+        ("head_dim", params.head_dim),
+        ("head_dim_v", params.head_dim_v),
+    ] {
+        if dim as usize != kind.kernel_dim {
+            return Err(format!(
+                "{name} {dim} below the kernel's {}",
+                kind.kernel_dim
+            ));
+        }
     }
     let mut box_dims = [BOX_COLS, 1, 1, 1, 1];
     let mut element_strides = [1u32; 5];
@@ -124,4 +129,51 @@ pub fn kv_tensor_maps(params: &FnaParams, kind: KvMapKind) -> Result<[TensorMap;
         map(params.k, params.head_dim)?,
         map(params.v, params.head_dim_v)?,
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::native::plan::tests::na_params;
+
+    #[test]
+    fn tma_descriptors_refuse_what_tma_cannot_describe() {
+        // kernels/sm90_common.cuh (tma_load_kv) loads kernel_dim columns per head and boxes of
+        // the tile's extents times the dilation: a smaller head dim or a box past TMA's limits
+        // falls back to the cp.async gather (checked before any driver call).
+        let kind = KvMapKind {
+            bf16: true,
+            kernel_dim: 128,
+        };
+        let mut p = na_params(&[64, 64], &[7, 7], &[8, 16], &[8, 8]);
+        p.head_dim_v = 64;
+        assert!(
+            kv_tensor_maps(&p, kind)
+                .err()
+                .is_some_and(|e| e.contains("head_dim_v 64"))
+        );
+        p.head_dim_v = 128;
+        p.head_dim = 96;
+        assert!(
+            kv_tensor_maps(&p, kind)
+                .err()
+                .is_some_and(|e| e.contains("head_dim 96"))
+        );
+        p.head_dim = 128;
+        p.dilation[2] = 9;
+        assert!(
+            kv_tensor_maps(&p, kind)
+                .err()
+                .is_some_and(|e| e.contains("dilation 9"))
+        );
+        p.dilation[2] = 4;
+        p.kv_tile_log2[2] = 6; // 64 x 4 = 256 elements: the limit
+        p.dilation[1] = 8;
+        p.kv_tile_log2[1] = 6; // 64 x 8 = 512: past it
+        assert!(
+            kv_tensor_maps(&p, kind)
+                .err()
+                .is_some_and(|e| e.contains("axis 1"))
+        );
+    }
 }
