@@ -75,7 +75,8 @@ struct FnaBwdDkdvSm90Traits {
 // queries; `wg_thread`: this thread in its warpgroup. Both dK/dV passes run it.
 template <typename Traits, typename Acc, typename FragB, typename AccKV, typename Work>
 __device__ __forceinline__ void dkdv_step_sm90(const FnaParams& p, Acc& acc_st, Acc& acc_dpt, bool full,
-                                               const uint16_t* masks, const int* windows, int wg_thread, const int (&origin)[3],
+                                               const uint16_t* masks, const int* windows, int wg_thread,
+                                               const int (&origin)[3],
                                                const float* lse_s, float lse_to_log2, const float* delta_s,
                                                FragB tKrQt, FragB tVrdOt, AccKV& acc_dk, AccKV& acc_dv,
                                                Work under_products) {

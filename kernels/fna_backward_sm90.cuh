@@ -100,7 +100,8 @@ __device__ __forceinline__ void delta_and_lse_sm90(const FnaParams& p, const Hea
 // waited for. Both dQ passes run it.
 template <typename Traits, typename Acc, typename FragB, typename AccDQ>
 __device__ __forceinline__ void dq_step_sm90(const FnaParams& p, Acc& acc_s, Acc& acc_dp, bool full,
-                                             const uint16_t* masks, const int (&win_lo)[2][3], const int (&win_hi)[2][3],
+                                             const uint16_t* masks, const int (&win_lo)[2][3],
+                                             const int (&win_hi)[2][3],
                                              const int (&origin)[3], const float (&row_lse)[2],
                                              const float (&row_delta)[2], FragB tQrKt, AccDQ& acc_dq) {
     using Element = typename Traits::Element;

@@ -24,8 +24,8 @@
 //   online softmax in f32 on the accumulator fragment (window masks from a per-CTA table,
 //   WindowMasks in sm90_common.cuh; tiles inside the half's inner box skip the mask; O
 //   rescaled only when a row max of the warp grew), O += P V (RS wgmma, P converted in
-//   registers, V read through an MN-major view of its tile); the epilogue writes the LSE and O (through the half's rows of the Q buffer, 16-byte
-//   stores), then frees the Q buffer.
+//   registers, V read through an MN-major view of its tile); the epilogue writes the LSE and O
+//   (through the half's rows of the Q buffer, 16-byte stores), then frees the Q buffer.
 //
 // H100, bf16, head dim 128, 16 heads (kernel time, harness): 1-D 32768 tokens window 2048 332 ->
 // 367 TFLOP/s against the previous two-CTAs-per-SM kernel, 2-D 128x128 window 31 138 -> 139,
