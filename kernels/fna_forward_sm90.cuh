@@ -47,6 +47,12 @@
 // heads fastest 0.797 -> 0.750 and 7.70 -> 7.07 (H100), 1-D and attention the same; TMA for
 // K/V 0.749 -> 0.586 ms (2-D), 7.19 -> 5.89 (3-D), 1.484 -> 1.321 (1-D), attention over 8192
 // keys 1.254 -> 1.088, outputs bit-identical. Four stages gained nothing with either loader.
+// Twelfth session (harness .dev/h2, H100, this kernel against variants, two rounds each): the
+// 2-D anchor runs 0.51 ms without masks (0.59-0.60 with), 0.48 without masks and rescales;
+// FA3's intra-warpgroup overlap (now without the serialisation ptxas reports when a path it
+// cannot rule out reads an accumulator in flight) 0.63-0.65 ms at 184, 224 or 232 consumer
+// registers; Q in registers (RS product, 56 / 224 registers) 0.62; FA3's ping-pong of the two
+// consumers' S products (named barriers) 0.62-0.63; 56 / 224 registers alone 0.60. None kept.
 #pragma once
 
 #include <cutlass/arch/reg_reconfig.h>
@@ -96,42 +102,53 @@ struct FnaSm90Traits {
         2 * kQBytes + 2 * kKVBytes + 256 + (4 + 2 * kStages) * 8 + WindowMasks::kBytes + 1024;
 };
 
+// How far (log2 units of the scaled scores) a row's max may rise above the max that its
+// exponentials are taken against before that max moves and O is rescaled: P then stays below
+// 2^8, which f32 sums and 16-bit P hold with their full relative precision, and the result is
+// the same softmax (numerator and denominator share the stale max; FlashAttention-4 does the
+// same on Blackwell). H100, harness .dev/h2, two rounds each: 1-D anchor 1.336-1.345 ->
+// 1.301-1.302 ms, FMHA over 8192 keys 1.092-1.104 -> 1.060-1.067, 2-D anchor 0.592-0.595 ->
+// 0.595-0.599 (its softmax is bound by the masks: without them it ran 0.51 ms).
+constexpr float kRescaleThresholdLog2 = 8.f;
+
 // Masks the scores of the KV tile at `origin` (unless the tile is full), updates the running row
-// max / sum and turns the scores into P (unnormalised, base-2 exponentials). `correction` is the
-// factor O must be scaled by; `grew` whether any row max of the warp changed.
+// max / sum and turns the scores into P (unnormalised, base-2 exponentials against the row max
+// in use). A row's max in use moves only when the tile's max exceeds it by more than
+// kRescaleThresholdLog2 (`rise`: that threshold in raw score units), and then to the exact max;
+// `correction` is the factor the row of O must be scaled by (1 where the max stayed) and
+// `grew_any` whether any row of the warp moved. Each row decides alone, so its exponentials do
+// not wait for the warp's vote (a first form that moved every row of the warp once any moved,
+// after the vote, gained nothing).
 template <int kRows, typename Scores>
 __device__ __forceinline__ void online_softmax_sm90(Scores& scores, bool full, const int (&win_lo)[kRows][3],
                                            const int (&win_hi)[kRows][3], const uint16_t* masks, const FnaParams& p,
-                                           const int (&origin)[3], float (&row_max)[kRows],
+                                           const int (&origin)[3], float rise, float (&row_max)[kRows],
                                            float (&row_sum)[kRows], float (&correction)[kRows], bool& grew_any) {
     if (!full) {
 #pragma unroll
         for (int r = 0; r < kRows; ++r) mask_row_sm90(scores, r, win_lo[r], win_hi[r], masks, p.kv_tile_log2, origin);
     }
-    float new_max[kRows];
     bool grew = false;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-        float m = row_max[r];
+        float m = -INFINITY;
 #pragma unroll
         for (int c = 0; c < size<1>(scores); ++c) m = fmaxf(m, scores(r, c));
-        new_max[r] = quad_max(m);
-        grew |= new_max[r] != row_max[r];
-    }
-    grew_any = __any_sync(0xffffffffu, grew);
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-        const float m = new_max[r];
-        const float m_scaled = m == -INFINITY ? 0.f : m * p.scale_log2;
-        correction[r] = grew_any ? exp2_approx(row_max[r] * p.scale_log2 - m_scaled) : 1.f;
+        const float tile_max = quad_max(m);
+        const bool moves = tile_max > row_max[r] + rise;  // also a first finite max (-inf + rise = -inf)
+        const float m_new = moves ? tile_max : row_max[r];
+        const float m_scaled = m_new == -INFINITY ? 0.f : m_new * p.scale_log2;
+        correction[r] = moves ? exp2_approx(row_max[r] * p.scale_log2 - m_scaled) : 1.f;
         row_sum[r] *= correction[r];
-        row_max[r] = m;
+        row_max[r] = m_new;
+        grew |= moves;
 #pragma unroll
         for (int c = 0; c < size<1>(scores); ++c) {
             scores(r, c) = exp2_approx(scores(r, c) * p.scale_log2 - m_scaled);
             row_sum[r] += scores(r, c);
         }
     }
+    grew_any = __any_sync(0xffffffffu, grew);
 }
 
 // The work items of the persistent walk: (head, Q tile incl. dilation group x, batch), numbered
@@ -277,6 +294,7 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
     const int h = cutlass::canonical_warp_group_idx() - 1;
     const int lt = threadIdx.x % 128;     // thread of the warpgroup
     const uint16_t* masks = WindowMasks::of_thread(window_masks);
+    const float rise = kRescaleThresholdLog2 / p.scale_log2;  // the threshold in raw score units
     typename Traits::MmaS mma_s;
     typename Traits::MmaO mma_o;
     auto thr_s = mma_s.get_thread_slice(lt);
@@ -360,8 +378,8 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
                     wgmma_gemm<true, 0>(mma_s, tSrQ, tSrK(_, _, _, stage), acc_s);
                     Tensor scores = make_tensor(acc_s.data(), rowcol_sm90(acc_s.layout()));
                     bool grew;
-                    online_softmax_sm90<kRows>(scores, full, win_lo, win_hi, masks, p, origin, row_max, row_sum,
-                                               correction, grew);
+                    online_softmax_sm90<kRows>(scores, full, win_lo, win_hi, masks, p, origin, rise, row_max,
+                                               row_sum, correction, grew);
                     if (grew) rescale_o();
                     Tensor p_regs = convert_to<Element>(acc_s);
                     Tensor tOrP = make_tensor(p_regs.data(), acc_as_a_operand_sm90(p_regs.layout()));
