@@ -22,8 +22,9 @@
 // - consumers skip the KV tiles that miss their own half's KV box (2-D anchor: 25 of the 30
 //   tiles of the 128-query tile's box are a half's); on the others S = Q K^T (SS wgmma), masked
 //   online softmax in f32 on the accumulator fragment (window masks from a per-CTA table,
-//   WindowMasks in sm90_common.cuh; tiles inside the half's inner box skip the mask; O
-//   rescaled only when a row max of the warp grew), O += P V (RS wgmma, P converted in
+//   WindowMasks in sm90_common.cuh, looked up while S is computed; tiles inside the half's
+//   inner box skip the mask; a row of O rescaled only when its max moves, kRescaleThresholdLog2),
+//   O += P V (RS wgmma, P converted in
 //   registers, V read through an MN-major view of its tile); the epilogue writes the LSE and O
 //   (through the half's rows of the Q buffer, 16-byte stores), then frees the Q buffer.
 //
@@ -111,22 +112,22 @@ struct FnaSm90Traits {
 // 0.595-0.599 (its softmax is bound by the masks: without them it ran 0.51 ms).
 constexpr float kRescaleThresholdLog2 = 8.f;
 
-// Masks the scores of the KV tile at `origin` (unless the tile is full), updates the running row
-// max / sum and turns the scores into P (unnormalised, base-2 exponentials against the row max
-// in use). A row's max in use moves only when the tile's max exceeds it by more than
-// kRescaleThresholdLog2 (`rise`: that threshold in raw score units), and then to the exact max;
-// `correction` is the factor the row of O must be scaled by (1 where the max stayed) and
-// `grew_any` whether any row of the warp moved. Each row decides alone, so its exponentials do
-// not wait for the warp's vote (a first form that moved every row of the warp once any moved,
-// after the vote, gained nothing).
+// Masks the scores of a KV tile (unless the tile is full) with each row's `keep` bits
+// (window_keep_sm90), updates the running row max / sum and turns the scores into P
+// (unnormalised, base-2 exponentials against the row max in use). A row's max in use moves
+// only when the tile's max exceeds it by more than kRescaleThresholdLog2 (`rise`: that
+// threshold in raw score units), and then to the exact max; `correction` is the factor the row
+// of O must be scaled by (1 where the max stayed) and `grew_any` whether any row of the warp
+// moved. Each row decides alone, so its exponentials do not wait for the warp's vote (a first
+// form that moved every row of the warp once any moved, after the vote, gained nothing).
 template <int kRows, typename Scores>
-__device__ __forceinline__ void online_softmax_sm90(Scores& scores, bool full, const int (&win_lo)[kRows][3],
-                                           const int (&win_hi)[kRows][3], const uint16_t* masks, const FnaParams& p,
-                                           const int (&origin)[3], float rise, float (&row_max)[kRows],
-                                           float (&row_sum)[kRows], float (&correction)[kRows], bool& grew_any) {
+__device__ __forceinline__ void online_softmax_sm90(Scores& scores, bool full, const uint32_t (&keep)[kRows],
+                                                   const FnaParams& p, float rise, float (&row_max)[kRows],
+                                                   float (&row_sum)[kRows], float (&correction)[kRows],
+                                                   bool& grew_any) {
     if (!full) {
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) mask_row_sm90(scores, r, win_lo[r], win_hi[r], masks, p.kv_tile_log2, origin);
+        for (int r = 0; r < kRows; ++r) apply_keep_sm90(scores, r, keep[r]);
     }
     bool grew = false;
 #pragma unroll
@@ -375,11 +376,19 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
                 if (active) {
                     cutlass::arch::fence_view_async_shared();  // the cp.async writes, to the tensor cores
                     Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
-                    wgmma_gemm<true, 0>(mma_s, tSrQ, tSrK(_, _, _, stage), acc_s);
+                    wgmma_gemm<true, -1>(mma_s, tSrQ, tSrK(_, _, _, stage), acc_s);
+                    // The rows' window masks, while S is computed.
+                    uint32_t keep[kRows];
+#pragma unroll
+                    for (int r = 0; r < kRows; ++r) {
+                        keep[r] = full ? 0xffffu
+                                       : window_keep_sm90(win_lo[r], win_hi[r], masks, p.kv_tile_log2, origin);
+                    }
+                    warpgroup_wait<0>();
+                    warpgroup_fence_operand(acc_s);
                     Tensor scores = make_tensor(acc_s.data(), rowcol_sm90(acc_s.layout()));
                     bool grew;
-                    online_softmax_sm90<kRows>(scores, full, win_lo, win_hi, masks, p, origin, rise, row_max,
-                                               row_sum, correction, grew);
+                    online_softmax_sm90<kRows>(scores, full, keep, p, rise, row_max, row_sum, correction, grew);
                     if (grew) rescale_o();
                     Tensor p_regs = convert_to<Element>(acc_s);
                     Tensor tOrP = make_tensor(p_regs.data(), acc_as_a_operand_sm90(p_regs.layout()));
