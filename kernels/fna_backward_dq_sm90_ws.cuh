@@ -12,7 +12,7 @@
 // - the producer stages Q and dO of both sub-tiles (one "q" mbarrier), then walks the KV box of
 //   the whole 128-query tile (kv_box_of of the doubled tile), loading each step's K and V tiles
 //   into a ring of kStages buffers: with TMA where the host could describe K and V (`kv_tma`,
-//   the third argument; tma_load_kv, as the forward), else gathered with cp.async ("full"
+//   the third argument; tma_load_pair, as the forward), else gathered with cp.async ("full"
 //   mbarriers via cp.async.mbarrier.arrive.noinc); consumers free a buffer through its "empty"
 //   mbarrier, so both consumers share each load;
 // - consumer h computes its rows' delta (from global O and dO) and LSE, skips a step whose KV
@@ -73,7 +73,7 @@ struct FnaBwdDqSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerReg
 };
 
 template <typename Traits>
-__device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, bool kv_tma, const KvTensorMaps& maps,
+__device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, bool kv_tma, const TensorMapPair& maps,
                                         char* smem_unaligned) {
     using Element = typename Traits::Element;
     constexpr int kBlockM = Traits::kBlockM;
@@ -169,11 +169,11 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, bool 
 #pragma unroll 1
         for (int t = 0; t < n_tiles; ++t) {
             if (kv_tma) {
-                // One thread of warp 0 loads the tile (tma_load_kv, as in the forward).
+                // One thread of warp 0 loads the tile (tma_load_pair, as in the forward).
                 if (threadIdx.x < 32) {
                     if (t >= kStages) cutlass::arch::ClusterBarrier::wait(bar_empty + stage, phase ^ 1);
                     if (threadIdx.x == 0) {
-                        tma_load_kv<Element, kBlockN, kHeadDim>(maps, p, smem_k + stage * kBlockN * kHeadDim,
+                        tma_load_pair<Element, kBlockN, kHeadDim>(maps, p, smem_k + stage * kBlockN * kHeadDim,
                                                                 smem_v + stage * kBlockN * kHeadDim, bar_full + stage,
                                                                 origin, grp, batch, head_kv);
                     }
@@ -299,5 +299,5 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, bool 
              const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map) {   \
         extern __shared__ __align__(1024) char smem[];                                                  \
         natten_native::fna_backward_dq_sm90_ws<natten_native::FnaBwdDqSm90WsTraits<ELEMENT, HEAD_DIM>>( \
-            p, pair_axis, kv_tma != 0, natten_native::KvTensorMaps{&k_map, &v_map}, smem);             \
+            p, pair_axis, kv_tma != 0, natten_native::TensorMapPair{&k_map, &v_map}, smem);             \
     }

@@ -15,7 +15,7 @@
 //   and loads the KV tiles of the whole tile's KV box (a ring of kStages K/V buffers that runs
 //   on across items) into K-major 128-byte-swizzled tiles: with TMA where the host could
 //   describe K and V (`kv_tma`, the third argument; one thread issues each tile's boxes,
-//   tma_load_kv in sm90_common.cuh, and the "full" mbarrier counts their bytes), else
+//   tma_load_pair in sm90_common.cuh, and the "full" mbarrier counts their bytes), else
 //   gathered with cp.async by the whole warpgroup; the consumers hand a buffer back through
 //   its "empty" mbarrier. So the next item's Q and first K/V tiles load under this item's last
 //   tiles and epilogue;
@@ -174,7 +174,7 @@ __device__ __forceinline__ bool work_item(const FnaParams& p, int ctas_x, int it
 }
 
 template <typename Traits>
-__device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma, const KvTensorMaps& maps,
+__device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma, const TensorMapPair& maps,
                                  char* smem_unaligned) {
     using Element = typename Traits::Element;
     constexpr int kBlockM = Traits::kBlockM;
@@ -262,7 +262,7 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
                     if (threadIdx.x < 32) {
                         if (loaded >= kStages) cutlass::arch::ClusterBarrier::wait(bar_empty + stage, phase);
                         if (threadIdx.x == 0) {
-                            tma_load_kv<Element, kBlockN, kHeadDim>(
+                            tma_load_pair<Element, kBlockN, kHeadDim>(
                                 maps, p, smem_k + stage * kBlockN * kHeadDim, smem_v + stage * kBlockN * kHeadDim,
                                 bar_full + stage, origin, qt.group, batch, head / group_heads);
                         }
@@ -465,5 +465,5 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
              const __grid_constant__ CUtensorMap v_map) {                                                  \
         extern __shared__ __align__(1024) char smem[];                                                      \
         natten_native::fna_forward_sm90<natten_native::FnaSm90Traits<ELEMENT, HEAD_DIM>>(                   \
-            p, split_axis, kv_tma != 0, natten_native::KvTensorMaps{&k_map, &v_map}, smem);                \
+            p, split_axis, kv_tma != 0, natten_native::TensorMapPair{&k_map, &v_map}, smem);                \
     }

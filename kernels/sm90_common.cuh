@@ -24,15 +24,16 @@ __device__ __forceinline__ uint64_t low_bits(int n) {
     return n >= 64 ? ~0ull : (1ull << n) - 1;
 }
 
-// The TMA descriptors of a call's K and V (src/backend/native/tensor_map.rs builds them on the
-// host, one per tensor, passed as __grid_constant__ kernel arguments): 5-D views (column of all
-// heads, axis 2, axis 1, axis 0, batch) of the heads-last tensors, boxes of one 64-key tile
-// (extents 2^kv_tile_log2 per axis, every dilation-th token) by 64 columns, 128-byte swizzled:
-// a box lands as one 64-column block of a K-major GMMA::Layout_K_SW128_Atom tile, rows in tile
-// order (tile_coords). Keys outside the grid read as zero.
-struct KvTensorMaps {
-    const CUtensorMap* k;
-    const CUtensorMap* v;
+// The TMA descriptors of a walked side's two tensors, K and V (forward, dQ pass) or Q and dO
+// (dK/dV pass) (src/backend/native/tensor_map.rs builds them on the host, one per tensor,
+// passed as __grid_constant__ kernel arguments): 5-D views (column of all heads, axis 2, axis 1,
+// axis 0, batch) of the heads-last tensors, boxes of one 64-row tile (extents 2^log2 of that
+// side per axis, every dilation-th token) by 64 columns, 128-byte swizzled: a box lands as one
+// 64-column block of a K-major GMMA::Layout_K_SW128_Atom tile, rows in tile order
+// (tile_coords). Rows outside the grid read as zero.
+struct TensorMapPair {
+    const CUtensorMap* first;   // K or Q: head_dim columns per head
+    const CUtensorMap* second;  // V or dO: head_dim_v columns per head
 };
 
 // Loads the box at (c0, .., c4) of the 5-D tensor map `map` into `smem` (1024-byte aligned),
@@ -47,13 +48,14 @@ __device__ __forceinline__ void tma_load_5d(void* smem, const CUtensorMap* map, 
         : "memory");
 }
 
-// Loads the K and V tiles of the KV tile at group-local `origin` (dilation groups `group`) of
-// (batch, KV head `head_kv`) into `k_tile` and `v_tile` (kRows x kHeadDim elements each, one
-// stage of a GatheredTilesSm90 ring) with TMA, and arms `full` for their bytes. One thread.
+// Loads the two tiles (K and V, or Q and dO) of the tile at group-local `origin` (dilation
+// groups `group`) of (batch, head `head` of the maps' tensors) into `first_tile` and
+// `second_tile` (kRows x kHeadDim elements each, one stage of a GatheredTilesSm90 ring) with
+// TMA, and arms `full` for their bytes (one arrival). One thread.
 template <typename Element, int kRows, int kHeadDim>
-__device__ __forceinline__ void tma_load_kv(const KvTensorMaps& maps, const FnaParams& p, Element* k_tile,
-                                            Element* v_tile, uint64_t* full, const int (&origin)[3],
-                                            const int (&group)[3], int batch, int head_kv) {
+__device__ __forceinline__ void tma_load_pair(const TensorMapPair& maps, const FnaParams& p, Element* first_tile,
+                                              Element* second_tile, uint64_t* full, const int (&origin)[3],
+                                              const int (&group)[3], int batch, int head) {
     constexpr int kBlockCols = 64;  // a 128-byte swizzled row
     cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(full, 2 * kRows * kHeadDim * sizeof(Element));
     const int c2 = group[2] + origin[2] * p.dilation[2];
@@ -61,10 +63,10 @@ __device__ __forceinline__ void tma_load_kv(const KvTensorMaps& maps, const FnaP
     const int c0 = group[0] + origin[0] * p.dilation[0];
 #pragma unroll
     for (int b = 0; b < kHeadDim / kBlockCols; ++b) {
-        tma_load_5d(k_tile + b * kRows * kBlockCols, maps.k, full, head_kv * p.head_dim + b * kBlockCols, c2, c1, c0,
-                    batch);
-        tma_load_5d(v_tile + b * kRows * kBlockCols, maps.v, full, head_kv * p.head_dim_v + b * kBlockCols, c2, c1,
+        tma_load_5d(first_tile + b * kRows * kBlockCols, maps.first, full, head * p.head_dim + b * kBlockCols, c2, c1,
                     c0, batch);
+        tma_load_5d(second_tile + b * kRows * kBlockCols, maps.second, full, head * p.head_dim_v + b * kBlockCols, c2,
+                    c1, c0, batch);
     }
 }
 

@@ -9,7 +9,7 @@ use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 
 use super::handoff::StreamKernels;
-use super::tensor_map::KvMapKind;
+use super::tensor_map::{TensorMapKind, WalkedSide};
 
 use super::plan;
 
@@ -47,10 +47,11 @@ pub struct KernelLaunch<'a> {
     /// How a work item covers the plan tiles of its side (Q tiles for a query-side pass, KV
     /// tiles for a key-side pass).
     pub tiles: TileSplit,
-    /// For a kernel that loads K/V tiles with TMA where it can (the Hopper forward and the
-    /// paired Hopper dQ pass), what its descriptors depend on: it takes a flag and the K and V
-    /// descriptors after its axis ([`super::tensor_map`]); `None` for the others.
-    pub kv_tensor_maps: Option<KvMapKind>,
+    /// For a kernel that loads its walked tiles with TMA where it can (the Hopper forward and
+    /// the paired Hopper backward passes), what its descriptors depend on: it takes a flag and
+    /// the two descriptors (K and V, or Q and dO) after its axis ([`super::tensor_map`]);
+    /// `None` for the others.
+    pub tensor_maps: Option<TensorMapKind>,
 }
 
 /// How a kernel's work item covers the plan tiles of its side.
@@ -136,7 +137,11 @@ impl NativeDevice {
                 shared_bytes: plan::sm90_shared_bytes(kernel_dim),
                 persistent_ctas: Some(self.sm_count),
                 tiles: TileSplit::Halves,
-                kv_tensor_maps: Some(KvMapKind { bf16, kernel_dim }),
+                tensor_maps: Some(TensorMapKind {
+                    bf16,
+                    kernel_dim,
+                    side: WalkedSide::Keys,
+                }),
             });
         }
         self.forward
@@ -148,7 +153,7 @@ impl NativeDevice {
                 shared_bytes: plan::shared_bytes(kernel_dim, block_m),
                 persistent_ctas: None,
                 tiles: TileSplit::Whole,
-                kv_tensor_maps: None,
+                tensor_maps: None,
             })
     }
 
@@ -177,8 +182,13 @@ impl NativeDevice {
                     persistent_ctas: None,
                     tiles: backward_sm90_tiles,
                     // The paired dQ pass loads K/V with TMA too; the 64-query one gathers.
-                    kv_tensor_maps: (backward_sm90_tiles == TileSplit::Pairs)
-                        .then_some(KvMapKind { bf16, kernel_dim }),
+                    tensor_maps: (backward_sm90_tiles == TileSplit::Pairs).then_some(
+                        TensorMapKind {
+                            bf16,
+                            kernel_dim,
+                            side: WalkedSide::Keys,
+                        },
+                    ),
                 },
                 key_passes: vec![KernelLaunch {
                     function: &dkdv[bf16 as usize],
@@ -186,7 +196,14 @@ impl NativeDevice {
                     shared_bytes: plan::sm90_backward_dkdv_shared_bytes(kernel_dim),
                     persistent_ctas: None,
                     tiles: backward_sm90_tiles,
-                    kv_tensor_maps: None,
+                    // The paired dK/dV pass loads Q/dO with TMA; the 64-key one gathers.
+                    tensor_maps: (backward_sm90_tiles == TileSplit::Pairs).then_some(
+                        TensorMapKind {
+                            bf16,
+                            kernel_dim,
+                            side: WalkedSide::Queries,
+                        },
+                    ),
                 }],
             });
         }
@@ -196,7 +213,7 @@ impl NativeDevice {
             shared_bytes: plan::backward_shared_bytes(kernel_dim),
             persistent_ctas: None,
             tiles: TileSplit::Whole,
-            kv_tensor_maps: None,
+            tensor_maps: None,
         };
         let key_passes = key_passes
             .iter()
@@ -206,7 +223,7 @@ impl NativeDevice {
                 shared_bytes: plan::backward_shared_bytes(kernel_dim),
                 persistent_ctas: None,
                 tiles: TileSplit::Whole,
-                kv_tensor_maps: None,
+                tensor_maps: None,
             })
             .collect();
         Some(BackwardKernels { dq, key_passes })

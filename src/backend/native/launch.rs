@@ -42,7 +42,7 @@ use cudarc::driver::{CudaStream, LaunchConfig, PushKernelArg};
 use super::device::{KernelLaunch, NativeDevice, TileSplit};
 use super::handoff::{Handoff, StreamKernels};
 use super::plan::{CallShape, FnaParams, Pattern};
-use super::tensor_map::{TensorMap, kv_tensor_maps};
+use super::tensor_map::{TensorMap, tile_tensor_maps};
 use crate::backend::TileConfig;
 
 type CudaTensor = CubeTensor<CudaRuntime>;
@@ -347,14 +347,17 @@ fn launch_all(
             block_dim: (launch.kernel.threads, 1, 1),
             shared_mem_bytes: launch.kernel.shared_bytes,
         };
-        // The K/V descriptors of a kernel that takes them (the Hopper forward and paired dQ
-        // pass), or the cp.async gather where TMA cannot describe the tensors (`kv_tma` 0, the
-        // descriptors unread).
-        let (kv_tma, [k_map, v_map]) = match launch.kernel.kv_tensor_maps {
-            Some(kind) => match kv_tensor_maps(params, kind) {
+        // The descriptors of a kernel that takes them (K and V for the Hopper forward and
+        // paired dQ pass, Q and dO for the paired dK/dV pass), or the cp.async gather where TMA
+        // cannot describe the tensors (`tma` 0, the descriptors unread).
+        let (tma, maps) = match launch.kernel.tensor_maps {
+            Some(kind) => match tile_tensor_maps(params, kind) {
                 Ok(maps) => (1i32, maps),
                 Err(why) => {
-                    trace_point(&format!("K/V gathered with cp.async ({why})"));
+                    trace_point(&format!(
+                        "{:?} tiles gathered with cp.async ({why})",
+                        kind.side
+                    ));
                     (0, [TensorMap::unused(); 2])
                 }
             },
@@ -365,13 +368,13 @@ fn launch_all(
         if let Some(axis) = &launch.tile_axis {
             builder.arg(axis);
         }
-        if launch.kernel.kv_tensor_maps.is_some() {
-            builder.arg(&kv_tma).arg(&k_map).arg(&v_map);
+        if launch.kernel.tensor_maps.is_some() {
+            builder.arg(&tma).arg(&maps[0]).arg(&maps[1]);
         }
         // SAFETY: every native kernel takes `FnaParams` by value (kernels/fna_params.cuh), and
         // every pointer in it is a pinned, contiguous buffer of the shape the kernel indexes;
         // the kernels that pair or halve plan tiles take the axis (an int) after it, and those
-        // with `kv_tensor_maps` then the TMA flag (an int) and two `CUtensorMap`s by value.
+        // with `tensor_maps` then the TMA flag (an int) and two `CUtensorMap`s by value.
         unsafe { builder.launch(config) }.map_err(|e| format!("launch: {e}"))?;
     }
     Ok(())

@@ -1,19 +1,19 @@
-//! TMA descriptors of a call's K and V for the Hopper forward and the paired Hopper dQ pass
-//! (`tma_load_kv` in `kernels/sm90_common.cuh`), built on the host for every call (the
-//! pointers change).
+//! TMA descriptors of the tiles a Hopper kernel walks (`tma_load_pair` in
+//! `kernels/sm90_common.cuh`), built on the host for every call (the pointers change): K and V
+//! for the forward and the paired dQ pass, Q and dO for the paired dK/dV pass.
 //!
-//! Each describes a heads-last tensor `[batch, kv tokens, heads_kv, cols]` (tokens row-major
-//! over the key grid `kv_len`) as five dimensions, innermost first: the column of all heads
-//! (`heads_kv * cols`, contiguous), axis 2, axis 1, axis 0 and the batch. A box is one 64-key
-//! KV tile (extents `2^kv_tile_log2` per axis, every `dilation`-th token) by 64 columns of one
-//! head, 128-byte swizzled: one 64-column block of the kernel's K-major tile. Keys outside the
-//! grid read as zero, so a tile never reads another batch's keys, as the cp.async gather never
-//! did.
+//! Each describes a heads-last tensor `[batch, tokens, heads, cols]` (tokens row-major over its
+//! grid: `kv_len` for K and V, `len` for Q and dO) as five dimensions, innermost first: the
+//! column of all heads (`heads * cols`, contiguous), axis 2, axis 1, axis 0 and the batch. A box
+//! is one 64-row tile of that side (extents `2^kv_tile_log2` or `2^q_tile_log2` per axis, every
+//! `dilation`-th token) by 64 columns of one head, 128-byte swizzled: one 64-column block of the
+//! kernel's K-major tile. Rows outside the grid read as zero, so a tile never reads another
+//! batch's rows, as the cp.async gather never did.
 //!
 //! The kernel loads `kernel_dim` columns per head, so a head dim below the kernel's would read
 //! the next head's columns into products over the head dim (S = Q K^T, and dP = dO V^T in the
-//! dQ pass), where the other operand's zero columns times a non-finite value would be NaN: both
-//! head dims must equal the kernel's.
+//! backward passes), where the other operand's zero columns times a non-finite value would be
+//! NaN: both head dims must equal the kernel's.
 
 use cudarc::driver::DeviceRepr;
 use cudarc::driver::sys;
@@ -28,12 +28,22 @@ const BOX_COLS: u32 = 64;
 const MAX_BOX: u32 = 256;
 const MAX_ELEMENT_STRIDE: u32 = 8;
 
-/// What the descriptors of a kernel's call depend on besides the call: the element type (bf16
-/// or f16) and the head dim the kernel was built for.
+/// The side whose tiles a kernel walks, and so the two tensors its descriptors describe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KvMapKind {
+pub enum WalkedSide {
+    /// K and V over the key grid, KV tiles (the forward and the dQ pass).
+    Keys,
+    /// Q and dO over the query grid, Q tiles (the dK/dV pass).
+    Queries,
+}
+
+/// What the descriptors of a kernel's call depend on besides the call: the element type (bf16
+/// or f16), the head dim the kernel was built for and the side it walks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorMapKind {
     pub bf16: bool,
     pub kernel_dim: usize,
+    pub side: WalkedSide,
 }
 
 /// One TMA descriptor, passed by value as a `const __grid_constant__ CUtensorMap` kernel
@@ -53,11 +63,11 @@ impl TensorMap {
     }
 }
 
-/// The K and V descriptors of `params` (device pointers already written) for a kernel of
-/// `kind`, or why TMA cannot describe them (the kernel then gathers with cp.async): a head dim
-/// (of K or V) other than the kernel's, a dilation above 8, or a tile extent times its dilation
-/// above 256.
-pub fn kv_tensor_maps(params: &FnaParams, kind: KvMapKind) -> Result<[TensorMap; 2], String> {
+/// The descriptors of `params` (device pointers already written) for a kernel of `kind`: K and
+/// V, or Q and dO ([`WalkedSide`]). Or why TMA cannot describe them (the kernel then gathers
+/// with cp.async): a head dim (of K or V) other than the kernel's, a dilation above 8, or a
+/// tile extent times its dilation above 256.
+pub fn tile_tensor_maps(params: &FnaParams, kind: TensorMapKind) -> Result<[TensorMap; 2], String> {
     for (name, dim) in [
         ("head_dim", params.head_dim),
         ("head_dim_v", params.head_dim_v),
@@ -69,13 +79,27 @@ pub fn kv_tensor_maps(params: &FnaParams, kind: KvMapKind) -> Result<[TensorMap;
             ));
         }
     }
+    let (pointers, grid, heads, tile_log2) = match kind.side {
+        WalkedSide::Keys => (
+            [params.k, params.v],
+            params.kv_len,
+            params.heads_kv,
+            params.kv_tile_log2,
+        ),
+        WalkedSide::Queries => (
+            [params.q, params.d_out],
+            params.len,
+            params.heads,
+            params.q_tile_log2,
+        ),
+    };
     let mut box_dims = [BOX_COLS, 1, 1, 1, 1];
     let mut element_strides = [1u32; 5];
     // Tensor dimension 1 + i is axis 2 - i.
     for i in 0..3 {
         let axis = 2 - i;
         let dilation = params.dilation[axis] as u32;
-        let extent = 1u32 << params.kv_tile_log2[axis];
+        let extent = 1u32 << tile_log2[axis];
         if dilation > MAX_ELEMENT_STRIDE || extent * dilation > MAX_BOX {
             return Err(format!(
                 "axis {axis}: tile extent {extent} x dilation {dilation} is outside TMA's limits"
@@ -90,8 +114,8 @@ pub fn kv_tensor_maps(params: &FnaParams, kind: KvMapKind) -> Result<[TensorMap;
         sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16
     };
     let map = |pointer: u64, cols: i32| -> Result<TensorMap, String> {
-        let [len0, len1, len2] = params.kv_len.map(|l| l as u64);
-        let row = params.heads_kv as u64 * cols as u64;
+        let [len0, len1, len2] = grid.map(|l| l as u64);
+        let row = heads as u64 * cols as u64;
         let dims = [row, len2, len1, len0, params.batch as u64];
         // Byte strides of dimensions 1..5 (dimension 0 is contiguous).
         let strides = [
@@ -126,8 +150,8 @@ pub fn kv_tensor_maps(params: &FnaParams, kind: KvMapKind) -> Result<[TensorMap;
         }
     };
     Ok([
-        map(params.k, params.head_dim)?,
-        map(params.v, params.head_dim_v)?,
+        map(pointers[0], params.head_dim)?,
+        map(pointers[1], params.head_dim_v)?,
     ])
 }
 
@@ -138,15 +162,20 @@ mod tests {
 
     #[test]
     fn tma_descriptors_refuse_what_tma_cannot_describe() {
-        // kernels/sm90_common.cuh (tma_load_kv) loads kernel_dim columns per head and boxes of
-        // the tile's extents times the dilation: a smaller head dim or a box past TMA's limits
-        // falls back to the cp.async gather (checked before any driver call).
-        let kind = KvMapKind {
+        // kernels/sm90_common.cuh (tma_load_pair) loads kernel_dim columns per head and boxes
+        // of the tile's extents times the dilation: a smaller head dim or a box past TMA's
+        // limits falls back to the cp.async gather (checked before any driver call).
+        let kind = |side| TensorMapKind {
             bf16: true,
             kernel_dim: 128,
+            side,
         };
         // Why the descriptors were refused ("" when they were built).
-        let refusal = |p: &FnaParams| kv_tensor_maps(p, kind).err().unwrap_or_default();
+        let refusal = |p: &FnaParams| {
+            tile_tensor_maps(p, kind(WalkedSide::Keys))
+                .err()
+                .unwrap_or_default()
+        };
         let mut p = na_params(&[64, 64], &[7, 7], &[8, 16], &[8, 8]);
         p.head_dim_v = 64;
         assert!(refusal(&p).contains("head_dim_v 64"));
@@ -161,5 +190,16 @@ mod tests {
         p.dilation[1] = 8;
         p.kv_tile_log2[1] = 6; // 64 x 8 = 512: past it
         assert!(refusal(&p).contains("axis 1"));
+        // The query side's boxes are Q tiles (the dK/dV pass): its own extents count.
+        let refusal_q = |p: &FnaParams| {
+            tile_tensor_maps(p, kind(WalkedSide::Queries))
+                .err()
+                .unwrap_or_default()
+        };
+        p.q_tile_log2[2] = 7; // 128 x 4 = 512: past the limit on axis 2 for Q tiles only
+        assert!(refusal_q(&p).contains("axis 2"));
+        assert!(refusal(&p).contains("axis 1"));
+        p.head_dim_v = 64;
+        assert!(refusal_q(&p).contains("head_dim_v 64"));
     }
 }
