@@ -1,8 +1,8 @@
 //! Build script: with the `cuda-native` feature, compiles the native CUDA kernels
 //! (`kernels/fna_{forward,backward}_d*.cu`, CUTLASS/CuTe) with nvcc into fatbins under `OUT_DIR`
 //! and writes `native_kernels.rs`, the list the crate embeds (`include_bytes!`). The Hopper
-//! forward and dQ pass (`kernels/fna_forward_sm90_d*.cu`, `kernels/fna_backward_sm90_d*.cu`,
-//! wgmma) are built for `sm_90a` only, and only when `90a` is among `BURN_NATTEN_CUDA_ARCHS`.
+//! forward and backward (`kernels/fna_forward_sm90_d*.cu`, `kernels/fna_backward_sm90_d*.cu`,
+//! `kernels/fna_backward_fused_sm90_d*.cu`, wgmma) are built for `sm_90a` only, and only when `90a` is among `BURN_NATTEN_CUDA_ARCHS`.
 //! Without the feature it does nothing.
 //!
 //! Inputs (environment):
@@ -30,11 +30,16 @@ use std::process::Command;
 const HEAD_DIMS: [u32; 4] = [32, 64, 128, 256];
 
 /// The kernel families: (source prefix, name of the generated list, built for `sm_90a` only).
-const FAMILIES: [(&str, &str, bool); 4] = [
+const FAMILIES: [(&str, &str, bool); 5] = [
     ("fna_forward", "FNA_FORWARD_FATBINS", false),
     ("fna_backward", "FNA_BACKWARD_FATBINS", false),
     ("fna_forward_sm90", "FNA_FORWARD_SM90_FATBINS", true),
     ("fna_backward_sm90", "FNA_BACKWARD_SM90_FATBINS", true),
+    (
+        "fna_backward_fused_sm90",
+        "FNA_BACKWARD_FUSED_SM90_FATBINS",
+        true,
+    ),
 ];
 
 const INSTALL_HELP: &str = "the `cuda-native` feature needs nvcc (CUDA 13.0) and the CUTLASS/CuTe \

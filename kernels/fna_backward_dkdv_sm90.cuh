@@ -71,7 +71,8 @@ struct FnaBwdDkdvSm90Traits {
 // P^T = exp2(S^T scale_log2 - LSE[query] lse_to_log2), masked unless `full` by each key row's
 // inverse window (`windows`: 6 ints per key row), dV += P^T dO, dS^T = P^T (dP^T - delta[query]),
 // dK += dS^T Q (RS wgmma from the step's MN-major Q / dO views), then waits for both products.
-// `under_products` runs while the dK product is in flight. `lse_s` / `delta_s`: the step's 64
+// `under_products(dS^T)` (the converted fragment the dK product reads) runs while the dK product
+// is in flight. `lse_s` / `delta_s`: the step's 64
 // queries; `wg_thread`: this thread in its warpgroup. Both dK/dV passes run it.
 template <typename Traits, typename Acc, typename FragB, typename AccKV, typename Work>
 __device__ __forceinline__ void dkdv_step_sm90(const FnaParams& p, Acc& acc_st, Acc& acc_dpt, bool full,
@@ -126,8 +127,8 @@ __device__ __forceinline__ void dkdv_step_sm90(const FnaParams& p, Acc& acc_st, 
         Tensor dst = convert_to<Element>(acc_dpt);
         Tensor tdSt = make_tensor(dst.data(), acc_as_a_operand_sm90(dst.layout()));
         wgmma_gemm<false, -1>(mma_kv, tdSt, tKrQt, acc_dk);
+        under_products(dst);
     }
-    under_products();
     warpgroup_wait<0>();
     warpgroup_fence_operand(acc_dv);
     warpgroup_fence_operand(acc_dk);
@@ -345,7 +346,7 @@ __device__ void fna_backward_dkdv_sm90(const FnaParams& p, char* smem_unaligned)
         dkdv_step_sm90<Traits>(p, acc_st, acc_dpt, full, WindowMasks::of_thread(window_masks), windows, threadIdx.x,
                                origin, s_lse + stage * kBlockN, 1.f, s_delta + stage * kBlockN,
                                tKrQt(_, _, _, stage), tVrdOt(_, _, _, stage),
-                               acc_dk, acc_dv, [&] {
+                               acc_dk, acc_dv, [&](const auto&) {
                                    // Step s + 1's LSE and delta, loaded under the products, into
                                    // the other buffer (last read in step s - 1).
                                    if (more && threadIdx.x < kBlockN) {

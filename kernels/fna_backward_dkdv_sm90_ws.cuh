@@ -37,13 +37,20 @@
 #include <cutlass/arch/reg_reconfig.h>
 
 #include "fna_backward_dkdv_sm90.cuh"
+#include "fna_backward_fused_dq_sm90.cuh"
 
 namespace natten_native {
 
-template <typename Element_, int kHeadDim_, int kStages_ = 3, int kProducerRegs_ = 56, int kConsumerRegs_ = 224>
+// kFusedDq: the fused backward (fna_backward_fused_dq_sm90.cuh), which also adds each step's dQ
+// into an f32 accumulator.
+template <typename Element_, int kHeadDim_, bool kFusedDq_ = false, int kStages_ = 3, int kProducerRegs_ = 56,
+          int kConsumerRegs_ = 224>
 struct FnaBwdDkdvSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerRegs_> {
     using Element = Element_;
     static constexpr int kHeadDim = kHeadDim_;
+    static constexpr bool kFusedDq = kFusedDq_;
+    using FusedDq = FusedDqSm90<Element>;
+    static_assert(!kFusedDq || kHeadDim == 128, "the fused dQ splits 128 columns between the two consumers");
     static constexpr int kBlockM = 64;  // keys of a consumer (a plan KV tile)
     static constexpr int kBlockN = 64;  // queries of a walked step (a Q tile)
     static constexpr int kStages = kStages_;
@@ -70,7 +77,9 @@ struct FnaBwdDkdvSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerR
     // columns (WindowMasks).
     static constexpr int kGeometryBytes = 512 + kBlockN * 4 + 2 * kStages * kBlockN * 4 + 2 * kBlockM * 24 +
                                           (1 + 2 * kStages) * 8 + WindowMasks::kBytes;
-    static constexpr int kSmemBytes = 4 * kKBytes + 2 * kQBytes + kGeometryBytes + 1024;
+    // The fused dQ's dS^T tiles and f32 staging, after the Q / dO rings.
+    static constexpr int kFusedBytes = kFusedDq ? FusedDq::kBytes : 0;
+    static constexpr int kSmemBytes = 4 * kKBytes + 2 * kQBytes + kFusedBytes + kGeometryBytes + 1024;
 };
 
 __device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, bool valid) {
@@ -80,7 +89,7 @@ __device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, bool va
 
 template <typename Traits>
 __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, bool q_tma, const TensorMapPair& maps,
-                                          char* smem_unaligned) {
+                                          const CUtensorMap* dq_map, char* smem_unaligned) {
     using Element = typename Traits::Element;
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
@@ -88,7 +97,8 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
     constexpr int kStages = Traits::kStages;
 
     char* smem_raw = align_to_swizzle_period(smem_unaligned);
-    char* geometry = smem_raw + 4 * Traits::kKBytes + 2 * Traits::kQBytes;
+    char* fused = smem_raw + 4 * Traits::kKBytes + 2 * Traits::kQBytes;  // kFusedBytes
+    char* geometry = fused + Traits::kFusedBytes;
     PairedGeometry<QueryBox>& geo = *reinterpret_cast<PairedGeometry<QueryBox>*>(geometry);
     static_assert(sizeof(PairedGeometry<QueryBox>) <= 512);
     int* q_tok_off = reinterpret_cast<int*>(geometry + 512);                     // [kBlockN]
@@ -266,27 +276,64 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
     clear(acc_dv);
     const bool valid = geo.valid[h] != 0;
     const int* my_windows = windows + h * kBlockM * 6;
-    const QueryBox& mqb = geo.sub_box[h];
     const bool no_padding = geo.sub[h].no_padding;
+
+    // The fused dQ (kFusedDq): both consumers' dS^T, this consumer's f32 staging, and the
+    // products dQ[:, 64 h, 64 h + 64) += dS_j K_j[:, 64 h, 64 h + 64) over sub-tiles j.
+    using FusedDq = typename Traits::FusedDq;
+    Element* ds_tiles = reinterpret_cast<Element*>(fused);
+    float* staging = reinterpret_cast<float*>(fused + 2 * FusedDq::kDsBytes) + h * (FusedDq::kStagingBytes / 4);
+    typename FusedDq::Mma mma_dq;
+    auto thr_dq = mma_dq.get_thread_slice(lt);
+    Tensor tDrDs0 = thr_dq.partition_fragment_A(make_tensor(make_smem_ptr(ds_tiles), typename FusedDq::SmemLayoutDs{}));
+    Tensor tDrDs1 = thr_dq.partition_fragment_A(
+        make_tensor(make_smem_ptr(ds_tiles + FusedDq::kDsBytes / 2), typename FusedDq::SmemLayoutDs{}));
+    Tensor tDrKt0 = thr_dq.partition_fragment_B(
+        make_tensor(make_smem_ptr(smem_k + h * 64 * 64), typename FusedDq::SmemLayoutKBlockT{}));
+    Tensor tDrKt1 = thr_dq.partition_fragment_B(
+        make_tensor(make_smem_ptr(smem_k + Traits::kKBytes / 2 + h * 64 * 64), typename FusedDq::SmemLayoutKBlockT{}));
+    if constexpr (Traits::kFusedDq) named_bar_arrive(kFreedBarrier + (1 - h), 256);  // nothing to read yet
 
     cutlass::arch::ClusterBarrier::wait(bar_kv, 0);
     int stage = 0;
     uint32_t phase = 0;
-    int t = 0;
+    int t = 0, g = 0;
 #pragma unroll 1
     for (int s = 0; s < n_steps; ++s) {
         int origin[3];
         walk_origin(t, geo.walk.lo, geo.walk.tiles, p.q_tile_log2, origin);
-        // Does the step's Q tile reach this sub-tile's query box? Full: no padding key, and the
-        // step's queries inside the sub-tile's inner box.
-        bool active = valid && mqb.tiles[0] > 0;
+        // Does the step's Q tile reach sub-tile j's query box? Full: no padding key, and the
+        // step's queries inside this sub-tile's inner box.
+        auto reaches = [&](int j) {
+            const QueryBox& qb = geo.sub_box[j];
+            bool hit = geo.valid[j] && qb.tiles[0] > 0;
+#pragma unroll
+            for (int a = 0; a < 3; ++a) {
+                hit &= origin[a] < qb.hi[a] && origin[a] + (1 << p.q_tile_log2[a]) > qb.lo[a];
+            }
+            return hit;
+        };
+        const bool active = reaches(h);
+        const bool other = Traits::kFusedDq && reaches(1 - h);  // the fused dQ: the other consumer's
         bool full = no_padding;
 #pragma unroll
         for (int a = 0; a < 3; ++a) {
             const int e = 1 << p.q_tile_log2[a];
-            active &= origin[a] < mqb.hi[a] && origin[a] + e > mqb.lo[a];
-            full &= origin[a] >= mqb.full_lo[a] && origin[a] + e <= mqb.full_hi[a];
+            full &= origin[a] >= geo.sub_box[h].full_lo[a] && origin[a] + e <= geo.sub_box[h].full_hi[a];
         }
+        // The fused dQ's product, issued once both dS^T are in shared memory (under the dK
+        // product where this consumer is active), over the active sub-tiles.
+        Tensor acc_dq = partition_fragment_C(mma_dq, Shape<_64, _64>{});
+        auto issue_dq = [&] {
+            cutlass::arch::fence_view_async_shared();
+            named_bar_sync(kWrittenBarrier, 256);  // both dS^T written
+            if (h == 0 ? active : other) {
+                wgmma_gemm<true, -1>(mma_dq, tDrDs0, tDrKt0, acc_dq);
+                if (h == 0 ? other : active) wgmma_gemm<false, -1>(mma_dq, tDrDs1, tDrKt1, acc_dq);
+            } else {
+                wgmma_gemm<true, -1>(mma_dq, tDrDs1, tDrKt1, acc_dq);
+            }
+        };
         cutlass::arch::ClusterBarrier::wait(bar_full + stage, phase);
         if (active) {
             cutlass::arch::fence_view_async_shared();
@@ -296,14 +343,55 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
             wgmma_gemm<true, -1>(mma_s, tSrV, tSrdO(_, _, _, stage), acc_dpt);
             dkdv_step_sm90<Traits>(p, acc_st, acc_dpt, full, WindowMasks::of_thread(window_masks), my_windows, lt,
                                    origin, s_lse + stage * kBlockN, 1.4426950408889634f, s_delta + stage * kBlockN,
-                                   tKrQt(_, _, _, stage), tVrdOt(_, _, _, stage), acc_dk, acc_dv, [] {});
+                                   tKrQt(_, _, _, stage), tVrdOt(_, _, _, stage), acc_dk, acc_dv,
+                                   [&](const auto& dst) {
+                                       if constexpr (Traits::kFusedDq) {
+                                           named_bar_sync(kFreedBarrier + h, 256);  // the other read it
+                                           write_ds_sm90<Element>(dst, ds_tiles + h * (FusedDq::kDsBytes / 2), lt);
+                                           issue_dq();
+                                       }
+                                   });
+        } else if constexpr (Traits::kFusedDq) {
+            if (other) {
+                named_bar_sync(kFreedBarrier + h, 256);  // the barrier's phases stay paired
+                issue_dq();
+                warpgroup_wait<0>();
+            }
         }
         cutlass::arch::ClusterBarrier::arrive(bar_empty + stage);
-        if (++t == n_tiles) t = 0;
+        if constexpr (Traits::kFusedDq) {
+            if (active || other) {
+                warpgroup_fence_operand(acc_dq);
+                named_bar_arrive(kFreedBarrier + (1 - h), 256);  // done reading the other's dS^T
+                if (lt == 0) bulk_wait_group_read();               // the previous step's reduce read the staging
+                bar_sync_wg(1 + h);
+                stage_dq_sm90(acc_dq, staging, lt);
+                cutlass::arch::fence_view_async_shared();
+                bar_sync_wg(1 + h);
+                if (lt == 0) {
+                    const int c2 = geo.sub[0].group[2] + origin[2] * p.dilation[2];
+                    const int c1 = geo.sub[0].group[1] + origin[1] * p.dilation[1];
+                    const int c0 = geo.sub[0].group[0] + origin[0] * p.dilation[0];
+                    const int col = (head0 + g) * p.head_dim + 64 * h;
+                    tma_reduce_add_5d(staging, dq_map, col, c2, c1, c0, batch);
+                    tma_reduce_add_5d(staging + 64 * 32, dq_map, col + 32, c2, c1, c0, batch);
+                    bulk_commit_group();
+                }
+            }
+        }
+        if (++t == n_tiles) {
+            t = 0;
+            ++g;
+        }
         if (++stage == kStages) {
             stage = 0;
             phase ^= 1;
         }
+    }
+    if constexpr (Traits::kFusedDq) {
+        named_bar_sync(kFreedBarrier + h, 256);  // the other's last arrival
+        if (lt == 0) bulk_wait_group();
+        named_bar_sync(kWrittenBarrier, 256);  // both dQ products are done with both K tiles
     }
     if (!valid) return;
 
@@ -324,5 +412,17 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
              const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap do_map) {  \
         extern __shared__ __align__(1024) char smem[];                                                  \
         natten_native::fna_backward_dkdv_sm90_ws<natten_native::FnaBwdDkdvSm90WsTraits<ELEMENT, HEAD_DIM>>( \
-            p, pair_axis, q_tma != 0, natten_native::TensorMapPair{&q_map, &do_map}, smem);             \
+            p, pair_axis, q_tma != 0, natten_native::TensorMapPair{&q_map, &do_map}, nullptr, smem);    \
+    }
+
+// The fused backward's entry point (kFusedDq): the dK/dV pass's arguments and the descriptor of
+// the f32 dQ accumulator (WalkedSide::Queries boxes, 32 columns, 128-byte swizzle).
+#define NATTEN_FNA_BACKWARD_FUSED_SM90_KERNEL(NAME, ELEMENT, HEAD_DIM)                                    \
+    extern "C" __global__ void __launch_bounds__(384, 1)                                               \
+        NAME(const natten_native::FnaParams p, int pair_axis, int q_tma,                               \
+             const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap do_map,    \
+             const __grid_constant__ CUtensorMap dq_map) {                                             \
+        extern __shared__ __align__(1024) char smem[];                                                  \
+        natten_native::fna_backward_dkdv_sm90_ws<natten_native::FnaBwdDkdvSm90WsTraits<ELEMENT, HEAD_DIM, true>>( \
+            p, pair_axis, q_tma != 0, natten_native::TensorMapPair{&q_map, &do_map}, &dq_map, smem);   \
     }

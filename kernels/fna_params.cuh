@@ -11,7 +11,7 @@ struct FnaParams {
     // dq like Q, dk like K, dv like V, all contiguous (heads-last); lse and delta
     // [batch, tokens, heads] f32. Spatial axes are flattened row-major into `tokens`. The
     // forward uses q, k, v, out, lse; the backward passes all of them (delta is written by the
-    // dQ pass and read by the dK/dV pass).
+    // dQ pass, or the fused backward's prologue, and read by the dK/dV pass).
     const void* q;
     const void* k;
     const void* v;
@@ -22,6 +22,9 @@ struct FnaParams {
     void* dk;
     void* dv;
     float* delta;
+    // The fused backward's dQ accumulator (like dq, f32; fna_backward_fused_dq_sm90.cuh); unused
+    // by the other kernels.
+    float* dq_acc;
     int batch;
     int tokens;
     int kv_tokens;   // == tokens for NA

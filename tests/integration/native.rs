@@ -214,6 +214,102 @@ fn native_large_problems_match_f32() {
     check_against_f32(&with(d, 1, 128));
 }
 
+/// Head dim 128 with V's equal to it: on an H100 with `BURN_NATTEN_NATIVE_FUSED_BACKWARD=1` the
+/// backward runs the fused Hopper kernel (kernels/fna_backward_fused_dq_sm90.cuh: dQ by f32
+/// reduce-adds from the dK/dV pass), else the dQ and dK/dV passes (run it both ways). Small random
+/// problems (ranks 1-3, stride, dilation, causal axes, GQA, extra KV tokens) and larger ones
+/// with full and partial steps, each sub-tile of a 128-key pair active alone, and padding.
+#[test]
+fn native_fused_backward_matches_f32() {
+    if native_unavailable() {
+        return;
+    }
+    for seed in 100..118u64 {
+        let p = Problem {
+            head_dim: 128,
+            head_dim_v: 128,
+            backend: NaBackend::CudaFna,
+            ..Problem::random(seed)
+        };
+        check_against_f32(&p);
+    }
+    let problem = |seed, spatial: Vec<usize>, axes, heads_kv, group| Problem {
+        seed,
+        batch: 2,
+        spatial,
+        axes,
+        heads_kv,
+        group,
+        head_dim: 128,
+        head_dim_v: 128,
+        extra: 0,
+        scale: None,
+        backend: NaBackend::CudaFna,
+    };
+    for p in [
+        problem(11, vec![700], vec![axis(65, 1, 1, false)], 2, 2),
+        problem(
+            12,
+            vec![40, 44],
+            vec![axis(13, 1, 1, false), axis(9, 2, 2, true)],
+            1,
+            3,
+        ),
+        problem(
+            13,
+            vec![6, 12, 20],
+            vec![
+                axis(3, 1, 1, true),
+                axis(5, 1, 2, false),
+                axis(7, 3, 1, false),
+            ],
+            1,
+            1,
+        ),
+        problem(
+            14,
+            vec![37, 29],
+            vec![axis(31, 1, 1, false), axis(4, 1, 1, false)],
+            1,
+            1,
+        ),
+    ] {
+        check_against_f32(&p);
+    }
+    // Attention (FMHA) through the same pass: Q and KV lengths that differ, causal or not.
+    let device = Default::default();
+    for (seed, sq, skv, causal) in [(1u64, 200, 170, false), (2, 130, 260, true)] {
+        let mut r = rng(seed ^ 0xf5);
+        let shapes = [
+            [2, sq, 4, 128],
+            [2, skv, 2, 128],
+            [2, skv, 2, 128],
+            [2, sq, 4, 128],
+        ];
+        for (dtype, atol, rtol, round) in HALF {
+            let values = shapes.map(|s| round(&normal(s.iter().product(), &mut r)));
+            let case = |backend| FmhaCase {
+                what: format!("fused FMHA sq {sq} skv {skv} causal {causal} {dtype:?}"),
+                shapes,
+                values: values.clone(),
+                causal,
+                scale: None,
+                backend,
+            };
+            let (native, reference) = (case(NaBackend::CudaFna), case(NaBackend::Reference));
+            let want =
+                run_fmha::<Autodiff<Cpu>>(&reference, DType::F32, &Default::default(), false);
+            let got = run_fmha::<Autodiff<Cuda>>(&native, dtype, &device, false);
+            for (name, (a, b)) in ["out", "lse", "dq", "dk", "dv"]
+                .iter()
+                .zip(got.iter().zip(&want))
+            {
+                assert_close(&format!("{name} of {}", native.what), a, b, atol, rtol);
+            }
+        }
+    }
+}
+
 /// NATTEN's golden cases that the native kernels take (NA, head dims multiples of 8), in f16 with NATTEN's own f16 tolerance (1e-2 relative to the values'
 /// magnitude, as [`crate::half`]'s f16 golden test).
 #[test]

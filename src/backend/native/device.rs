@@ -52,6 +52,9 @@ pub struct KernelLaunch<'a> {
     /// the two descriptors (K and V, or Q and dO) after its axis ([`super::tensor_map`]);
     /// `None` for the others.
     pub tensor_maps: Option<TensorMapKind>,
+    /// Whether the kernel takes the descriptor of the f32 dQ accumulator after those (the fused
+    /// Hopper backward, [`super::tensor_map::dq_accumulator_map`]).
+    pub dq_accumulator_map: bool,
 }
 
 /// How a kernel's work item covers the plan tiles of its side.
@@ -87,6 +90,23 @@ pub struct BackwardKernels<'a> {
     /// The dK/dV pass, or (head dim 256, [`plan::backward_splits_dk_dv`]) a dK pass and a dV
     /// pass; one CTA per KV tile each.
     pub key_passes: Vec<KernelLaunch<'a>>,
+    /// The fused Hopper backward, where loaded (head dim 128 on compute capability 9.0): with
+    /// `BURN_NATTEN_NATIVE_FUSED_BACKWARD=1`, the calls that TMA can describe run it instead of
+    /// the two passes.
+    pub fused: Option<FusedBackward<'a>>,
+}
+
+/// The fused Hopper backward (`kernels/fna_backward_fused_sm90_d128.cu`): FA3's single pass,
+/// where the dK/dV pass also adds each step's dQ into an f32 accumulator with TMA reduce-adds
+/// (so dQ is not bit-reproducible); a prologue computes delta and zeroes the accumulator, an
+/// epilogue writes dQ from it.
+pub struct FusedBackward<'a> {
+    /// delta and the zeroed accumulator; one warp per (token, head) row.
+    pub prologue: KernelLaunch<'a>,
+    /// The paired dK/dV pass with the dQ reduce-adds.
+    pub pass: KernelLaunch<'a>,
+    /// dQ = accumulator x scale; four elements per thread.
+    pub epilogue: KernelLaunch<'a>,
 }
 
 /// Whether `BURN_NATTEN_NATIVE_SM90` allows the Hopper kernels (the forward and the backward
@@ -116,6 +136,9 @@ pub struct NativeDevice {
     /// pass and the dK/dV pass per built head dim; empty unless the device has compute
     /// capability 9.0 and the build has the sm_90a kernels.
     backward_sm90: Vec<(usize, PerElement, PerElement)>,
+    /// Fused Hopper backward (prologue, pass, epilogue) per built head dim; empty unless the
+    /// device has compute capability 9.0 and the build has the sm_90a kernels.
+    backward_fused_sm90: Vec<(usize, PerElement, PerElement, PerElement)>,
 }
 
 impl NativeDevice {
@@ -142,6 +165,7 @@ impl NativeDevice {
                     kernel_dim,
                     side: WalkedSide::Keys,
                 }),
+                dq_accumulator_map: false,
             });
         }
         self.forward
@@ -154,6 +178,7 @@ impl NativeDevice {
                 persistent_ctas: None,
                 tiles: TileSplit::Whole,
                 tensor_maps: None,
+                dq_accumulator_map: false,
             })
     }
 
@@ -189,6 +214,7 @@ impl NativeDevice {
                             side: WalkedSide::Keys,
                         },
                     ),
+                    dq_accumulator_map: false,
                 },
                 key_passes: vec![KernelLaunch {
                     function: &dkdv[bf16 as usize],
@@ -204,7 +230,9 @@ impl NativeDevice {
                             side: WalkedSide::Queries,
                         },
                     ),
+                    dq_accumulator_map: false,
                 }],
+                fused: self.fused_backward(kernel_dim, bf16),
             });
         }
         let dq = KernelLaunch {
@@ -214,6 +242,7 @@ impl NativeDevice {
             persistent_ctas: None,
             tiles: TileSplit::Whole,
             tensor_maps: None,
+            dq_accumulator_map: false,
         };
         let key_passes = key_passes
             .iter()
@@ -224,11 +253,59 @@ impl NativeDevice {
                 persistent_ctas: None,
                 tiles: TileSplit::Whole,
                 tensor_maps: None,
+                dq_accumulator_map: false,
             })
             .collect();
-        Some(BackwardKernels { dq, key_passes })
+        Some(BackwardKernels {
+            dq,
+            key_passes,
+            fused: None,
+        })
+    }
+
+    /// The fused Hopper backward for `kernel_dim` and the element type, where it was loaded.
+    fn fused_backward(&self, kernel_dim: usize, bf16: bool) -> Option<FusedBackward<'_>> {
+        let (_, prologue, pass, epilogue) = self
+            .backward_fused_sm90
+            .iter()
+            .find(|(d, _, _, _)| *d == kernel_dim)?;
+        let elementwise = |f| elementwise_launch(f, bf16);
+        Some(FusedBackward {
+            prologue: elementwise(prologue),
+            pass: KernelLaunch {
+                function: &pass[bf16 as usize],
+                threads: plan::sm90_backward_threads(kernel_dim),
+                shared_bytes: plan::sm90_backward_fused_shared_bytes(kernel_dim),
+                persistent_ctas: None,
+                tiles: TileSplit::Pairs,
+                tensor_maps: Some(TensorMapKind {
+                    bf16,
+                    kernel_dim,
+                    side: WalkedSide::Queries,
+                }),
+                dq_accumulator_map: true,
+            },
+            epilogue: elementwise(epilogue),
+        })
     }
 }
+
+/// A launch of the fused backward's prologue or epilogue (no shared memory, no tiles).
+fn elementwise_launch(f: &PerElement, bf16: bool) -> KernelLaunch<'_> {
+    KernelLaunch {
+        function: &f[bf16 as usize],
+        threads: FUSED_AUX_THREADS,
+        shared_bytes: 0,
+        persistent_ctas: None,
+        tiles: TileSplit::Whole,
+        tensor_maps: None,
+        dq_accumulator_map: false,
+    }
+}
+
+/// Threads per CTA of the fused backward's prologue and epilogue (one warp per (token, head)
+/// row in the prologue, four elements per thread in the epilogue).
+pub const FUSED_AUX_THREADS: u32 = 256;
 
 /// Head dims whose backward kernels were built into this binary.
 pub fn built_backward_head_dims() -> Vec<usize> {
@@ -386,6 +463,27 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
             backward_sm90.push((dim, kernels.remove(0), dkdv));
         }
     }
+    let mut backward_fused_sm90 = Vec::new();
+    if cc == (9, 0) && sm90_allowed() {
+        for &(dim, fatbin) in fatbins::FNA_BACKWARD_FUSED_SM90_FATBINS {
+            let [prologue, pass, epilogue]: [PerElement; 3] = load_family(
+                fatbin,
+                dim,
+                &[
+                    ("natten_fna_backward_fused_prologue_sm90", "", 0),
+                    (
+                        "natten_fna_backward_fused_sm90",
+                        "",
+                        plan::sm90_backward_fused_shared_bytes(dim),
+                    ),
+                    ("natten_fna_backward_fused_epilogue_sm90", "", 0),
+                ],
+            )?
+            .try_into()
+            .map_err(|_| "three fused backward kernels".to_string())?;
+            backward_fused_sm90.push((dim, prologue, pass, epilogue));
+        }
+    }
     Ok(Arc::new(NativeDevice {
         handoff: StreamKernels::load(&ctx),
         stream,
@@ -394,5 +492,6 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
         forward_sm90,
         backward,
         backward_sm90,
+        backward_fused_sm90,
     }))
 }

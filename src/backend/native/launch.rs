@@ -39,10 +39,11 @@ use cubecl::zspace::{Strides, metadata::Metadata};
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaStream, LaunchConfig, PushKernelArg};
 
+use super::device::FUSED_AUX_THREADS;
 use super::device::{KernelLaunch, NativeDevice, TileSplit};
 use super::handoff::{Handoff, StreamKernels};
 use super::plan::{CallShape, FnaParams, Pattern};
-use super::tensor_map::{TensorMap, tile_tensor_maps};
+use super::tensor_map::{TensorMap, describable, dq_accumulator_map, tile_tensor_maps};
 use crate::backend::TileConfig;
 
 type CudaTensor = CubeTensor<CudaRuntime>;
@@ -152,6 +153,17 @@ fn call_shape(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor) -> Result<CallShap
     })
 }
 
+/// Whether `BURN_NATTEN_NATIVE_FUSED_BACKWARD=1` asks for the fused Hopper backward
+/// ([`super::device::FusedBackward`]) where it applies. Off by default: on the H100 anchors it
+/// was 1.5-6% slower than the dQ pass and the dK/dV pass (DEVELOPERS.md), which are also
+/// deterministic (its dQ reduce-adds run in a varying order).
+fn fused_backward_asked() -> bool {
+    static FUSED: OnceLock<bool> = OnceLock::new();
+    *FUSED.get_or_init(|| {
+        std::env::var_os("BURN_NATTEN_NATIVE_FUSED_BACKWARD").is_some_and(|v| v != "0")
+    })
+}
+
 /// Whether `BURN_NATTEN_NATIVE_TRACE` asks for the time of each step of every call.
 fn tracing() -> bool {
     static TRACE: OnceLock<bool> = OnceLock::new();
@@ -205,6 +217,16 @@ impl<'a> Launch<'a> {
             kernel: self.kernel,
             grid,
             tile_axis: self.tile_axis,
+        }
+    }
+
+    /// A kernel of one CTA per `per_cta` of `count` items (the fused backward's prologue and
+    /// epilogue).
+    fn elementwise(kernel: KernelLaunch<'a>, count: usize, per_cta: usize) -> Self {
+        Self {
+            kernel,
+            grid: (count.div_ceil(per_cta).max(1) as u32, 1, 1),
+            tile_axis: None,
         }
     }
 
@@ -363,6 +385,10 @@ fn launch_all(
             },
             None => (0, [TensorMap::unused(); 2]),
         };
+        let dq_map = match (launch.kernel.dq_accumulator_map, launch.kernel.tensor_maps) {
+            (true, Some(kind)) => Some(dq_accumulator_map(params, kind)?),
+            _ => None,
+        };
         let mut builder = stream.launch_builder(launch.kernel.function);
         builder.arg(params);
         if let Some(axis) = &launch.tile_axis {
@@ -371,10 +397,14 @@ fn launch_all(
         if launch.kernel.tensor_maps.is_some() {
             builder.arg(&tma).arg(&maps[0]).arg(&maps[1]);
         }
+        if let Some(map) = &dq_map {
+            builder.arg(map);
+        }
         // SAFETY: every native kernel takes `FnaParams` by value (kernels/fna_params.cuh), and
         // every pointer in it is a pinned, contiguous buffer of the shape the kernel indexes;
         // the kernels that pair or halve plan tiles take the axis (an int) after it, and those
-        // with `tensor_maps` then the TMA flag (an int) and two `CUtensorMap`s by value.
+        // with `tensor_maps` then the TMA flag (an int) and two `CUtensorMap`s by value, and the
+        // fused backward the dQ accumulator's `CUtensorMap`.
         unsafe { builder.launch(config) }.map_err(|e| format!("launch: {e}"))?;
     }
     Ok(())
@@ -553,9 +583,10 @@ pub fn forward(
     Ok((out, lse))
 }
 
-/// Runs the native backward (dQ pass, then the dK/dV pass or, at head dim 256, the dK and dV
-/// passes; NA or attention, by `pattern`); returns
-/// (dq, dk, dv). `out` and `lse` are those of the whole forward (of a merged one, with extra
+/// Runs the native backward (the fused Hopper backward where asked for and it applies, else the
+/// dQ pass, then
+/// the dK/dV pass or, at head dim 256, the dK and dV passes; NA or attention, by `pattern`);
+/// returns (dq, dk, dv). `out` and `lse` are those of the whole forward (of a merged one, with extra
 /// keys).
 pub fn backward(
     device: &NativeDevice,
@@ -587,23 +618,53 @@ pub fn backward(
         ],
     );
     let params = FnaParams::new(pattern, shape, tiles);
-    trace_prepared(entered);
-    let launches: Vec<Launch<'_>> = std::iter::once(Launch::query_side(kernels.dq, &params))
-        .chain(
-            kernels
-                .key_passes
-                .iter()
-                .map(|&kernel| Launch::key_side(kernel, &params)),
+    // The fused backward where it was asked for and loaded and TMA can describe the call's
+    // tiles; else the dQ pass and the key passes.
+    let fused = kernels.fused.filter(|f| {
+        fused_backward_asked()
+            && f.pass
+                .tensor_maps
+                .is_some_and(|kind| describable(&params, kind).is_ok())
+    });
+    let dq_acc = fused.as_ref().map(|_| {
+        empty_device_contiguous_dtype(
+            q.client.clone(),
+            q.device.clone(),
+            Shape::new([b * n * h * shape.head_dim]),
+            DType::F32,
         )
-        .collect();
+    });
+    trace_prepared(entered);
+    let launches: Vec<Launch<'_>> = match &fused {
+        Some(f) => vec![
+            Launch::elementwise(f.prologue, b * n * h, FUSED_AUX_THREADS as usize / 32),
+            Launch::key_side(f.pass, &params),
+            Launch::elementwise(
+                f.epilogue,
+                b * n * h * shape.head_dim,
+                FUSED_AUX_THREADS as usize * 4,
+            ),
+        ],
+        None => std::iter::once(Launch::query_side(kernels.dq, &params))
+            .chain(
+                kernels
+                    .key_passes
+                    .iter()
+                    .map(|&kernel| Launch::key_side(kernel, &params)),
+            )
+            .collect(),
+    };
+    let mut buffers = vec![&q, &k, &v, &out, &lse, &d_out, &outputs.buffer];
+    buffers.extend(dq_acc.as_ref());
     run_on_burn_buffers(
         device,
-        &[&q, &k, &v, &out, &lse, &d_out, &outputs.buffer],
+        &buffers,
         params,
         |p, ptr| {
             [p.q, p.k, p.v, p.out, p.lse] = [ptr[0], ptr[1], ptr[2], ptr[3], ptr[4]];
             p.d_out = ptr[5];
             [p.dq, p.dk, p.dv, p.delta] = outputs.pointers(ptr[6]);
+            p.dq_acc = ptr.get(7).copied().unwrap_or(0);
         },
         &launches,
     )?;

@@ -184,6 +184,14 @@ pub fn sm90_backward_dkdv_shared_bytes(kernel_dim: usize) -> u32 {
     (bytes + 1024) as u32
 }
 
+/// Dynamic shared memory of the fused Hopper backward (`FnaBwdDkdvSm90WsTraits<.., true>`,
+/// `kernels/fna_backward_fused_dq_sm90.cuh`; head dim 128 only): the paired dK/dV pass's, plus
+/// both consumers' dS^T tiles (64 x 64 elements each) and f32 dQ staging (64 x 64 floats each).
+pub fn sm90_backward_fused_shared_bytes(kernel_dim: usize) -> u32 {
+    let fused = 2 * BACKWARD_BLOCK * BACKWARD_BLOCK * 2 + 2 * BACKWARD_BLOCK * BACKWARD_BLOCK * 4;
+    sm90_backward_dkdv_shared_bytes(kernel_dim) + fused as u32
+}
+
 /// Default tiles of the backward passes: 64-query Q tiles over the dilation groups, 64-key KV
 /// tiles over the windows.
 pub fn default_backward_tiles(pattern: Pattern<'_>) -> TileConfig {
@@ -304,6 +312,7 @@ pub struct FnaParams {
     pub dk: u64,
     pub dv: u64,
     pub delta: u64,
+    pub dq_acc: u64,
     pub batch: i32,
     pub tokens: i32,
     pub kv_tokens: i32,
@@ -357,6 +366,7 @@ impl FnaParams {
             dk: 0,
             dv: 0,
             delta: 0,
+            dq_acc: 0,
             batch: shape.batch as i32,
             tokens: shape.tokens as i32,
             kv_tokens: shape.kv_tokens as i32,
@@ -570,10 +580,10 @@ pub(super) mod tests {
     #[test]
     fn params_match_the_c_layout() {
         // 10 pointers, 8 + 10 x 3 ints, 2 floats: 80 + 152 + 8 = 240
-        assert_eq!(std::mem::size_of::<FnaParams>(), 240);
-        assert_eq!(std::mem::offset_of!(FnaParams, batch), 80);
-        assert_eq!(std::mem::offset_of!(FnaParams, len), 112);
-        assert_eq!(std::mem::offset_of!(FnaParams, scale), 232);
+        assert_eq!(std::mem::size_of::<FnaParams>(), 248);
+        assert_eq!(std::mem::offset_of!(FnaParams, batch), 88);
+        assert_eq!(std::mem::offset_of!(FnaParams, len), 120);
+        assert_eq!(std::mem::offset_of!(FnaParams, scale), 240);
     }
 
     #[test]
@@ -640,6 +650,10 @@ pub(super) mod tests {
         assert!(sm90_backward_dkdv_shared_bytes(128) <= 227 * 1024);
         assert_eq!(sm90_backward_threads(128), 384);
         assert_eq!(sm90_backward_threads(64), 128);
+        // The fused backward (kernels/fna_backward_fused_sm90_d128.cu): + 2 x 8 KiB dS^T + 2 x
+        // 16 KiB f32 staging.
+        assert_eq!(sm90_backward_fused_shared_bytes(128), 221_008);
+        assert!(sm90_backward_fused_shared_bytes(128) <= 227 * 1024);
     }
 
     /// Parameters of a neighborhood attention problem (16 heads, head dim 128) with the given

@@ -63,11 +63,18 @@ impl TensorMap {
     }
 }
 
-/// The descriptors of `params` (device pointers already written) for a kernel of `kind`: K and
-/// V, or Q and dO ([`WalkedSide`]). Or why TMA cannot describe them (the kernel then gathers
-/// with cp.async): a head dim (of K or V) other than the kernel's, a dilation above 8, or a
-/// tile extent times its dilation above 256.
-pub fn tile_tensor_maps(params: &FnaParams, kind: TensorMapKind) -> Result<[TensorMap; 2], String> {
+/// The part of a side's descriptors that does not depend on the pointers: its grid, heads and
+/// per-axis boxes (tensor dimensions 1..4: extent times dilation, traversal stride dilation).
+struct SideBoxes {
+    grid: [i32; 3],
+    heads: i32,
+    box_dims: [u32; 5],
+    element_strides: [u32; 5],
+}
+
+/// The boxes of `kind`'s side, or why TMA cannot describe its tiles: a head dim (of K or V)
+/// other than the kernel's, a dilation above 8, or a tile extent times its dilation above 256.
+fn side_boxes(params: &FnaParams, kind: TensorMapKind) -> Result<SideBoxes, String> {
     for (name, dim) in [
         ("head_dim", params.head_dim),
         ("head_dim_v", params.head_dim_v),
@@ -79,19 +86,9 @@ pub fn tile_tensor_maps(params: &FnaParams, kind: TensorMapKind) -> Result<[Tens
             ));
         }
     }
-    let (pointers, grid, heads, tile_log2) = match kind.side {
-        WalkedSide::Keys => (
-            [params.k, params.v],
-            params.kv_len,
-            params.heads_kv,
-            params.kv_tile_log2,
-        ),
-        WalkedSide::Queries => (
-            [params.q, params.d_out],
-            params.len,
-            params.heads,
-            params.q_tile_log2,
-        ),
+    let (grid, heads, tile_log2) = match kind.side {
+        WalkedSide::Keys => (params.kv_len, params.heads_kv, params.kv_tile_log2),
+        WalkedSide::Queries => (params.len, params.heads, params.q_tile_log2),
     };
     let mut box_dims = [BOX_COLS, 1, 1, 1, 1];
     let mut element_strides = [1u32; 5];
@@ -108,51 +105,102 @@ pub fn tile_tensor_maps(params: &FnaParams, kind: TensorMapKind) -> Result<[Tens
         box_dims[1 + i] = extent * dilation;
         element_strides[1 + i] = dilation;
     }
+    Ok(SideBoxes {
+        grid,
+        heads,
+        box_dims,
+        element_strides,
+    })
+}
+
+/// Whether TMA can describe the tiles of `kind`'s side for `params` (pointers not needed), or
+/// why not ([`tile_tensor_maps`]).
+pub fn describable(params: &FnaParams, kind: TensorMapKind) -> Result<(), String> {
+    side_boxes(params, kind).map(|_| ())
+}
+
+/// The descriptors of `params` (device pointers already written) for a kernel of `kind`: K and
+/// V, or Q and dO ([`WalkedSide`]). Or why TMA cannot describe them (the kernel then gathers
+/// with cp.async): a head dim (of K or V) other than the kernel's, a dilation above 8, or a
+/// tile extent times its dilation above 256.
+pub fn tile_tensor_maps(params: &FnaParams, kind: TensorMapKind) -> Result<[TensorMap; 2], String> {
+    let boxes = side_boxes(params, kind)?;
+    let pointers = match kind.side {
+        WalkedSide::Keys => [params.k, params.v],
+        WalkedSide::Queries => [params.q, params.d_out],
+    };
     let data_type = if kind.bf16 {
         sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
     } else {
         sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16
     };
-    let map = |pointer: u64, cols: i32| -> Result<TensorMap, String> {
-        let [len0, len1, len2] = grid.map(|l| l as u64);
-        let row = heads as u64 * cols as u64;
-        let dims = [row, len2, len1, len0, params.batch as u64];
-        // Byte strides of dimensions 1..5 (dimension 0 is contiguous).
-        let strides = [
-            2 * row,
-            2 * row * len2,
-            2 * row * len2 * len1,
-            2 * row * len2 * len1 * len0,
-        ];
-        let mut map = TensorMap::unused();
-        // SAFETY: every array has the rank's length (5, and 4 strides); `pointer` is a pinned
-        // device buffer of the described extent, 16-byte aligned (checked with the others), and
-        // the strides are multiples of 16 bytes (cols is a multiple of 8).
-        let result = unsafe {
-            sys::cuTensorMapEncodeTiled(
-                &mut map.0,
-                data_type,
-                5,
-                pointer as *mut std::ffi::c_void,
-                dims.as_ptr(),
-                strides.as_ptr(),
-                box_dims.as_ptr(),
-                element_strides.as_ptr(),
-                sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
-                sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
-                sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
-            )
-        };
-        match result {
-            sys::CUresult::CUDA_SUCCESS => Ok(map),
-            e => Err(format!("cuTensorMapEncodeTiled: {e:?}")),
-        }
-    };
     Ok([
-        map(pointers[0], params.head_dim)?,
-        map(pointers[1], params.head_dim_v)?,
+        encode(params, &boxes, pointers[0], params.head_dim, data_type, 2)?,
+        encode(params, &boxes, pointers[1], params.head_dim_v, data_type, 2)?,
     ])
+}
+
+/// The descriptor of the fused backward's f32 dQ accumulator (`params.dq_acc`, like Q): Q tile
+/// boxes ([`WalkedSide::Queries`]) by 32 columns (the 128-byte swizzle's row of floats), the
+/// target of the kernel's reduce-adds (`tma_reduce_add_5d`).
+pub fn dq_accumulator_map(params: &FnaParams, kind: TensorMapKind) -> Result<TensorMap, String> {
+    let mut boxes = side_boxes(
+        params,
+        TensorMapKind {
+            side: WalkedSide::Queries,
+            ..kind
+        },
+    )?;
+    boxes.box_dims[0] = BOX_COLS / 2;
+    let data_type = sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+    encode(params, &boxes, params.dq_acc, params.head_dim, data_type, 4)
+}
+
+/// One descriptor: the tensor at `pointer` of `cols` columns per head of `element_bytes` each,
+/// over the grid and heads of `boxes`, 128-byte swizzled.
+fn encode(
+    params: &FnaParams,
+    boxes: &SideBoxes,
+    pointer: u64,
+    cols: i32,
+    data_type: sys::CUtensorMapDataType,
+    element_bytes: u64,
+) -> Result<TensorMap, String> {
+    let [len0, len1, len2] = boxes.grid.map(|l| l as u64);
+    let row = boxes.heads as u64 * cols as u64;
+    let dims = [row, len2, len1, len0, params.batch as u64];
+    // Byte strides of dimensions 1..5 (dimension 0 is contiguous).
+    let bytes = element_bytes * row;
+    let strides = [
+        bytes,
+        bytes * len2,
+        bytes * len2 * len1,
+        bytes * len2 * len1 * len0,
+    ];
+    let mut map = TensorMap::unused();
+    // SAFETY: every array has the rank's length (5, and 4 strides); `pointer` is a pinned
+    // device buffer of the described extent, 16-byte aligned (checked with the others), and
+    // the strides are multiples of 16 bytes (cols is a multiple of 8).
+    let result = unsafe {
+        sys::cuTensorMapEncodeTiled(
+            &mut map.0,
+            data_type,
+            5,
+            pointer as *mut std::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            boxes.box_dims.as_ptr(),
+            boxes.element_strides.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    match result {
+        sys::CUresult::CUDA_SUCCESS => Ok(map),
+        e => Err(format!("cuTensorMapEncodeTiled: {e:?}")),
+    }
 }
 
 #[cfg(test)]
