@@ -92,7 +92,6 @@ fn native_fmha_matches_f32() {
     if native_unavailable() {
         return;
     }
-    let device = Default::default();
     let dims = [32, 64, 128, 24, 96];
     for seed in 0..16u64 {
         let mut r = rng(seed ^ 0xf4);
@@ -110,29 +109,38 @@ fn native_fmha_matches_f32() {
             [b, skv, hkv, dv],
             [b, sq, hkv * g, dv],
         ];
-        for (dtype, atol, rtol, round) in HALF {
-            let values = shapes.map(|s| round(&normal(s.iter().product(), &mut r)));
-            let case = |backend| FmhaCase {
-                what: format!(
-                    "seed {seed}: b {b} sq {sq} skv {skv} hkv {hkv} g {g} d {d} dv {dv} \
-                     causal {causal} {dtype:?}"
-                ),
-                shapes,
-                values: values.clone(),
-                causal,
-                scale: None,
-                backend,
-            };
-            let (native, reference) = (case(NaBackend::CudaFna), case(NaBackend::Reference));
-            let want =
-                run_fmha::<Autodiff<Cpu>>(&reference, DType::F32, &Default::default(), false);
-            let got = run_fmha::<Autodiff<Cuda>>(&native, dtype, &device, false);
-            for (name, (a, b)) in ["out", "lse", "dq", "dk", "dv"]
-                .iter()
-                .zip(got.iter().zip(&want))
-            {
-                assert_close(&format!("{name} of {}", native.what), a, b, atol, rtol);
-            }
+        let what = format!("seed {seed}: b {b} sq {sq} skv {skv} hkv {hkv} g {g} d {d} dv {dv}");
+        check_fmha_against_f32(&what, shapes, causal, &mut r);
+    }
+}
+
+/// Attention of `shapes` (Q, K, V, dO) natively against the f32 reference on the same rounded
+/// random inputs, in each half type: output, LSE and the gradients through the native backward.
+fn check_fmha_against_f32(
+    what: &str,
+    shapes: [[usize; 4]; 4],
+    causal: bool,
+    r: &mut rand::rngs::SmallRng,
+) {
+    let device = Default::default();
+    for (dtype, atol, rtol, round) in HALF {
+        let values = shapes.map(|s| round(&normal(s.iter().product(), r)));
+        let case = |backend| FmhaCase {
+            what: format!("{what} causal {causal} {dtype:?}"),
+            shapes,
+            values: values.clone(),
+            causal,
+            scale: None,
+            backend,
+        };
+        let (native, reference) = (case(NaBackend::CudaFna), case(NaBackend::Reference));
+        let want = run_fmha::<Autodiff<Cpu>>(&reference, DType::F32, &Default::default(), false);
+        let got = run_fmha::<Autodiff<Cuda>>(&native, dtype, &device, false);
+        for (name, (a, b)) in ["out", "lse", "dq", "dk", "dv"]
+            .iter()
+            .zip(got.iter().zip(&want))
+        {
+            assert_close(&format!("{name} of {}", native.what), a, b, atol, rtol);
         }
     }
 }
@@ -277,36 +285,15 @@ fn native_fused_backward_matches_f32() {
         check_against_f32(&p);
     }
     // Attention (FMHA) through the same pass: Q and KV lengths that differ, causal or not.
-    let device = Default::default();
     for (seed, sq, skv, causal) in [(1u64, 200, 170, false), (2, 130, 260, true)] {
-        let mut r = rng(seed ^ 0xf5);
         let shapes = [
             [2, sq, 4, 128],
             [2, skv, 2, 128],
             [2, skv, 2, 128],
             [2, sq, 4, 128],
         ];
-        for (dtype, atol, rtol, round) in HALF {
-            let values = shapes.map(|s| round(&normal(s.iter().product(), &mut r)));
-            let case = |backend| FmhaCase {
-                what: format!("fused FMHA sq {sq} skv {skv} causal {causal} {dtype:?}"),
-                shapes,
-                values: values.clone(),
-                causal,
-                scale: None,
-                backend,
-            };
-            let (native, reference) = (case(NaBackend::CudaFna), case(NaBackend::Reference));
-            let want =
-                run_fmha::<Autodiff<Cpu>>(&reference, DType::F32, &Default::default(), false);
-            let got = run_fmha::<Autodiff<Cuda>>(&native, dtype, &device, false);
-            for (name, (a, b)) in ["out", "lse", "dq", "dk", "dv"]
-                .iter()
-                .zip(got.iter().zip(&want))
-            {
-                assert_close(&format!("{name} of {}", native.what), a, b, atol, rtol);
-            }
-        }
+        let what = format!("fused FMHA sq {sq} skv {skv}");
+        check_fmha_against_f32(&what, shapes, causal, &mut rng(seed ^ 0xf5));
     }
 }
 
