@@ -39,8 +39,7 @@ use cubecl::zspace::{Strides, metadata::Metadata};
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaStream, LaunchConfig, PushKernelArg};
 
-use super::device::FUSED_AUX_THREADS;
-use super::device::{KernelLaunch, NativeDevice, TileSplit};
+use super::device::{FUSED_AUX_THREADS, KernelLaunch, NativeDevice, TileSplit};
 use super::handoff::{Handoff, StreamKernels};
 use super::plan::{CallShape, FnaParams, Pattern};
 use super::tensor_map::{TensorMap, describable, dq_accumulator_map, tile_tensor_maps};
@@ -584,10 +583,9 @@ pub fn forward(
 }
 
 /// Runs the native backward (the fused Hopper backward where asked for and it applies, else the
-/// dQ pass, then
-/// the dK/dV pass or, at head dim 256, the dK and dV passes; NA or attention, by `pattern`);
-/// returns (dq, dk, dv). `out` and `lse` are those of the whole forward (of a merged one, with extra
-/// keys).
+/// dQ pass, then the dK/dV pass or, at head dim 256, the dK and dV passes; NA or attention, by
+/// `pattern`); returns (dq, dk, dv). `out` and `lse` are those of the whole forward (of a merged
+/// one, with extra keys).
 pub fn backward(
     device: &NativeDevice,
     [q, k, v, out, lse, d_out]: [&CudaTensor; 6],
