@@ -369,9 +369,8 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
                 cutlass::arch::fence_view_async_shared();
                 bar_sync_wg(1 + h);
                 if (lt == 0) {
-                    const int c2 = geo.sub[0].group[2] + origin[2] * p.dilation[2];
-                    const int c1 = geo.sub[0].group[1] + origin[1] * p.dilation[1];
-                    const int c0 = geo.sub[0].group[0] + origin[0] * p.dilation[0];
+                    int c2, c1, c0;
+                    tile_box_coords(p, origin, geo.sub[0].group, c2, c1, c0);
                     const int col = (head0 + g) * p.head_dim + 64 * h;
                     tma_reduce_add_5d(staging, dq_map, col, c2, c1, c0, batch);
                     tma_reduce_add_5d(staging + 64 * 32, dq_map, col + 32, c2, c1, c0, batch);

@@ -37,14 +37,6 @@ namespace natten_native {
 constexpr int kWrittenBarrier = 3;  // both consumers' dS^T are in shared memory
 constexpr int kFreedBarrier = 4;    // + h: consumer h may overwrite its dS^T (the other read it)
 
-__device__ __forceinline__ void named_bar_sync(int id, int threads) {
-    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
-__device__ __forceinline__ void named_bar_arrive(int id, int threads) {
-    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
 // TMA reduce-add (f32) of the box at (c0, .., c4) of `map` from shared `smem` (1024-byte aligned).
 __device__ __forceinline__ void tma_reduce_add_5d(const void* smem, const CUtensorMap* map, int c0, int c1, int c2,
                                                   int c3, int c4) {

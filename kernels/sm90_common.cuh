@@ -48,6 +48,15 @@ __device__ __forceinline__ void tma_load_5d(void* smem, const CUtensorMap* map, 
         : "memory");
 }
 
+// The TMA coordinates (axis 2, axis 1, axis 0 of the tensor) of the first row of the tile at
+// group-local `origin` of dilation groups `group`: every box of that tile starts there.
+__device__ __forceinline__ void tile_box_coords(const FnaParams& p, const int (&origin)[3], const int (&group)[3],
+                                                int& c2, int& c1, int& c0) {
+    c2 = group[2] + origin[2] * p.dilation[2];
+    c1 = group[1] + origin[1] * p.dilation[1];
+    c0 = group[0] + origin[0] * p.dilation[0];
+}
+
 // Loads the two tiles (K and V, or Q and dO) of the tile at group-local `origin` (dilation
 // groups `group`) of (batch, head `head` of the maps' tensors) into `first_tile` and
 // `second_tile` (kRows x kHeadDim elements each, one stage of a GatheredTilesSm90 ring) with
@@ -58,9 +67,8 @@ __device__ __forceinline__ void tma_load_pair(const TensorMapPair& maps, const F
                                               const int (&group)[3], int batch, int head) {
     constexpr int kBlockCols = 64;  // a 128-byte swizzled row
     cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(full, 2 * kRows * kHeadDim * sizeof(Element));
-    const int c2 = group[2] + origin[2] * p.dilation[2];
-    const int c1 = group[1] + origin[1] * p.dilation[1];
-    const int c0 = group[0] + origin[0] * p.dilation[0];
+    int c2, c1, c0;
+    tile_box_coords(p, origin, group, c2, c1, c0);
 #pragma unroll
     for (int b = 0; b < kHeadDim / kBlockCols; ++b) {
         tma_load_5d(first_tile + b * kRows * kBlockCols, maps.first, full, head * p.head_dim + b * kBlockCols, c2, c1,
@@ -282,9 +290,19 @@ __device__ __forceinline__ int wg_acc_row(int wg_thread, int r) {
     return (wg_thread / 32) * 16 + (wg_thread % 32) / 4 + r * 8;
 }
 
-// A barrier of the 128 threads of one warpgroup (named barrier `id`, 1..15; 0 is __syncthreads).
+// Named barrier `id` (1..15; 0 is __syncthreads) of `threads` threads: wait there, or arrive
+// without waiting.
+__device__ __forceinline__ void named_bar_sync(int id, int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+__device__ __forceinline__ void named_bar_arrive(int id, int threads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// A barrier of the 128 threads of one warpgroup.
 __device__ __forceinline__ void bar_sync_wg(int id) {
-    asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory");
+    named_bar_sync(id, 128);
 }
 
 // The first byte of dynamic shared memory `smem` aligned to 1024 bytes, the period of the 128-byte
