@@ -54,6 +54,15 @@
 // cannot rule out reads an accumulator in flight) 0.63-0.65 ms at 184, 224 or 232 consumer
 // registers; Q in registers (RS product, 56 / 224 registers) 0.62; FA3's ping-pong of the two
 // consumers' S products (named barriers) 0.62-0.63; 56 / 224 registers alone 0.60. None kept.
+// Fourteenth session (harness .dev/h3, H100, two rounds each): the consumers bound the 1-D and
+// 2-D anchors (a producer issuing no loads left them as fast: 2-D 0.574 against 0.577-0.582 ms);
+// ncu's stall samples put 40% of a consumer's step in the softmax and 17% in the mask lookups
+// under S. 128-key KV tiles (the wide form: kBlockN = 128, two stages; half the steps, so half
+// the per-step cost) ran 1-D 1.199-1.202 ms against 1.279-1.288, attention over 8192 keys
+// 0.956-0.967 against 1.050-1.055, 2-D 256x256 window 63 6.30-6.33 against 6.34-6.48; the 2-D
+// anchor 0.588-0.589 against 0.578-0.582 (its halves' KV boxes take 15 tiles of 128 keys, 1920
+// keys, against 25 of 64) and 3-D about the same. src/backend/native/plan.rs picks them for
+// 1-D windows and attention of at least 256 keys.
 #pragma once
 
 #include <cutlass/arch/reg_reconfig.h>
@@ -62,20 +71,23 @@
 
 namespace natten_native {
 
-template <typename Element_, int kHeadDim_, int kStages_ = 3>
+template <typename Element_, int kHeadDim_, int kBlockN_ = 64>
 struct FnaSm90Traits {
     using Element = Element_;
     static constexpr int kHeadDim = kHeadDim_;
     static constexpr int kBlockM = 64;   // queries of a consumer warpgroup: half a 128-query Q tile
-    static constexpr int kBlockN = 64;   // window masks cover 64-column tiles (WindowMasks)
-    static constexpr int kStages = kStages_;  // K/V ring
+    static constexpr int kBlockN = kBlockN_;  // keys of a KV tile: 64, or 128 (the wide form)
+    // The K/V ring: three stages of 64-key tiles, two of 128-key ones (shared memory).
+    static constexpr int kStages = kBlockN == 64 ? 3 : 2;
+    using Masks = WindowMasksOf<kBlockN>;
     static constexpr int kProducerThreads = 128;
     static constexpr int kConsumerThreads = 256;
     static constexpr int kNThreads = kProducerThreads + kConsumerThreads;
-    // 128 x 112 + 256 x 184 <= 384 x 168 registers: one CTA per SM. The producer spills below
-    // 112 (104 before it staged the two halves of the Q tile apart).
+    // 128 x 112 + 256 x 184 (192 with 128-key tiles: 64 more S registers) <= 384 x 168
+    // registers: one CTA per SM. The producer spills below 112 (104 before it staged the two
+    // halves of the Q tile apart); with 128-key tiles, 96 / 200 spilled more than 112 / 192.
     static constexpr int kProducerRegs = 112;
-    static constexpr int kConsumerRegs = 184;
+    static constexpr int kConsumerRegs = kBlockN == 64 ? 184 : 192;
     static_assert(kProducerThreads * kProducerRegs + kConsumerThreads * kConsumerRegs <= kNThreads * 168);
     static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
 
@@ -100,7 +112,7 @@ struct FnaSm90Traits {
     // the window-mask table (WindowMasks); +1024 to align the tiles to the swizzle's 1024-byte
     // period.
     static constexpr int kSmemBytes =
-        2 * kQBytes + 2 * kKVBytes + 256 + (4 + 2 * kStages) * 8 + WindowMasks::kBytes + 1024;
+        2 * kQBytes + 2 * kKVBytes + kBlockN * 4 + (4 + 2 * kStages) * 8 + Masks::kBytes + 1024;
 };
 
 // How far (log2 units of the scaled scores) a row's max may rise above the max that its
@@ -186,11 +198,12 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
     char* smem_raw = align_to_swizzle_period(smem_unaligned);
     char* geometry = smem_raw + 2 * Traits::kQBytes + 2 * Traits::kKVBytes;
     int* kv_tok_off = reinterpret_cast<int*>(geometry);
-    uint64_t* bar_qfull = reinterpret_cast<uint64_t*>(geometry + 256);
+    uint64_t* bar_qfull = reinterpret_cast<uint64_t*>(geometry + kBlockN * 4);
     uint64_t* bar_qempty = bar_qfull + 2;
     uint64_t* bar_full = bar_qfull + 4;
     uint64_t* bar_empty = bar_full + kStages;
-    uint16_t* window_masks = reinterpret_cast<uint16_t*>(bar_empty + kStages);
+    using MaskWord = typename Traits::Masks::Word;
+    MaskWord* window_masks = reinterpret_cast<MaskWord*>(bar_empty + kStages);
     if (threadIdx.x == 0) {
         // Two rings: the Q buffers and the K/V stages.
         init_ring<2>(bar_qfull, bar_qempty, Traits::kProducerThreads, Traits::kConsumerThreads);
@@ -200,7 +213,7 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
     if (threadIdx.x < kBlockN) {
         kv_tok_off[threadIdx.x] = tile_row_offset(p, p.kv_tile_log2, threadIdx.x);
     }
-    WindowMasks::build(window_masks, p.kv_tile_log2, threadIdx.x, Traits::kNThreads);
+    Traits::Masks::build(window_masks, p.kv_tile_log2, threadIdx.x, Traits::kNThreads);
     __syncthreads();
     int ctas_x;
     const int n_items = forward_items(p, ctas_x);
@@ -294,7 +307,7 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
     // so the Q descriptors stay in uniform registers.
     const int h = cutlass::canonical_warp_group_idx() - 1;
     const int lt = threadIdx.x % 128;     // thread of the warpgroup
-    const uint16_t* masks = WindowMasks::of_thread(window_masks);
+    const MaskWord* masks = Traits::Masks::of_thread(window_masks);
     const float rise = kRescaleThresholdLog2 / p.scale_log2;  // the threshold in raw score units
     typename Traits::MmaS mma_s;
     typename Traits::MmaO mma_o;
@@ -381,8 +394,9 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
                     uint32_t keep[kRows];
 #pragma unroll
                     for (int r = 0; r < kRows; ++r) {
-                        keep[r] = full ? 0xffffu
-                                       : window_keep_sm90(win_lo[r], win_hi[r], masks, p.kv_tile_log2, origin);
+                        keep[r] = full ? 0xffffffffu
+                                       : window_keep_sm90<kBlockN>(win_lo[r], win_hi[r], masks, p.kv_tile_log2,
+                                                                   origin);
                     }
                     warpgroup_wait<0>();
                     warpgroup_fence_operand(acc_s);
@@ -453,17 +467,17 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
 
 }  // namespace natten_native
 
-// One extern "C" entry point per instantiation (element type, head dim): 128 queries x 64 keys
-// per tile, 384 threads, one CTA per SM; launched on min(SMs, work items) CTAs. Its arguments:
+// One extern "C" entry point per instantiation (element type, head dim, keys per KV tile: 64, or
+// 128 for the wide form): 128 queries per tile, 384 threads, one CTA per SM; launched on min(SMs, work items) CTAs. Its arguments:
 // the parameters, the axis the Q tile is halved on (0, 1 or 2, with an extent of at least 2
 // there; FnaParams::query_split_axis on the Rust side), whether K/V tiles load with TMA (1) or
 // are gathered with cp.async (0: where the host could not describe the tensors,
 // src/backend/native/tensor_map.rs), and the TMA descriptors of K and V (unread when 0).
-#define NATTEN_FNA_FORWARD_SM90_KERNEL(NAME, ELEMENT, HEAD_DIM)                                             \
+#define NATTEN_FNA_FORWARD_SM90_KERNEL(NAME, ELEMENT, HEAD_DIM, BLOCK_N)                                    \
     extern "C" __global__ void __launch_bounds__(384, 1)                                                   \
         NAME(const natten_native::FnaParams p, int split_axis, int kv_tma, const __grid_constant__ CUtensorMap k_map, \
              const __grid_constant__ CUtensorMap v_map) {                                                  \
         extern __shared__ __align__(1024) char smem[];                                                      \
-        natten_native::fna_forward_sm90<natten_native::FnaSm90Traits<ELEMENT, HEAD_DIM>>(                   \
+        natten_native::fna_forward_sm90<natten_native::FnaSm90Traits<ELEMENT, HEAD_DIM, BLOCK_N>>(          \
             p, split_axis, kv_tma != 0, natten_native::TensorMapPair{&k_map, &v_map}, smem);                \
     }

@@ -1,4 +1,4 @@
-// What the Hopper (sm_90a) kernels share: the window masks of a 64-key tile (WindowMasks), the
+// What the Hopper (sm_90a) kernels share: the window masks of a KV tile (WindowMasksOf), the
 // gathered cp.async staging of K/V tile rows into 128-byte-swizzled K-major tiles, wgmma issue
 // and the views of a wgmma accumulator (whose per-thread layout is that of the SM80 m16n8 one:
 // warp w of a warpgroup holds rows [16 w, 16 w + 16)), and the KV walk's odometer.
@@ -17,11 +17,6 @@ __device__ __forceinline__ float exp2_approx(float x) {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
     return y;
-}
-
-// The mask of the bits [0, n) of a 64-bit word (n in [0, 64]).
-__device__ __forceinline__ uint64_t low_bits(int n) {
-    return n >= 64 ? ~0ull : (1ull << n) - 1;
 }
 
 // The TMA descriptors of a walked side's two tensors, K and V (forward, dQ pass) or Q and dO
@@ -210,58 +205,67 @@ __device__ __forceinline__ void next_kv_origin(const FnaParams& p, const KvBox& 
     }
 }
 
-// The window masks of a 64-column tile (tile-local column n = row-major over the tile's box,
-// extents 2^log2), precomputed per CTA and compressed to the 16 columns that a thread holds of a
-// 64-column wgmma accumulator row (quad lane q holds tile columns
-// 2 q + 8 (c / 2) + c % 2, c = 0..15): entry (q, a, x) of the shared table has bit c set where
-// column c of quad lane q lies below x on axis a (x = 0..64; extents 2^log2, row-major keys).
-// A window's run [l, h) on axis a is then entry h AND NOT entry l (runs repeat over the blocks of
-// the axis, so a run's mask is the difference of two prefixes), and a row's mask the AND over
-// the axes: two table reads per axis. Computing each row's 64-bit mask per tile instead (loops
-// over the axes' blocks) made the forward's softmax on masked tiles twice as long as on
-// unmasked ones (H200: 1983 against 987 cycles per tile; 1363 with the table).
-struct WindowMasks {
-    static constexpr int kEnds = 65;                  // x = 0..64
+// The window masks of a kCols-column tile (64 or 128 keys; tile-local column n = row-major over
+// the tile's box, extents 2^log2), precomputed per CTA and compressed to the kCols / 4 columns
+// that a thread holds of a wgmma accumulator row (quad lane q holds tile columns
+// 2 q + 8 (c / 2) + c % 2, c = 0..kCols / 4 - 1): entry (q, a, x) of the shared table has bit c
+// set where column c of quad lane q lies below x on axis a (x = 0..kCols). A window's run [l, h)
+// on axis a is then entry h AND NOT entry l (runs repeat over the blocks of the axis, so a run's
+// mask is the difference of two prefixes), and a row's mask the AND over the axes: two table
+// reads per axis. Computing each row's 64-bit mask per tile instead (loops over the axes' blocks)
+// made the forward's softmax on masked tiles twice as long as on unmasked ones (H200: 1983
+// against 987 cycles per tile; 1363 with the table).
+template <int kCols>
+struct WindowMasksOf {
+    static_assert(kCols == 64 || kCols == 128, "a thread's columns in one 16- or 32-bit word");
+    using Word = cute::conditional_t<kCols == 64, uint16_t, uint32_t>;
+    static constexpr int kEnds = kCols + 1;           // x = 0..kCols
     static constexpr int kEntries = 4 * 3 * kEnds;    // quad lane x axis x x
-    static constexpr int kBytes = kEntries * 2;       // 16-bit entries
+    static constexpr int kBytes = kEntries * static_cast<int>(sizeof(Word));
 
     // Fills `table` (shared memory, kEntries entries) for tiles of extents 2^log2; threads
     // `thread` of `threads` share the work. The caller synchronises before use.
-    static __device__ void build(uint16_t* table, const int (&log2)[3], int thread, int threads) {
+    static __device__ void build(Word* table, const int (&log2)[3], int thread, int threads) {
         for (int idx = thread; idx < kEntries; idx += threads) {
             const int x = idx % kEnds, a = (idx / kEnds) % 3, q = idx / (3 * kEnds);
             int shift = 0;  // log2 of the key-index stride of axis a
             for (int b = a + 1; b < 3; ++b) shift += log2[b];
             const int extent = 1 << log2[a];
-            uint64_t prefix = low_bits(min(x, extent) << shift);
-            for (int period = extent << shift; period < 64; period <<= 1) prefix |= prefix << period;
-            prefix >>= 2 * q;
             uint32_t cols = 0;
-            for (int c = 0; c < 16; ++c) cols |= static_cast<uint32_t>((prefix >> ((c % 2) + 8 * (c / 2))) & 1) << c;
-            table[idx] = static_cast<uint16_t>(cols);
+            for (int c = 0; c < kCols / 4; ++c) {
+                const int n = 2 * q + (c % 2) + 8 * (c / 2);  // the tile column
+                if (((n >> shift) & (extent - 1)) < x) cols |= 1u << c;
+            }
+            table[idx] = static_cast<Word>(cols);
         }
     }
 
     // This thread's part of the table (its quad lane's entries).
-    static __device__ __forceinline__ const uint16_t* of_thread(const uint16_t* table) {
+    static __device__ __forceinline__ const Word* of_thread(const Word* table) {
         return table + (threadIdx.x % 4) * 3 * kEnds;
     }
 };
 
-// The columns of a 64-column tile at `origin` inside a row's window [`lo`, `hi`), as the 16 bits
-// of the columns this thread holds (bit c: column c of its accumulator row): `masks` is this
-// thread's part of the WindowMasks table (WindowMasks::of_thread) built for the tile extents
-// 2^log2. It reads no scores: the Hopper forward computes it while S = Q K^T runs (2-D anchor
-// 0.588-0.596 -> 0.573-0.574 ms, H100 harness), then apply_keep_sm90.
-__device__ __forceinline__ uint32_t window_keep_sm90(const int (&lo)[3], const int (&hi)[3], const uint16_t* masks,
+// The 64-column table of the backward passes' tiles.
+using WindowMasks = WindowMasksOf<64>;
+
+// The columns of a kCols-column tile at `origin` inside a row's window [`lo`, `hi`), as the
+// kCols / 4 bits of the columns this thread holds (bit c: column c of its accumulator row):
+// `masks` is this thread's part of the WindowMasksOf<kCols> table (of_thread) built for the tile
+// extents 2^log2. It reads no scores: the Hopper forward computes it while S = Q K^T runs (2-D
+// anchor 0.588-0.596 -> 0.573-0.574 ms, H100 harness), then apply_keep_sm90.
+template <int kCols = 64>
+__device__ __forceinline__ uint32_t window_keep_sm90(const int (&lo)[3], const int (&hi)[3],
+                                                     const typename WindowMasksOf<kCols>::Word* masks,
                                                      const int (&log2)[3], const int (&origin)[3]) {
-    uint32_t keep = 0xffffu;
+    uint32_t keep = 0xffffffffu;
 #pragma unroll
     for (int a = 0; a < 3; ++a) {
         const int extent = 1 << log2[a];
         const int l = min(max(lo[a] - origin[a], 0), extent);
         const int h = min(max(hi[a] - origin[a], 0), extent);
-        keep &= masks[a * WindowMasks::kEnds + h] & ~static_cast<uint32_t>(masks[a * WindowMasks::kEnds + l]);
+        constexpr int kEnds = WindowMasksOf<kCols>::kEnds;
+        keep &= masks[a * kEnds + h] & ~static_cast<uint32_t>(masks[a * kEnds + l]);
     }
     return keep;
 }
@@ -269,7 +273,7 @@ __device__ __forceinline__ uint32_t window_keep_sm90(const int (&lo)[3], const i
 // Sets the scores of row r whose bit in `keep` (window_keep_sm90) is clear to -inf.
 template <typename Scores>
 __device__ __forceinline__ void apply_keep_sm90(Scores& scores, int r, uint32_t keep) {
-    static_assert(decltype(size<1>(scores))::value == 16, "16 columns per thread: a 64-column tile");
+    static_assert(decltype(size<1>(scores))::value <= 32, "a thread's columns of a row in one word");
 #pragma unroll
     for (int c = 0; c < 16; ++c) {
         if (!((keep >> c) & 1)) scores(r, c) = -INFINITY;

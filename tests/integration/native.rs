@@ -10,8 +10,8 @@ use burn::backend::{Autodiff, Cuda};
 use burn::tensor::{DType, Distribution, Tensor};
 use burn_natten::natten_core::AxisParams;
 use burn_natten::{
-    AttentionOptions, NaBackend, NaOptions, NattenError, attention, na_backward_tile_configs, na2d,
-    na2d_with_extra_kv,
+    AttentionOptions, NaBackend, NaOptions, NattenError, TileConfig, attention,
+    na_backward_tile_configs, na_tile_configs, na1d, na2d, na2d_with_extra_kv, na3d,
 };
 use rand::Rng;
 
@@ -206,6 +206,9 @@ fn native_large_problems_match_f32() {
             64,
         ),
         problem(6, vec![300], vec![axis(31, 1, 3, false)], 1, 1, 256),
+        // 1-D windows of 256 keys or more at head dim 128: the Hopper forward's wide form.
+        problem(7, vec![1500], vec![axis(300, 1, 1, true)], 1, 2, 128),
+        problem(8, vec![1100], vec![axis(257, 2, 2, false)], 2, 1, 128),
     ];
     for p in &problems {
         check_against_f32(p);
@@ -216,10 +219,11 @@ fn native_large_problems_match_f32() {
         head_dim_v,
         ..p
     };
-    let [a, _, c, d, _, _] = problems;
+    let [a, _, c, d, _, _, g, _] = problems;
     check_against_f32(&with(a, 100, 32));
     check_against_f32(&with(c, 17, 64));
     check_against_f32(&with(d, 1, 128));
+    check_against_f32(&with(g, 130, 64));
 }
 
 /// Head dim 128 with V's equal to it: on an H100 with `BURN_NATTEN_NATIVE_FUSED_BACKWARD=1` the
@@ -662,6 +666,143 @@ fn native_tile_configurations_match_reference() {
         let got = values(na2d(q.clone(), k.clone(), v.clone(), &o).unwrap());
         assert_close(
             &format!("tiles {q_tile:?} {kv_tile:?}"),
+            &got,
+            &want,
+            8e-3,
+            1.6e-2,
+        );
+    }
+}
+
+/// The Hopper forward's wide form (128-key KV tiles, head dim 128) through explicit tile
+/// configurations on ranks 1-3, with stride, dilation, causal axes and GQA, against the
+/// reference in f32 on the same bf16 inputs (bf16 tolerance of the sweeps). The defaults take
+/// it for attention and 1-D windows of 256 keys or more (`native_fmha_matches_f32`,
+/// `native_large_problems_match_f32`).
+#[test]
+fn native_wide_kv_tiles_match_reference() {
+    if native_unavailable() {
+        return;
+    }
+    let device = Default::default();
+    let wide = |rank: usize| {
+        na_tile_configs::<Cuda>(&device, rank, 128, 128, DType::BF16)
+            .into_iter()
+            .filter(|c| c.kv_tile.iter().product::<usize>() == 128)
+            .collect::<Vec<TileConfig>>()
+    };
+    if wide(1).is_empty() {
+        eprintln!("SKIPPED: the wide Hopper forward (128-key tiles) needs compute capability 9.0");
+        return;
+    }
+    let random = |shape: Vec<usize>| {
+        let n = shape.iter().product();
+        let mut rng = rand::rng();
+        let values: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        (round_bf16(&values), shape)
+    };
+    let flat = |(values, _): &(Vec<f32>, Vec<usize>), dtype: DType| {
+        Tensor::<Cuda, 1>::from_floats(values.as_slice(), &device).cast(dtype)
+    };
+    // (spatial, window, stride, dilation, causal, Q tile, KV tile), heads 4 over 2 KV heads.
+    type Case = (
+        Vec<usize>,
+        Vec<usize>,
+        Vec<usize>,
+        Vec<usize>,
+        Vec<bool>,
+        Vec<usize>,
+        Vec<usize>,
+    );
+    let cases: [Case; 5] = [
+        (
+            vec![700],
+            vec![300],
+            vec![1],
+            vec![1],
+            vec![true],
+            vec![128],
+            vec![128],
+        ),
+        (
+            vec![900],
+            vec![257],
+            vec![3],
+            vec![2],
+            vec![false],
+            vec![128],
+            vec![128],
+        ),
+        (
+            vec![40, 36],
+            vec![13, 9],
+            vec![1, 2],
+            vec![2, 1],
+            vec![false, true],
+            vec![8, 16],
+            vec![8, 16],
+        ),
+        (
+            vec![33, 47],
+            vec![31, 31],
+            vec![1, 1],
+            vec![1, 1],
+            vec![false, false],
+            vec![8, 16],
+            vec![16, 8],
+        ),
+        (
+            vec![10, 12, 14],
+            vec![5, 7, 7],
+            vec![1, 1, 2],
+            vec![1, 2, 1],
+            vec![true, false, false],
+            vec![4, 4, 8],
+            vec![2, 8, 8],
+        ),
+    ];
+    for (spatial, window, stride, dilation, causal, q_tile, kv_tile) in cases {
+        let rank = spatial.len();
+        let config = TileConfig {
+            q_tile: q_tile.clone(),
+            kv_tile: kv_tile.clone(),
+        };
+        assert!(
+            wide(rank).contains(&config),
+            "{config:?} is a wide configuration"
+        );
+        let shape = |heads| [vec![2], spatial.clone(), vec![heads, 128]].concat();
+        let [q, k, v] = [random(shape(4)), random(shape(2)), random(shape(2))];
+        // The call at rank $r (tensors of rank $d = $r + 3) in f32 on the reference and in bf16
+        // with the wide tiles.
+        macro_rules! both {
+            ($na:ident, $r:literal, $d:literal) => {{
+                let arr = |v: &Vec<usize>| -> [usize; $r] { v.as_slice().try_into().unwrap() };
+                let opts = NaOptions::new(arr(&window))
+                    .with_stride(arr(&stride))
+                    .with_dilation(arr(&dilation))
+                    .with_causal(causal.as_slice().try_into().unwrap());
+                let call = |dtype, opts: &NaOptions<$r>| {
+                    let t = |x: &(Vec<f32>, Vec<usize>)| {
+                        let dims: [usize; $d] = x.1.as_slice().try_into().unwrap();
+                        flat(x, dtype).reshape(dims)
+                    };
+                    values($na(t(&q), t(&k), t(&v), opts).unwrap())
+                };
+                let want = call(DType::F32, &opts.with_backend(NaBackend::Reference));
+                let tiled = opts
+                    .with_backend(NaBackend::CudaFna)
+                    .with_tiles(arr(&q_tile), arr(&kv_tile));
+                (call(DType::BF16, &tiled), want)
+            }};
+        }
+        let (got, want) = match rank {
+            1 => both!(na1d, 1, 4),
+            2 => both!(na2d, 2, 5),
+            _ => both!(na3d, 3, 6),
+        };
+        assert_close(
+            &format!("wide tiles {spatial:?} window {window:?} {q_tile:?} {kv_tile:?}"),
             &got,
             &want,
             8e-3,

@@ -126,9 +126,11 @@ pub struct NativeDevice {
     sm_count: u32,
     /// Forward kernel per built head dim and queries per tile.
     forward: Vec<((usize, usize), PerElement)>,
-    /// Hopper forward (wgmma, [`plan::SM90_BLOCK_M`] queries per tile) per built head dim; empty
-    /// unless the device has compute capability 9.0 and the build has the sm_90a kernels.
-    forward_sm90: Vec<(usize, PerElement)>,
+    /// Hopper forward (wgmma, [`plan::SM90_BLOCK_M`] queries per tile) per built head dim and
+    /// keys per KV tile ([`plan::FORWARD_BLOCK_N`], and [`plan::SM90_WIDE_BLOCK_N`] where
+    /// [`plan::sm90_has_wide_form`]); empty unless the device has compute capability 9.0 and the
+    /// build has the sm_90a kernels.
+    forward_sm90: Vec<((usize, usize), PerElement)>,
     /// Backward kernels per head dim built and fitting the device's shared memory: the dQ
     /// pass, and the dK/dV pass or the dK and dV passes.
     backward: Vec<(usize, PerElement, Vec<PerElement>)>,
@@ -142,22 +144,34 @@ pub struct NativeDevice {
 }
 
 impl NativeDevice {
-    /// The forward kernel for `kernel_dim`, `block_m` queries per tile and the element type
-    /// (`bf16` or f16): the Hopper kernel where it was loaded and takes the tile, else the
-    /// SM80-class one.
+    /// Whether this device runs the Hopper forward's wide form ([`plan::SM90_WIDE_BLOCK_N`]-key
+    /// tiles) at `kernel_dim`.
+    pub fn has_wide_forward(&self, kernel_dim: usize) -> bool {
+        self.forward_sm90
+            .iter()
+            .any(|(key, _)| *key == (kernel_dim, plan::SM90_WIDE_BLOCK_N))
+    }
+
+    /// The forward kernel for `kernel_dim`, `block_m` queries and `block_n` keys per tile and
+    /// the element type (`bf16` or f16): the Hopper kernel where it was loaded and takes the
+    /// tiles, else the SM80-class one (64-key tiles only).
     pub fn forward(
         &self,
         kernel_dim: usize,
         block_m: usize,
+        block_n: usize,
         bf16: bool,
     ) -> Option<KernelLaunch<'_>> {
         if block_m == plan::SM90_BLOCK_M
-            && let Some((_, f)) = self.forward_sm90.iter().find(|(d, _)| *d == kernel_dim)
+            && let Some((_, f)) = self
+                .forward_sm90
+                .iter()
+                .find(|(key, _)| *key == (kernel_dim, block_n))
         {
             return Some(KernelLaunch {
                 function: &f[bf16 as usize],
                 threads: plan::SM90_THREADS,
-                shared_bytes: plan::sm90_shared_bytes(kernel_dim),
+                shared_bytes: plan::sm90_shared_bytes(kernel_dim, block_n),
                 persistent_ctas: Some(self.sm_count),
                 tiles: TileSplit::Halves,
                 tensor_maps: Some(TensorMapKind {
@@ -167,6 +181,9 @@ impl NativeDevice {
                 }),
                 dq_accumulator_map: false,
             });
+        }
+        if block_n != plan::FORWARD_BLOCK_N {
+            return None;
         }
         self.forward
             .iter()
@@ -400,16 +417,24 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
     let mut forward_sm90 = Vec::new();
     if cc == (9, 0) && sm90_allowed() {
         for &(dim, fatbin) in fatbins::FNA_FORWARD_SM90_FATBINS {
-            let mut kernels = load_family(
-                fatbin,
-                dim,
-                &[(
-                    "natten_fna_forward_sm90",
-                    &format!("_m{}", plan::SM90_BLOCK_M),
-                    plan::sm90_shared_bytes(dim),
-                )],
-            )?;
-            forward_sm90.push((dim, kernels.remove(0)));
+            let mut blocks = vec![(plan::FORWARD_BLOCK_N, String::new())];
+            if plan::sm90_has_wide_form(dim) {
+                let wide = plan::SM90_WIDE_BLOCK_N;
+                blocks.push((wide, format!("_n{wide}")));
+            }
+            let names: Vec<_> = blocks
+                .iter()
+                .map(|(n, wide)| (format!("_m{}{wide}", plan::SM90_BLOCK_M), *n))
+                .collect();
+            let names: Vec<_> = names
+                .iter()
+                .map(|(suffix, n)| {
+                    let shared = plan::sm90_shared_bytes(dim, *n);
+                    ("natten_fna_forward_sm90", suffix.as_str(), shared)
+                })
+                .collect();
+            let kernels = load_family(fatbin, dim, &names)?;
+            forward_sm90.extend(blocks.iter().map(|(n, _)| (dim, *n)).zip(kernels));
         }
     }
     let sm_count = ctx

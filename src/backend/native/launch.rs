@@ -554,9 +554,14 @@ pub fn forward(
     );
     let shape = call_shape(&q, &k, &v)?;
     let block_m: usize = tiles.q_tile.iter().product();
+    let block_n: usize = tiles.kv_tile.iter().product();
     let kernel = device
-        .forward(kernel_dim, block_m, is_bf16(q.dtype)?)
-        .ok_or_else(|| format!("no forward kernel for head dim {kernel_dim}, {block_m} queries"))?;
+        .forward(kernel_dim, block_m, block_n, is_bf16(q.dtype)?)
+        .ok_or_else(|| {
+            format!(
+                "no forward kernel for head dim {kernel_dim}, {block_m} queries x {block_n} keys"
+            )
+        })?;
     let (b, n, h) = (shape.batch, shape.tokens, shape.heads);
     let outputs = Outputs::new(
         &q,

@@ -81,7 +81,11 @@ pub fn tile_configs<D: 'static>(
         return None;
     }
     let kernel_dim = plan::kernel_head_dim(head_dim.max(head_dim_v), &device::built_head_dims())?;
-    Some(plan::tile_configs(rank, kernel_dim))
+    let index = (device as &dyn Any).downcast_ref::<CudaDevice>()?.index;
+    let wide = device::native_device(index)
+        .ok()?
+        .has_wide_forward(kernel_dim);
+    Some(plan::tile_configs(rank, kernel_dim, wide))
 }
 
 /// The native backward tile configurations for this call, when the native backward runs it
@@ -227,16 +231,19 @@ pub fn try_na_forward<R: CubeRuntime>(
         kernel_dim,
     } = native_call([q, k, v], problem.backend, problem.scale, &built)?;
     let extra = cuda_extra(extra)?;
+    let wide = native.has_wide_forward(kernel_dim);
     let tiles = match &problem.tiles {
-        Some(t) if plan::tile_configs(problem.spatial.len(), kernel_dim).contains(t) => t.clone(),
-        _ => plan::default_tiles(problem.into(), kernel_dim),
+        Some(t) if plan::tile_configs(problem.spatial.len(), kernel_dim, wide).contains(t) => {
+            t.clone()
+        }
+        _ => plan::default_tiles(problem.into(), kernel_dim, wide),
     };
     let run = || -> Result<_, String> {
         let neighborhood = launch::forward(&native, q, k, v, problem.into(), &tiles, kernel_dim)?;
         let extra = match extra {
             Some([ek, ev]) => {
                 let dense = extra_tokens(problem);
-                let tiles = plan::default_tiles(dense, kernel_dim);
+                let tiles = plan::default_tiles(dense, kernel_dim, wide);
                 Some(launch::forward(
                     &native, q, ek, ev, dense, &tiles, kernel_dim,
                 )?)
@@ -316,7 +323,11 @@ pub fn try_fmha_forward<R: CubeRuntime>(
         device: native,
         kernel_dim,
     } = native_call([q, k, v], problem.backend, problem.scale, &built)?;
-    let tiles = plan::default_tiles(problem.into(), kernel_dim);
+    let tiles = plan::default_tiles(
+        problem.into(),
+        kernel_dim,
+        native.has_wide_forward(kernel_dim),
+    );
     let result = launch::forward(&native, q, k, v, problem.into(), &tiles, kernel_dim);
     pair_back(launched("attention forward", result)?)
 }

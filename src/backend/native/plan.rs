@@ -50,8 +50,22 @@ pub const KERNEL_HEAD_DIMS: [usize; 4] = [32, 64, 128, 256];
 /// Threads per CTA of the SM80-class kernels (4 warps).
 pub const THREADS: u32 = 128;
 
-/// Keys per KV tile of every forward kernel.
+/// Keys per KV tile of every forward kernel (the Hopper forward also has a wide form,
+/// [`SM90_WIDE_BLOCK_N`]).
 pub const FORWARD_BLOCK_N: usize = 64;
+
+/// Keys per KV tile of the Hopper forward's wide form (`natten_fna_forward_sm90_*_n128`, head
+/// dim 128 only): half the steps of 64-key tiles, so half their per-step cost, for more keys
+/// outside the windows on multi-dimensional tiles. H100 (kernel harness, bf16, 16 heads): 1-D
+/// 32768 tokens window 2048 1.279-1.288 -> 1.199-1.202 ms, attention over 8192 keys 1.050-1.055
+/// -> 0.956-0.967, the 2-D 128x128 window 31 anchor 0.578-0.582 -> 0.588-0.589 (slower:
+/// [`prefers_wide_kv_tiles`]).
+pub const SM90_WIDE_BLOCK_N: usize = 128;
+
+/// Whether the Hopper forward has the wide form ([`SM90_WIDE_BLOCK_N`]) at `kernel_dim`.
+pub fn sm90_has_wide_form(kernel_dim: usize) -> bool {
+    kernel_dim == 128
+}
 
 /// Queries per Q tile of the forward kernels for head dim `kernel_dim`, as instantiated in
 /// `kernels/fna_forward_d*.cu` (entry points `natten_fna_forward_<element>_d<dim>_m<queries>`).
@@ -70,25 +84,36 @@ pub fn shared_bytes(kernel_dim: usize, block_m: usize) -> u32 {
 pub const SM90_THREADS: u32 = 384;
 
 /// Queries per Q tile of the Hopper forward (its KV tiles have [`FORWARD_BLOCK_N`] keys, like
-/// every forward kernel, so the tile configurations are the same); the 64-query tiles run on the
-/// SM80 kernel there too.
+/// every forward kernel, or [`SM90_WIDE_BLOCK_N`] in the wide form); the 64-query tiles run on
+/// the SM80 kernel there too.
 pub const SM90_BLOCK_M: usize = 128;
 
-/// K/V buffers in the ring of the Hopper forward (`FnaSm90Traits::kStages`).
-pub const SM90_STAGES: usize = 3;
+/// K/V buffers in the ring of the Hopper forward with `block_n`-key tiles
+/// (`FnaSm90Traits::kStages`): three of 64 keys, two of 128 (shared memory).
+pub fn sm90_stages(block_n: usize) -> usize {
+    if block_n == FORWARD_BLOCK_N { 3 } else { 2 }
+}
 
-/// Bytes of the window-mask table of the Hopper kernels (`WindowMasks::kBytes` in
-/// `kernels/sm90_common.cuh`): 16-bit column masks per quad lane (4), axis (3) and run end (65).
-pub const SM90_WINDOW_MASK_BYTES: usize = 4 * 3 * 65 * 2;
+/// Bytes of the window-mask table of a Hopper kernel with `block_n`-key tiles
+/// (`WindowMasksOf::kBytes` in `kernels/sm90_common.cuh`): a column mask per quad lane (4), axis
+/// (3) and run end (`block_n + 1`), of a thread's `block_n / 4` columns (16 or 32 bits).
+pub const fn sm90_window_mask_bytes(block_n: usize) -> usize {
+    4 * 3 * (block_n + 1) * if block_n == 64 { 2 } else { 4 }
+}
 
-/// Dynamic shared memory of the Hopper forward (`FnaSm90Traits::kSmemBytes`): two Q tiles, the
-/// ring of K and V tiles, the token offset of each KV tile row (256 bytes), the mbarriers (8
-/// bytes each: two per Q buffer, two per ring stage), the window-mask table and 1024 bytes to
-/// align the tiles to the 128-byte swizzle's period.
-pub fn sm90_shared_bytes(kernel_dim: usize) -> u32 {
-    let tiles = (2 * SM90_BLOCK_M + 2 * SM90_STAGES * FORWARD_BLOCK_N) * kernel_dim * 2;
-    let barriers = (4 + 2 * SM90_STAGES) * 8;
-    (tiles + 256 + barriers + SM90_WINDOW_MASK_BYTES + 1024) as u32
+/// Bytes of the window-mask table of the Hopper backward passes (64-column tiles).
+pub const SM90_WINDOW_MASK_BYTES: usize = sm90_window_mask_bytes(64);
+
+/// Dynamic shared memory of the Hopper forward with `block_n`-key tiles
+/// (`FnaSm90Traits::kSmemBytes`): two Q tiles, the ring of K and V tiles, the token offset of
+/// each KV tile row (4 bytes each), the mbarriers (8 bytes each: two per Q buffer, two per ring
+/// stage), the window-mask table and 1024 bytes to align the tiles to the 128-byte swizzle's
+/// period.
+pub fn sm90_shared_bytes(kernel_dim: usize, block_n: usize) -> u32 {
+    let stages = sm90_stages(block_n);
+    let tiles = (2 * SM90_BLOCK_M + 2 * stages * block_n) * kernel_dim * 2;
+    let barriers = (4 + 2 * stages) * 8;
+    (tiles + block_n * 4 + barriers + sm90_window_mask_bytes(block_n) + 1024) as u32
 }
 
 /// Queries and keys per tile of both backward passes (every head dim).
@@ -237,19 +262,44 @@ fn factorizations(rank: usize, log2: u32) -> Vec<Vec<usize>> {
 
 /// The tile configurations of the forward kernels for head dim `kernel_dim` on a rank-`rank`
 /// problem: every Q tile and KV tile whose per-axis extents are powers of two multiplying to the
-/// block sizes of one of the kernels (the Q tile's size selects the kernel).
-pub fn tile_configs(rank: usize, kernel_dim: usize) -> Vec<TileConfig> {
-    let kv_tiles = factorizations(rank, FORWARD_BLOCK_N.trailing_zeros());
+/// block sizes of one of the kernels (the Q tile's size selects the kernel; with `wide`, where
+/// the device runs the Hopper forward's wide form, its 128-query tiles also take
+/// [`SM90_WIDE_BLOCK_N`]-key tiles).
+pub fn tile_configs(rank: usize, kernel_dim: usize, wide: bool) -> Vec<TileConfig> {
+    let kv_tiles = |block_n: usize| factorizations(rank, block_n.trailing_zeros());
     forward_block_m(kernel_dim)
         .iter()
-        .flat_map(|m| factorizations(rank, m.trailing_zeros()))
-        .flat_map(|q| {
-            kv_tiles.iter().map(move |kv| TileConfig {
-                q_tile: q.clone(),
-                kv_tile: kv.clone(),
-            })
+        .flat_map(|&m| {
+            let wide_tiles = if wide && sm90_has_wide_form(kernel_dim) && m == SM90_BLOCK_M {
+                kv_tiles(SM90_WIDE_BLOCK_N)
+            } else {
+                Vec::new()
+            };
+            let kv: Vec<_> = kv_tiles(FORWARD_BLOCK_N)
+                .into_iter()
+                .chain(wide_tiles)
+                .collect();
+            factorizations(rank, m.trailing_zeros())
+                .into_iter()
+                .flat_map(move |q| {
+                    kv.clone().into_iter().map(move |kv| TileConfig {
+                        q_tile: q.clone(),
+                        kv_tile: kv,
+                    })
+                })
         })
         .collect()
+}
+
+/// Whether a problem's default forward tiles take the Hopper forward's wide form where the
+/// device runs it: attention, and 1-D windows of at least 256 keys (the measured gains; on
+/// multi-dimensional tiles the wide KV tiles hold more keys outside the windows, and the 2-D
+/// anchor ran slower).
+pub fn prefers_wide_kv_tiles(pattern: Pattern<'_>) -> bool {
+    match pattern {
+        Pattern::Dense { .. } => true,
+        Pattern::Na(problem) => problem.axes.len() == 1 && problem.axes[0].kernel_size >= 256,
+    }
 }
 
 /// A tile of `2^log2` elements over `extents` (per axis, the group length the tile walks):
@@ -270,9 +320,18 @@ fn default_tile(extents: &[usize], log2: u32) -> Vec<usize> {
 
 /// The default tile configuration of a problem: Q tiles of the largest kernel (128 queries up to
 /// head dim 128: faster than 64 on every anchor problem on an H200, despite the larger KV box)
-/// sized by the dilation groups' lengths, KV tiles by the window sizes.
-pub fn default_tiles(pattern: Pattern<'_>, kernel_dim: usize) -> TileConfig {
-    tiles_for(pattern, forward_block_m(kernel_dim)[0], FORWARD_BLOCK_N)
+/// sized by the dilation groups' lengths, KV tiles by the window sizes; with `wide` (the device
+/// runs the Hopper forward's wide form at `kernel_dim`), [`SM90_WIDE_BLOCK_N`]-key tiles where
+/// [`prefers_wide_kv_tiles`].
+pub fn default_tiles(pattern: Pattern<'_>, kernel_dim: usize, wide: bool) -> TileConfig {
+    let block_m = forward_block_m(kernel_dim)[0];
+    let wide = wide && sm90_has_wide_form(kernel_dim) && block_m == SM90_BLOCK_M;
+    let block_n = if wide && prefers_wide_kv_tiles(pattern) {
+        SM90_WIDE_BLOCK_N
+    } else {
+        FORWARD_BLOCK_N
+    };
+    tiles_for(pattern, block_m, block_n)
 }
 
 /// Tiles of `block_m` queries sized by the dilation groups' lengths and of `block_n` keys sized
@@ -601,7 +660,7 @@ pub(super) mod tests {
             causal: true,
             scale: 0.5,
         };
-        let tiles = default_tiles(pattern, 64);
+        let tiles = default_tiles(pattern, 64, false);
         assert_eq!(tiles.q_tile, vec![128]);
         let p = FnaParams::new(pattern, shape, &tiles);
         assert_eq!((p.dense, p.len, p.kv_len), (1, [1, 1, 300], [1, 1, 70]));
@@ -616,11 +675,52 @@ pub(super) mod tests {
     #[test]
     fn sm90_shared_memory_fits_one_cta_per_sm() {
         // kernels/fna_forward_sm90.cuh (the static_asserts of kernels/fna_forward_sm90_d*.cu):
-        // 2 x 32 KiB Q + 2 x 3 x 16 KiB K/V + 256 + 80 + 1024 at head dim 128, under the 227 KiB
-        // an H100 CTA may have.
-        assert_eq!(sm90_shared_bytes(128), 166_760);
-        assert_eq!(sm90_shared_bytes(64), 84_840);
-        assert!(sm90_shared_bytes(128) <= 227 * 1024);
+        // 2 x 32 KiB Q + 2 x 3 x 16 KiB K/V + 256 + 80 + 1560 + 1024 at head dim 128, under the
+        // 227 KiB an H100 CTA may have.
+        assert_eq!(sm90_shared_bytes(128, 64), 166_760);
+        assert_eq!(sm90_shared_bytes(64, 64), 84_840);
+        // The wide form: 2 x 32 KiB Q + 2 x 2 x 32 KiB K/V + 512 + 64 + 6192 + 1024.
+        assert_eq!(sm90_shared_bytes(128, 128), 204_400);
+        assert!(sm90_shared_bytes(128, 128) <= 227 * 1024);
+    }
+
+    #[test]
+    fn wide_kv_tiles_go_with_128_query_tiles_where_built() {
+        let narrow = tile_configs(2, 128, false);
+        let wide = tile_configs(2, 128, true);
+        let keys = |c: &TileConfig| c.kv_tile.iter().product::<usize>();
+        let queries = |c: &TileConfig| c.q_tile.iter().product::<usize>();
+        assert!(narrow.iter().all(|c| keys(c) == FORWARD_BLOCK_N));
+        // 8 Q tiles of 128 x 8 KV tiles of 128 added to the 64-key configurations.
+        assert_eq!(wide.len(), narrow.len() + 8 * 8);
+        assert!(
+            wide.iter()
+                .filter(|c| keys(c) == SM90_WIDE_BLOCK_N)
+                .all(|c| queries(c) == SM90_BLOCK_M)
+        );
+        // Defaults: wide for attention and long 1-D windows, where the device has the form.
+        let dense = Pattern::Dense {
+            causal: false,
+            scale: 1.0,
+        };
+        assert_eq!(default_tiles(dense, 128, true).kv_tile, vec![128]);
+        assert_eq!(default_tiles(dense, 128, false).kv_tile, vec![64]);
+        assert_eq!(default_tiles(dense, 64, true).kv_tile, vec![64]);
+        let one_d = na_problem(&[32768], &[2048]);
+        assert_eq!(
+            default_tiles(Pattern::Na(&one_d), 128, true).kv_tile,
+            vec![128]
+        );
+        let short = na_problem(&[32768], &[255]);
+        assert_eq!(
+            default_tiles(Pattern::Na(&short), 128, true).kv_tile,
+            vec![64]
+        );
+        let two_d = na_problem(&[128, 128], &[31, 31]);
+        assert_eq!(
+            default_tiles(Pattern::Na(&two_d), 128, true).kv_tile,
+            vec![8, 8]
+        );
     }
 
     #[test]
@@ -656,15 +756,9 @@ pub(super) mod tests {
         assert!(sm90_backward_fused_shared_bytes(128) <= 227 * 1024);
     }
 
-    /// Parameters of a neighborhood attention problem (16 heads, head dim 128) with the given
-    /// tiles (the tensor_map tests use it too).
-    pub(crate) fn na_params(
-        spatial: &[usize],
-        kernel: &[usize],
-        q_tile: &[usize],
-        kv_tile: &[usize],
-    ) -> FnaParams {
-        let problem = NaProblem {
+    /// A neighborhood attention problem: windows `kernel`, stride and dilation 1, not causal.
+    fn na_problem(spatial: &[usize], kernel: &[usize]) -> NaProblem {
+        NaProblem {
             spatial: spatial.to_vec(),
             axes: kernel
                 .iter()
@@ -679,7 +773,18 @@ pub(super) mod tests {
             backend: crate::NaBackend::Auto,
             tiles: None,
             backward_tiles: None,
-        };
+        }
+    }
+
+    /// Parameters of a neighborhood attention problem (16 heads, head dim 128) with the given
+    /// tiles (the tensor_map tests use it too).
+    pub(crate) fn na_params(
+        spatial: &[usize],
+        kernel: &[usize],
+        q_tile: &[usize],
+        kv_tile: &[usize],
+    ) -> FnaParams {
+        let problem = na_problem(spatial, kernel);
         let tokens = spatial.iter().product();
         let shape = CallShape {
             batch: 1,
