@@ -275,7 +275,7 @@ template <typename Scores>
 __device__ __forceinline__ void apply_keep_sm90(Scores& scores, int r, uint32_t keep) {
     static_assert(decltype(size<1>(scores))::value <= 32, "a thread's columns of a row in one word");
 #pragma unroll
-    for (int c = 0; c < 16; ++c) {
+    for (int c = 0; c < size<1>(scores); ++c) {
         if (!((keep >> c) & 1)) scores(r, c) = -INFINITY;
     }
 }
