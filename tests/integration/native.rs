@@ -752,7 +752,7 @@ fn native_wide_kv_tiles_match_reference() {
             vec![16, 8],
         ),
         (
-            vec![10, 12, 14],
+            vec![10, 16, 14],
             vec![5, 7, 7],
             vec![1, 1, 2],
             vec![1, 2, 1],
