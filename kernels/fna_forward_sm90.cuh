@@ -107,10 +107,9 @@ struct FnaSm90Traits {
     static constexpr int kRowsPerThread = 2;
     static constexpr int kQBytes = 2 * kBlockM * kHeadDim * 2;  // one Q buffer: both halves
     static constexpr int kKVBytes = kStages * kBlockN * kHeadDim * 2;
-    // Two Q buffers, the K ring, the V ring, then the token offset of each KV tile row (256
-    // bytes), the mbarriers (Q full x2, Q empty x2, K/V full x kStages, K/V empty x kStages) and
-    // the window-mask table (WindowMasks); +1024 to align the tiles to the swizzle's 1024-byte
-    // period.
+    // Two Q buffers, the K ring, the V ring, then the token offset of each KV tile row (4 bytes
+    // each), the mbarriers (Q full x2, Q empty x2, K/V full x kStages, K/V empty x kStages) and
+    // the window-mask table (Masks); +1024 to align the tiles to the swizzle's 1024-byte period.
     static constexpr int kSmemBytes =
         2 * kQBytes + 2 * kKVBytes + kBlockN * 4 + (4 + 2 * kStages) * 8 + Masks::kBytes + 1024;
 };
@@ -468,7 +467,8 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
 }  // namespace natten_native
 
 // One extern "C" entry point per instantiation (element type, head dim, keys per KV tile: 64, or
-// 128 for the wide form): 128 queries per tile, 384 threads, one CTA per SM; launched on min(SMs, work items) CTAs. Its arguments:
+// 128 for the wide form): 128 queries per tile, 384 threads, one CTA per SM; launched on
+// min(SMs, work items) CTAs. Its arguments:
 // the parameters, the axis the Q tile is halved on (0, 1 or 2, with an extent of at least 2
 // there; FnaParams::query_split_axis on the Rust side), whether K/V tiles load with TMA (1) or
 // are gathered with cp.async (0: where the host could not describe the tensors,

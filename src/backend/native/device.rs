@@ -417,18 +417,15 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
     let mut forward_sm90 = Vec::new();
     if cc == (9, 0) && sm90_allowed() {
         for &(dim, fatbin) in fatbins::FNA_FORWARD_SM90_FATBINS {
-            let mut blocks = vec![(plan::FORWARD_BLOCK_N, String::new())];
+            // Entry points `_m128` (64-key tiles) and, in the wide form, `_m128_n128`.
+            let mut blocks = vec![(plan::FORWARD_BLOCK_N, format!("_m{}", plan::SM90_BLOCK_M))];
             if plan::sm90_has_wide_form(dim) {
                 let wide = plan::SM90_WIDE_BLOCK_N;
-                blocks.push((wide, format!("_n{wide}")));
+                blocks.push((wide, format!("_m{}_n{wide}", plan::SM90_BLOCK_M)));
             }
             let names: Vec<_> = blocks
                 .iter()
-                .map(|(n, wide)| (format!("_m{}{wide}", plan::SM90_BLOCK_M), *n))
-                .collect();
-            let names: Vec<_> = names
-                .iter()
-                .map(|(suffix, n)| {
+                .map(|(n, suffix)| {
                     let shared = plan::sm90_shared_bytes(dim, *n);
                     ("natten_fna_forward_sm90", suffix.as_str(), shared)
                 })
