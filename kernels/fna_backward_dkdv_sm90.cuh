@@ -142,21 +142,10 @@ __device__ __forceinline__ void pack_dkdv_sm90(const AccKV& acc_dk, const AccKV&
                                                SmemTile& sK, SmemTile& sV) {
     Tensor dk_rows = make_tensor(acc_dk.data(), rowcol_sm90(acc_dk.layout()));
     Tensor dv_rows = make_tensor(acc_dv.data(), rowcol_sm90(acc_dv.layout()));
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int row = wg_acc_row(wg_thread, r);
-#pragma unroll
-        for (int c = 0; c < size<1>(dk_rows); c += 2) {
-            const int col = acc_col(c);
-            cutlass::Array<Element, 2> pair;
-            pair[0] = Element(dk_rows(r, c) * scale);
-            pair[1] = Element(dk_rows(r, c + 1) * scale);
-            *reinterpret_cast<cutlass::Array<Element, 2>*>(&sK(row, col)) = pair;
-            pair[0] = Element(dv_rows(r, c));
-            pair[1] = Element(dv_rows(r, c + 1));
-            *reinterpret_cast<cutlass::Array<Element, 2>*>(&sV(row, col)) = pair;
-        }
-    }
+    for_each_acc_pair(dk_rows, wg_thread, [&](int r, int c, int row, int col) {
+        store_pair(sK(row, col), dk_rows(r, c) * scale, dk_rows(r, c + 1) * scale);
+        store_pair(sV(row, col), dv_rows(r, c), dv_rows(r, c + 1));
+    });
 }
 
 // The second half: 16-byte row stores of dK and dV from the shared tiles to the key rows of the

@@ -87,17 +87,9 @@ template <typename Element, typename Frag>
 __device__ __forceinline__ void write_ds_sm90(const Frag& dst, Element* ds, int lt) {
     Tensor sds = make_tensor(make_smem_ptr(ds), typename FusedDqSm90<Element>::SmemLayoutDs{});
     Tensor v = make_tensor(dst.data(), rowcol_sm90(dst.layout()));
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int key = wg_acc_row(lt, r);
-#pragma unroll
-        for (int c = 0; c < size<1>(v); c += 2) {
-            cutlass::Array<Element, 2> pair;
-            pair[0] = v(r, c);
-            pair[1] = v(r, c + 1);
-            *reinterpret_cast<cutlass::Array<Element, 2>*>(&sds(acc_col(c), key)) = pair;
-        }
-    }
+    for_each_acc_pair(v, lt, [&](int r, int c, int key, int query) {  // a row is a key
+        store_pair(sds(query, key), v(r, c), v(r, c + 1));
+    });
 }
 
 // Step 3: the f32 dQ columns of this consumer (`acc`, 64 queries x 64 columns) into its staging
@@ -105,17 +97,11 @@ __device__ __forceinline__ void write_ds_sm90(const Frag& dst, Element* ds, int 
 template <typename Acc>
 __device__ __forceinline__ void stage_dq_sm90(const Acc& acc, float* staging, int lt) {
     Tensor v = make_tensor(acc.data(), rowcol_sm90(acc.layout()));
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int row = wg_acc_row(lt, r);
-#pragma unroll
-        for (int c = 0; c < size<1>(v); c += 2) {
-            const int col = acc_col(c);
-            const int box = col / 32, cb = col % 32;
-            float* dst = staging + box * (64 * 32) + row * 32 + (((cb / 4) ^ (row % 8)) * 4) + cb % 4;
-            *reinterpret_cast<float2*>(dst) = make_float2(v(r, c), v(r, c + 1));
-        }
-    }
+    for_each_acc_pair(v, lt, [&](int r, int c, int row, int col) {
+        const int box = col / 32, cb = col % 32;
+        float* dst = staging + box * (64 * 32) + row * 32 + (((cb / 4) ^ (row % 8)) * 4) + cb % 4;
+        *reinterpret_cast<float2*>(dst) = make_float2(v(r, c), v(r, c + 1));
+    });
 }
 
 }  // namespace natten_native

@@ -142,18 +142,9 @@ __device__ __forceinline__ void dq_step_sm90(const FnaParams& p, Acc& acc_s, Acc
 template <typename Element, typename AccDQ, typename SmemTile>
 __device__ __forceinline__ void pack_dq_sm90(const AccDQ& acc_dq, float scale, int wg_thread, SmemTile& sQ) {
     Tensor dq_rows = make_tensor(acc_dq.data(), rowcol_sm90(acc_dq.layout()));
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int row = wg_acc_row(wg_thread, r);
-#pragma unroll
-        for (int c = 0; c < size<1>(dq_rows); c += 2) {
-            const int col = acc_col(c);
-            cutlass::Array<Element, 2> pair;
-            pair[0] = Element(dq_rows(r, c) * scale);
-            pair[1] = Element(dq_rows(r, c + 1) * scale);
-            *reinterpret_cast<cutlass::Array<Element, 2>*>(&sQ(row, col)) = pair;
-        }
-    }
+    for_each_acc_pair(dq_rows, wg_thread, [&](int r, int c, int row, int col) {
+        store_pair(sQ(row, col), dq_rows(r, c) * scale, dq_rows(r, c + 1) * scale);
+    });
 }
 
 // The second half: 16-byte row stores of dQ from the shared tile to the query rows of the tile

@@ -433,18 +433,9 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
                 }
             }
             bar_sync_wg(1 + h);  // my warpgroup is done reading my half of the Q buffer
-#pragma unroll
-            for (int r = 0; r < kRows; ++r) {
-                const int row = wg_acc_row(lt, r);
-#pragma unroll
-                for (int c = 0; c < size<1>(o_rows); c += 2) {
-                    const int col = acc_col(c);
-                    cutlass::Array<Element, 2> pair;
-                    pair[0] = Element(o_rows(r, c));
-                    pair[1] = Element(o_rows(r, c + 1));
-                    *reinterpret_cast<cutlass::Array<Element, 2>*>(&sQ(row, col)) = pair;
-                }
-            }
+            for_each_acc_pair(o_rows, lt, [&](int r, int c, int row, int col) {
+                store_pair(sQ(row, col), o_rows(r, c), o_rows(r, c + 1));
+            });
             bar_sync_wg(1 + h);
             const HeadRows rows = head_rows(p, batch, head, head / group_heads);
             Element* out_base = reinterpret_cast<Element*>(p.out) + rows.o;

@@ -294,6 +294,29 @@ __device__ __forceinline__ int wg_acc_row(int wg_thread, int r) {
     return (wg_thread / 32) * 16 + (wg_thread % 32) / 4 + r * 8;
 }
 
+// Calls f(r, c, row, col) for each pair of adjacent columns (c, c + 1) of row r (of two) that
+// thread `wg_thread` holds of a 64-row wgmma accumulator, viewed as rows x columns (`rows`,
+// rowcol_sm90): `row` and `col` are the pair's row and first column in the accumulator. The
+// epilogues walk their accumulators with it.
+template <typename RowCol, typename F>
+__device__ __forceinline__ void for_each_acc_pair(const RowCol& rows, int wg_thread, F&& f) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = wg_acc_row(wg_thread, r);
+#pragma unroll
+        for (int c = 0; c < size<1>(rows); c += 2) f(r, c, row, acc_col(c));
+    }
+}
+
+// Stores the pair (a, b) as two adjacent elements at `dst` (one 32-bit store for 16-bit types).
+template <typename Element, typename T>
+__device__ __forceinline__ void store_pair(Element& dst, T a, T b) {
+    cutlass::Array<Element, 2> pair;
+    pair[0] = Element(a);
+    pair[1] = Element(b);
+    *reinterpret_cast<cutlass::Array<Element, 2>*>(&dst) = pair;
+}
+
 // Named barrier `id` (1..15; 0 is __syncthreads) of `threads` threads: wait there, or arrive
 // without waiting.
 __device__ __forceinline__ void named_bar_sync(int id, int threads) {
