@@ -26,7 +26,10 @@
 //   inner box skip the mask; a row of O rescaled only when its max moves, kRescaleThresholdLog2),
 //   O += P V (RS wgmma, P converted in
 //   registers, V read through an MN-major view of its tile); the epilogue writes the LSE and O
-//   (through the half's rows of the Q buffer, 16-byte stores), then frees the Q buffer.
+//   (through the half's rows of the Q buffer, 16-byte stores), then frees the Q buffer;
+// - with kProductMasks (entry points `_pm`, opt-in on the host), the masks of partial tiles are
+//   one more k-step of S instead of lookups (product_masks_sm90.cuh): the producer writes each
+//   item's bias blocks beside its Q tile, under the same Q-buffer barriers.
 //
 // H100, bf16, head dim 128, 16 heads (kernel time, harness): 1-D 32768 tokens window 2048 332 ->
 // 367 TFLOP/s against the previous two-CTAs-per-SM kernel, 2-D 128x128 window 31 138 -> 139,
@@ -67,14 +70,18 @@
 
 #include <cutlass/arch/reg_reconfig.h>
 
+#include "product_masks_sm90.cuh"
 #include "sm90_common.cuh"
 
 namespace natten_native {
 
-template <typename Element_, int kHeadDim_, int kBlockN_ = 64>
+template <typename Element_, int kHeadDim_, int kBlockN_ = 64, bool kProductMasks_ = false>
 struct FnaSm90Traits {
     using Element = Element_;
     static constexpr int kHeadDim = kHeadDim_;
+    // Window masks as a product (ProductMasks below) rather than looked up (WindowMasksOf).
+    static constexpr bool kProductMasks = kProductMasks_;
+    static_assert(!kProductMasks || kBlockN_ == 64, "product masks: 64-key tiles (shared memory)");
     static constexpr int kBlockM = 64;   // queries of a consumer warpgroup: half a 128-query Q tile
     static constexpr int kBlockN = kBlockN_;  // keys of a KV tile: 64, or 128 (the wide form)
     // The K/V ring: three stages of 64-key tiles, two of 128-key ones (shared memory).
@@ -110,8 +117,9 @@ struct FnaSm90Traits {
     // Two Q buffers, the K ring, the V ring, then the token offset of each KV tile row (4 bytes
     // each), the mbarriers (Q full x2, Q empty x2, K/V full x kStages, K/V empty x kStages) and
     // the window-mask table (Masks); +1024 to align the tiles to the swizzle's 1024-byte period.
-    static constexpr int kSmemBytes =
-        2 * kQBytes + 2 * kKVBytes + kBlockN * 4 + (4 + 2 * kStages) * 8 + Masks::kBytes + 1024;
+    static constexpr int kProductMaskBytes = kProductMasks ? ProductMasks::kBytes : 0;
+    static constexpr int kSmemBytes = 2 * kQBytes + 2 * kKVBytes + kProductMaskBytes + kBlockN * 4 +
+                                      (4 + 2 * kStages) * 8 + Masks::kBytes + 1024;
 };
 
 // How far (log2 units of the scaled scores) a row's max may rise above the max that its
@@ -195,7 +203,10 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
     constexpr int kRows = Traits::kRowsPerThread;
 
     char* smem_raw = align_to_swizzle_period(smem_unaligned);
-    char* geometry = smem_raw + 2 * Traits::kQBytes + 2 * Traits::kKVBytes;
+    // Product masks (Traits::kProductMasks): the bias blocks, then the one-hot block.
+    char* product_masks = smem_raw + 2 * Traits::kQBytes + 2 * Traits::kKVBytes;
+    char* one_hot = product_masks + ProductMasks::kBiasBytes;
+    char* geometry = product_masks + Traits::kProductMaskBytes;
     int* kv_tok_off = reinterpret_cast<int*>(geometry);
     uint64_t* bar_qfull = reinterpret_cast<uint64_t*>(geometry + kBlockN * 4);
     uint64_t* bar_qempty = bar_qfull + 2;
@@ -205,7 +216,10 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
     MaskWord* window_masks = reinterpret_cast<MaskWord*>(bar_empty + kStages);
     if (threadIdx.x == 0) {
         // Two rings: the Q buffers and the K/V stages.
-        init_ring<2>(bar_qfull, bar_qempty, Traits::kProducerThreads, Traits::kConsumerThreads);
+        // The producer's threads fill a Q buffer (cp.async) and, with product masks, its bias
+        // blocks (their arrivals after the stores).
+        init_ring<2>(bar_qfull, bar_qempty, (Traits::kProductMasks ? 2 : 1) * Traits::kProducerThreads,
+                     Traits::kConsumerThreads);
         init_ring<kStages>(bar_full, bar_empty, kv_tma ? 1 : Traits::kProducerThreads, Traits::kConsumerThreads);
         cutlass::arch::fence_barrier_init();
     }
@@ -213,6 +227,11 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
         kv_tok_off[threadIdx.x] = tile_row_offset(p, p.kv_tile_log2, threadIdx.x);
     }
     Traits::Masks::build(window_masks, p.kv_tile_log2, threadIdx.x, Traits::kNThreads);
+    const ProductMasks::Axes masked_axes = ProductMasks::axes_of(p);
+    if constexpr (Traits::kProductMasks) {
+        ProductMasks::build_one_hot<Element>(one_hot, p, masked_axes, threadIdx.x, Traits::kNThreads);
+        cutlass::arch::fence_view_async_shared();  // to the tensor cores
+    }
     __syncthreads();
     int ctas_x;
     const int n_items = forward_items(p, ctas_x);
@@ -265,6 +284,20 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
                                                                         p.head_dim);
             }
             cutlass::arch::cpasync_barrier_arrive_noinc(bar_qfull + qb);
+            if constexpr (Traits::kProductMasks) {
+                // Thread t writes row t % 64 of half t / 64's bias blocks for this item.
+                const int bh = threadIdx.x / kBlockM, row = threadIdx.x % kBlockM;
+                TileBox bhalf;
+                if (half_of(qt, half_log2, split_axis, bh, bhalf)) {
+                    int i[3], lo[3], hi[3];
+                    tile_coords(row, half_log2, bhalf.first, i);
+                    query_window(p, i, bhalf.glen, bhalf.end, lo, hi);
+                    char* half_blocks = product_masks + (qb * 2 + bh) * ProductMasks::kHalfBytes;
+                    ProductMasks::write_bias_row<Element>(half_blocks, row, lo, hi, box, p, masked_axes);
+                }
+                cutlass::arch::fence_view_async_shared();  // to the tensor cores
+                cutlass::arch::ClusterBarrier::arrive(bar_qfull + qb);
+            }
             const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
             int origin[3];
             walk_origin(0, box.lo, box.tiles, p.kv_tile_log2, origin);
@@ -317,6 +350,7 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
     Tensor sQ1 = q_half(1, h);
     Tensor tSrQ1 = thr_s.partition_fragment_A(sQ1);
     Tensor tSrK = thr_s.partition_fragment_B(sK);
+    const uint64_t one_hot_desc = ProductMasks::one_hot_desc(one_hot);
     Tensor tOrV = thr_o.partition_fragment_B(sVt);
     Tensor acc_o = partition_fragment_C(mma_o, Shape<Int<kBlockM>, Int<kHeadDim>>{});
     Tensor o_rows = make_tensor(acc_o.data(), rowcol_sm90(acc_o.layout()));
@@ -341,6 +375,9 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
         const int split_hi = on_split_axis(mb.hi);
         const int qb = j & 1;
         const uint32_t qphase = (j >> 1) & 1;
+        // My half's bias blocks for this item (product masks).
+        const uint32_t half_blocks =
+            cute::cast_smem_ptr_to_uint(product_masks + (qb * 2 + h) * ProductMasks::kHalfBytes);
         ++j;
         const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
 
@@ -350,9 +387,11 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
         for (int r = 0; r < kRows; ++r) {
             row_max[r] = -INFINITY;
             row_sum[r] = 0.f;
-            int i[3];
-            tile_coords(wg_acc_row(lt, r), half_log2, mt.first, i);
-            query_window(p, i, mt.glen, mt.end, win_lo[r], win_hi[r]);
+            if constexpr (!Traits::kProductMasks) {
+                int i[3];
+                tile_coords(wg_acc_row(lt, r), half_log2, mt.first, i);
+                query_window(p, i, mt.glen, mt.end, win_lo[r], win_hi[r]);
+            }
         }
         auto rescale_o = [&]() {
 #pragma unroll
@@ -389,19 +428,34 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
                     cutlass::arch::fence_view_async_shared();  // the cp.async writes, to the tensor cores
                     Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
                     wgmma_gemm<true, -1>(mma_s, tSrQ, tSrK(_, _, _, stage), acc_s);
-                    // The rows' window masks, while S is computed.
                     uint32_t keep[kRows];
+                    if constexpr (Traits::kProductMasks) {
+                        // The masks' k-step, on partial tiles.
+                        if (!full) {
+                            warpgroup_fence_operand(acc_s);
+                            warpgroup_arrive();
+                            ProductMasks::add<Element>(
+                                ProductMasks::bias_desc(half_blocks, origin, box, p, masked_axes), one_hot_desc,
+                                acc_s);
+                            warpgroup_commit_batch();
+                        }
 #pragma unroll
-                    for (int r = 0; r < kRows; ++r) {
-                        keep[r] = full ? 0xffffffffu
-                                       : window_keep_sm90<kBlockN>(win_lo[r], win_hi[r], masks, p.kv_tile_log2,
-                                                                   origin);
+                        for (int r = 0; r < kRows; ++r) keep[r] = 0xffffffffu;
+                    } else {
+                        // The rows' window masks, while S is computed.
+#pragma unroll
+                        for (int r = 0; r < kRows; ++r) {
+                            keep[r] = full ? 0xffffffffu
+                                           : window_keep_sm90<kBlockN>(win_lo[r], win_hi[r], masks, p.kv_tile_log2,
+                                                                       origin);
+                        }
                     }
                     warpgroup_wait<0>();
                     warpgroup_fence_operand(acc_s);
                     Tensor scores = make_tensor(acc_s.data(), rowcol_sm90(acc_s.layout()));
                     bool grew;
-                    online_softmax_sm90<kRows>(scores, full, keep, p, rise, row_max, row_sum, correction, grew);
+                    online_softmax_sm90<kRows>(scores, full || Traits::kProductMasks, keep, p, rise, row_max, row_sum,
+                                               correction, grew);
                     if (grew) rescale_o();
                     Tensor p_regs = convert_to<Element>(acc_s);
                     Tensor tOrP = make_tensor(p_regs.data(), acc_as_a_operand_sm90(p_regs.layout()));
@@ -458,17 +512,18 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
 }  // namespace natten_native
 
 // One extern "C" entry point per instantiation (element type, head dim, keys per KV tile: 64, or
-// 128 for the wide form): 128 queries per tile, 384 threads, one CTA per SM; launched on
+// 128 for the wide form; window masks looked up, or as a product: product_masks_sm90.cuh, 64-key
+// tiles only): 128 queries per tile, 384 threads, one CTA per SM; launched on
 // min(SMs, work items) CTAs. Its arguments:
 // the parameters, the axis the Q tile is halved on (0, 1 or 2, with an extent of at least 2
 // there; FnaParams::query_split_axis on the Rust side), whether K/V tiles load with TMA (1) or
 // are gathered with cp.async (0: where the host could not describe the tensors,
 // src/backend/native/tensor_map.rs), and the TMA descriptors of K and V (unread when 0).
-#define NATTEN_FNA_FORWARD_SM90_KERNEL(NAME, ELEMENT, HEAD_DIM, BLOCK_N)                                    \
+#define NATTEN_FNA_FORWARD_SM90_KERNEL(NAME, ELEMENT, HEAD_DIM, BLOCK_N, PRODUCT_MASKS)                     \
     extern "C" __global__ void __launch_bounds__(384, 1)                                                   \
         NAME(const natten_native::FnaParams p, int split_axis, int kv_tma, const __grid_constant__ CUtensorMap k_map, \
              const __grid_constant__ CUtensorMap v_map) {                                                  \
         extern __shared__ __align__(1024) char smem[];                                                      \
-        natten_native::fna_forward_sm90<natten_native::FnaSm90Traits<ELEMENT, HEAD_DIM, BLOCK_N>>(          \
+        natten_native::fna_forward_sm90<natten_native::FnaSm90Traits<ELEMENT, HEAD_DIM, BLOCK_N, PRODUCT_MASKS>>( \
             p, split_axis, kv_tma != 0, natten_native::TensorMapPair{&k_map, &v_map}, smem);                \
     }

@@ -126,11 +126,12 @@ pub struct NativeDevice {
     sm_count: u32,
     /// Forward kernel per built head dim and queries per tile.
     forward: Vec<((usize, usize), PerElement)>,
-    /// Hopper forward (wgmma, [`plan::SM90_BLOCK_M`] queries per tile) per built head dim and
-    /// keys per KV tile ([`plan::FORWARD_BLOCK_N`], and [`plan::SM90_WIDE_BLOCK_N`] where
-    /// [`plan::sm90_has_wide_form`]); empty unless the device has compute capability 9.0 and the
-    /// build has the sm_90a kernels.
-    forward_sm90: Vec<((usize, usize), PerElement)>,
+    /// Hopper forward (wgmma, [`plan::SM90_BLOCK_M`] queries per tile) per built head dim, keys
+    /// per KV tile ([`plan::FORWARD_BLOCK_N`], and [`plan::SM90_WIDE_BLOCK_N`] where
+    /// [`plan::sm90_has_wide_form`]) and window masks (looked up, or as a product with 64-key
+    /// tiles); empty unless the device has compute capability 9.0 and the build has the sm_90a
+    /// kernels.
+    forward_sm90: Vec<((usize, usize, bool), PerElement)>,
     /// Backward kernels per head dim built and fitting the device's shared memory: the dQ
     /// pass, and the dK/dV pass or the dK and dV passes.
     backward: Vec<(usize, PerElement, Vec<PerElement>)>,
@@ -149,29 +150,34 @@ impl NativeDevice {
     pub fn has_wide_forward(&self, kernel_dim: usize) -> bool {
         self.forward_sm90
             .iter()
-            .any(|(key, _)| *key == (kernel_dim, plan::SM90_WIDE_BLOCK_N))
+            .any(|(key, _)| *key == (kernel_dim, plan::SM90_WIDE_BLOCK_N, false))
     }
 
     /// The forward kernel for `kernel_dim`, `block_m` queries and `block_n` keys per tile and
     /// the element type (`bf16` or f16): the Hopper kernel where it was loaded and takes the
-    /// tiles, else the SM80-class one (64-key tiles only).
+    /// tiles (with window masks as a product where `product_masks` and it has that form), else
+    /// the SM80-class one (64-key tiles only).
     pub fn forward(
         &self,
         kernel_dim: usize,
         block_m: usize,
         block_n: usize,
         bf16: bool,
+        product_masks: bool,
     ) -> Option<KernelLaunch<'_>> {
-        if block_m == plan::SM90_BLOCK_M
-            && let Some((_, f)) = self
-                .forward_sm90
+        let sm90 = |masks: bool| {
+            self.forward_sm90
                 .iter()
-                .find(|(key, _)| *key == (kernel_dim, block_n))
+                .find(move |(key, _)| *key == (kernel_dim, block_n, masks))
+                .map(|(_, f)| (f, masks))
+        };
+        if block_m == plan::SM90_BLOCK_M
+            && let Some((f, masks)) = sm90(true).filter(|_| product_masks).or_else(|| sm90(false))
         {
             return Some(KernelLaunch {
                 function: &f[bf16 as usize],
                 threads: plan::SM90_THREADS,
-                shared_bytes: plan::sm90_shared_bytes(kernel_dim, block_n),
+                shared_bytes: plan::sm90_shared_bytes(kernel_dim, block_n, masks),
                 persistent_ctas: Some(self.sm_count),
                 tiles: TileSplit::Halves,
                 tensor_maps: Some(TensorMapKind {
@@ -417,21 +423,32 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
     let mut forward_sm90 = Vec::new();
     if cc == (9, 0) && sm90_allowed() {
         for &(dim, fatbin) in fatbins::FNA_FORWARD_SM90_FATBINS {
-            // Entry points `_m128` (64-key tiles) and, in the wide form, `_m128_n128`.
-            let mut blocks = vec![(plan::FORWARD_BLOCK_N, format!("_m{}", plan::SM90_BLOCK_M))];
+            // Entry points `_m128` (64-key tiles), with window masks as a product `_m128_pm`
+            // and, in the wide form, `_m128_n128`.
+            let m = plan::SM90_BLOCK_M;
+            let n = plan::FORWARD_BLOCK_N;
+            let mut blocks = vec![
+                ((n, false), format!("_m{m}")),
+                ((n, true), format!("_m{m}_pm")),
+            ];
             if plan::sm90_has_wide_form(dim) {
                 let wide = plan::SM90_WIDE_BLOCK_N;
-                blocks.push((wide, format!("_m{}_n{wide}", plan::SM90_BLOCK_M)));
+                blocks.push(((wide, false), format!("_m{m}_n{wide}")));
             }
             let names: Vec<_> = blocks
                 .iter()
-                .map(|(n, suffix)| {
-                    let shared = plan::sm90_shared_bytes(dim, *n);
+                .map(|((n, masks), suffix)| {
+                    let shared = plan::sm90_shared_bytes(dim, *n, *masks);
                     ("natten_fna_forward_sm90", suffix.as_str(), shared)
                 })
                 .collect();
             let kernels = load_family(fatbin, dim, &names)?;
-            forward_sm90.extend(blocks.iter().map(|(n, _)| (dim, *n)).zip(kernels));
+            forward_sm90.extend(
+                blocks
+                    .iter()
+                    .map(|((n, masks), _)| (dim, *n, *masks))
+                    .zip(kernels),
+            );
         }
     }
     let sm_count = ctx

@@ -41,7 +41,7 @@ use cudarc::driver::{CudaStream, LaunchConfig, PushKernelArg};
 
 use super::device::{FUSED_AUX_THREADS, KernelLaunch, NativeDevice, TileSplit};
 use super::handoff::{Handoff, StreamKernels};
-use super::plan::{CallShape, FnaParams, Pattern};
+use super::plan::{CallShape, FnaParams, Pattern, sm90_product_masks_fit};
 use super::tensor_map::{TensorMap, describable, dq_accumulator_map, tile_tensor_maps};
 use crate::backend::TileConfig;
 
@@ -160,6 +160,17 @@ fn fused_backward_asked() -> bool {
     static FUSED: OnceLock<bool> = OnceLock::new();
     *FUSED.get_or_init(|| {
         std::env::var_os("BURN_NATTEN_NATIVE_FUSED_BACKWARD").is_some_and(|v| v != "0")
+    })
+}
+
+/// Whether `BURN_NATTEN_NATIVE_PRODUCT_MASKS=1` asks for the Hopper forward's window masks as a
+/// product (`kernels/product_masks_sm90.cuh`) where they fit ([`sm90_product_masks_fit`]).
+/// Off by default until the native tests have run with it on hardware: its kernel harness gave
+/// outputs identical to the looked-up masks' on the 2-D anchor, 7% faster (DEVELOPERS.md).
+fn product_masks_asked() -> bool {
+    static PRODUCT: OnceLock<bool> = OnceLock::new();
+    *PRODUCT.get_or_init(|| {
+        std::env::var_os("BURN_NATTEN_NATIVE_PRODUCT_MASKS").is_some_and(|v| v != "0")
     })
 }
 
@@ -555,8 +566,15 @@ pub fn forward(
     let shape = call_shape(&q, &k, &v)?;
     let block_m: usize = tiles.q_tile.iter().product();
     let block_n: usize = tiles.kv_tile.iter().product();
+    let product_masks = product_masks_asked() && sm90_product_masks_fit(pattern, tiles);
     let kernel = device
-        .forward(kernel_dim, block_m, block_n, is_bf16(q.dtype)?)
+        .forward(
+            kernel_dim,
+            block_m,
+            block_n,
+            is_bf16(q.dtype)?,
+            product_masks,
+        )
         .ok_or_else(|| {
             format!(
                 "no forward kernel for head dim {kernel_dim}, {block_m} queries x {block_n} keys"

@@ -109,11 +109,88 @@ pub const SM90_WINDOW_MASK_BYTES: usize = sm90_window_mask_bytes(64);
 /// each KV tile row (4 bytes each), the mbarriers (8 bytes each: two per Q buffer, two per ring
 /// stage), the window-mask table and 1024 bytes to align the tiles to the 128-byte swizzle's
 /// period.
-pub fn sm90_shared_bytes(kernel_dim: usize, block_n: usize) -> u32 {
+///
+/// With `product_masks` (64-key tiles), the product masks' blocks too
+/// ([`SM90_PRODUCT_MASK_BYTES`]).
+pub fn sm90_shared_bytes(kernel_dim: usize, block_n: usize, product_masks: bool) -> u32 {
     let stages = sm90_stages(block_n);
     let tiles = (2 * SM90_BLOCK_M + 2 * stages * block_n) * kernel_dim * 2;
     let barriers = (4 + 2 * stages) * 8;
-    (tiles + block_n * 4 + barriers + sm90_window_mask_bytes(block_n) + 1024) as u32
+    let masks = if product_masks {
+        SM90_PRODUCT_MASK_BYTES
+    } else {
+        0
+    };
+    (tiles + masks + block_n * 4 + barriers + sm90_window_mask_bytes(block_n) + 1024) as u32
+}
+
+/// KV tile origins that one Q tile's walk may have on the masked axes together, for the Hopper
+/// forward's window masks as a product (`ProductMasks::kMaxAxisTiles` in
+/// `kernels/product_masks_sm90.cuh`: a 1 KB bias block for each, per Q buffer and half).
+pub const SM90_PRODUCT_MASK_TILES: usize = 14;
+
+/// Keys that a KV tile may hold on a masked axis with product masks (a one-hot per offset in
+/// each half of the masks' 16-column k-step).
+pub const SM90_PRODUCT_MASK_DEPTH: usize = 8;
+
+/// Shared memory of the product masks (`ProductMasks::kBytes`): two Q buffers x two halves x
+/// [`SM90_PRODUCT_MASK_TILES`] bias blocks of 64 rows x 8 offsets, and the 64-key one-hot block
+/// of 16 columns (2-byte elements).
+pub const SM90_PRODUCT_MASK_BYTES: usize =
+    2 * 2 * SM90_PRODUCT_MASK_TILES * 64 * 8 * 2 + 64 * 16 * 2;
+
+/// Whether the Hopper forward can take a problem's window masks as a product
+/// (`natten_fna_forward_sm90_*_m128_pm`, `kernels/product_masks_sm90.cuh`): neighborhood
+/// attention with 128-query, 64-key `tiles`, at most two axes longer than 1 (the masked axes),
+/// KV tiles at most [`SM90_PRODUCT_MASK_DEPTH`] keys deep on each, and every Q tile's walk
+/// holding at most [`SM90_PRODUCT_MASK_TILES`] KV tile origins on them together. The 2-D anchor
+/// (128x128, window 31, 8x16 Q tiles and 8x8 KV tiles) walks 5 + 6.
+pub fn sm90_product_masks_fit(pattern: Pattern<'_>, tiles: &TileConfig) -> bool {
+    let Pattern::Na(problem) = pattern else {
+        return false;
+    };
+    let block_m: usize = tiles.q_tile.iter().product();
+    let block_n: usize = tiles.kv_tile.iter().product();
+    if block_m != SM90_BLOCK_M || block_n != FORWARD_BLOCK_N {
+        return false;
+    }
+    let mut masked = 0;
+    let mut origins = 0;
+    for (a, (axis, &len)) in problem.axes.iter().zip(&problem.spatial).enumerate() {
+        let (q_ext, kv_ext) = (tiles.q_tile[a], tiles.kv_tile[a]);
+        if len == 1 && kv_ext == 1 {
+            continue; // the kernel's padding axes: every window is [0, 1)
+        }
+        masked += 1;
+        if kv_ext > SM90_PRODUCT_MASK_DEPTH {
+            return false;
+        }
+        origins += most_walked_kv_tiles(axis, len, q_ext, kv_ext);
+    }
+    masked <= 2 && origins <= SM90_PRODUCT_MASK_TILES
+}
+
+/// The most KV tiles of extent `kv_ext` that the keys of a Q tile of extent `q_ext` span on one
+/// axis (from the first query's window start to the last query's window end, as the kernels'
+/// `kv_box_of`), over every Q tile of every dilation group.
+fn most_walked_kv_tiles(
+    axis: &natten_core::AxisParams,
+    len: usize,
+    q_ext: usize,
+    kv_ext: usize,
+) -> usize {
+    use natten_core::window::{group_len, window_start_end};
+    let mut most = 0;
+    for group in 0..axis.dilation.min(len) {
+        let glen = group_len(len, axis.dilation, group);
+        for first in (0..glen).step_by(q_ext) {
+            let last = (first + q_ext).min(glen) - 1;
+            let (lo, _) = window_start_end(axis, first, glen);
+            let (_, hi) = window_start_end(axis, last, glen);
+            most = most.max((hi - lo).div_ceil(kv_ext));
+        }
+    }
+    most
 }
 
 /// Queries and keys per tile of both backward passes (every head dim).
@@ -677,11 +754,94 @@ pub(super) mod tests {
         // kernels/fna_forward_sm90.cuh (the static_asserts of kernels/fna_forward_sm90_d*.cu):
         // 2 x 32 KiB Q + 2 x 3 x 16 KiB K/V + 256 + 80 + 1560 + 1024 at head dim 128, under the
         // 227 KiB an H100 CTA may have.
-        assert_eq!(sm90_shared_bytes(128, 64), 166_760);
-        assert_eq!(sm90_shared_bytes(64, 64), 84_840);
+        assert_eq!(sm90_shared_bytes(128, 64, false), 166_760);
+        assert_eq!(sm90_shared_bytes(64, 64, false), 84_840);
         // The wide form: 2 x 32 KiB Q + 2 x 2 x 32 KiB K/V + 512 + 64 + 6192 + 1024.
-        assert_eq!(sm90_shared_bytes(128, 128), 204_400);
-        assert!(sm90_shared_bytes(128, 128) <= 227 * 1024);
+        assert_eq!(sm90_shared_bytes(128, 128, false), 204_400);
+        assert!(sm90_shared_bytes(128, 128, false) <= 227 * 1024);
+        // Product masks: + 2 x 2 x 14 x 1 KiB bias blocks + 2 KiB one-hot.
+        assert_eq!(sm90_shared_bytes(128, 64, true), 226_152);
+        assert_eq!(sm90_shared_bytes(64, 64, true), 144_232);
+        assert!(sm90_shared_bytes(128, 64, true) <= 227 * 1024);
+    }
+
+    /// [`na_problem`] with dilation `dilation` and causal windows where `causal`.
+    fn na(spatial: &[usize], kernel: &[usize], dilation: usize, causal: bool) -> NaProblem {
+        let mut problem = na_problem(spatial, kernel);
+        for axis in &mut problem.axes {
+            (axis.dilation, axis.causal) = (dilation, causal);
+        }
+        problem
+    }
+
+    #[test]
+    fn product_masks_fit_the_2d_anchor_and_not_1d_or_big_windows() {
+        let tiles = |q: &[usize], kv: &[usize]| TileConfig {
+            q_tile: q.to_vec(),
+            kv_tile: kv.to_vec(),
+        };
+        let anchor = na(&[128, 128], &[31, 31], 1, false);
+        // 8x16 Q tiles walk 5 x 6 KV tiles of 8x8 (the interior; fewer at the borders).
+        assert_eq!(
+            default_tiles(Pattern::Na(&anchor), 128, false),
+            tiles(&[8, 16], &[8, 8])
+        );
+        assert!(sm90_product_masks_fit(
+            Pattern::Na(&anchor),
+            &tiles(&[8, 16], &[8, 8])
+        ));
+        // Causal and dilated windows span no more.
+        let causal = na(&[128, 128], &[31, 31], 1, true);
+        assert!(sm90_product_masks_fit(
+            Pattern::Na(&causal),
+            &tiles(&[8, 16], &[8, 8])
+        ));
+        let dilated = na(&[128, 128], &[31, 31], 2, false);
+        assert!(sm90_product_masks_fit(
+            Pattern::Na(&dilated),
+            &tiles(&[8, 16], &[8, 8])
+        ));
+        // KV tiles deeper than 8 on a masked axis, 64-query tiles, three masked axes, walks of
+        // more than 14 origins (window 63: 9 + 10), attention: the looked-up masks.
+        assert!(!sm90_product_masks_fit(
+            Pattern::Na(&anchor),
+            &tiles(&[8, 16], &[4, 16])
+        ));
+        assert!(!sm90_product_masks_fit(
+            Pattern::Na(&anchor),
+            &tiles(&[8, 8], &[8, 8])
+        ));
+        let one_d = na(&[4096], &[255], 1, false);
+        assert!(!sm90_product_masks_fit(
+            Pattern::Na(&one_d),
+            &tiles(&[128], &[64])
+        ));
+        let three_d = na(&[16, 44, 80], &[8, 16, 24], 1, false);
+        assert!(!sm90_product_masks_fit(
+            Pattern::Na(&three_d),
+            &tiles(&[4, 4, 8], &[4, 4, 4])
+        ));
+        let big = na(&[256, 256], &[63, 63], 1, false);
+        assert!(!sm90_product_masks_fit(
+            Pattern::Na(&big),
+            &tiles(&[8, 16], &[8, 8])
+        ));
+        let dense = Pattern::Dense {
+            causal: false,
+            scale: 1.0,
+        };
+        assert!(!sm90_product_masks_fit(dense, &tiles(&[128], &[64])));
+        // A 3-D problem with a length-1 axis (KV tiles 1 deep there) has two masked axes.
+        let flat = na(&[1, 128, 128], &[1, 31, 31], 1, false);
+        assert!(sm90_product_masks_fit(
+            Pattern::Na(&flat),
+            &tiles(&[1, 8, 16], &[1, 8, 8])
+        ));
+        // The walk's count is exact: window 31 over 8-wide Q tiles spans 38 keys, 5 or 6 tiles
+        // of 8 (5 where the box starts on a tile boundary), so 8x8 Q tiles walk 6 + 6 at most.
+        let axis = &anchor.axes[0];
+        assert_eq!(most_walked_kv_tiles(axis, 128, 8, 8), 5);
+        assert_eq!(most_walked_kv_tiles(axis, 128, 16, 8), 6);
     }
 
     #[test]
