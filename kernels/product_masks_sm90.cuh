@@ -48,41 +48,23 @@ struct ProductMasks {
     static constexpr float kOne = 32768.f;
     static constexpr float kBias = -32768.f;
 
-    // The masked axes A < B: the axes that are not a 1-D or 2-D problem's padding (length 1,
-    // KV tiles 1 deep there); B = -1 where only one is.
-    struct Axes {
-        int a, b;
-    };
-
-    static __device__ __forceinline__ Axes axes_of(const FnaParams& p) {
-        Axes ax{-1, -1};
-#pragma unroll
-        for (int a = 0; a < 3; ++a) {
-            const bool padding = p.len[a] == 1 && p.kv_len[a] == 1 && p.kv_tile_log2[a] == 0;
-            if (padding) continue;
-            if (ax.a < 0) {
-                ax.a = a;
-            } else {
-                ax.b = a;
-            }
-        }
-        return ax;
-    }
+    // The masked axes: the kernels' last two (a 2-D problem's, padded in front; the host takes
+    // product masks only where axis 0 is padding: length 1, KV tiles 1 deep). A padding axis
+    // among them gets bias blocks of 0 (every window there is [0, 1), every key at 0).
+    static constexpr int kAxisA = 1;
+    static constexpr int kAxisB = 2;
 
     // The one-hot block: row n (a key of the KV tile) holds kOne at its offset on axis A (k-half
     // 0) and on axis B (k-half 1). No swizzle: row n of k-half k at k * kBlockBytes + 16 n.
     // Threads `thread` of `threads` share the work; the caller fences and synchronises.
     template <typename Element>
-    static __device__ void build_one_hot(char* one_hot, const FnaParams& p, Axes ax, int thread, int threads) {
+    static __device__ void build_one_hot(char* one_hot, const FnaParams& p, int thread, int threads) {
         for (int idx = thread; idx < 2 * 64; idx += threads) {
             const int kh = idx / 64, n = idx % 64;
-            const int axis = kh == 0 ? ax.a : ax.b;
             int x[3];
             const int zero[3] = {0, 0, 0};
             tile_coords(n, p.kv_tile_log2, zero, x);
-            int off = -1;
-#pragma unroll
-            for (int a = 0; a < 3; ++a) off = a == axis ? x[a] : off;
+            const int off = kh == 0 ? x[kAxisA] : x[kAxisB];
             const uint32_t one = Element(kOne).raw();
             uint32_t w[4];
 #pragma unroll
@@ -97,21 +79,14 @@ struct ProductMasks {
     // block box.tiles[A] + t the origin on axis B.
     template <typename Element>
     static __device__ void write_bias_row(char* half_blocks, int row, const int (&lo)[3], const int (&hi)[3],
-                                          const KvBox& box, const FnaParams& p, Axes ax) {
+                                          const KvBox& box, const FnaParams& p) {
         const uint32_t bias = Element(kBias).raw();
-        auto write_axis = [&](int axis, int first_block) {
-            int ext = 1, tiles = 0, origin = 0, wlo = 0, whi = 0;
-#pragma unroll
-            for (int a = 0; a < 3; ++a) {
-                if (a == axis) {
-                    ext = 1 << p.kv_tile_log2[a];
-                    tiles = box.tiles[a];
-                    origin = box.lo[a];
-                    wlo = lo[a];
-                    whi = hi[a];
-                }
-            }
-            for (int t = 0; t < tiles; ++t, origin += ext) {
+        auto write_axis = [&](auto axis, int first_block) {
+            constexpr int a = decltype(axis)::value;
+            const int ext = 1 << p.kv_tile_log2[a];
+            const int wlo = lo[a], whi = hi[a];
+            int origin = box.lo[a];
+            for (int t = 0; t < box.tiles[a]; ++t, origin += ext) {
                 uint32_t w[4];
 #pragma unroll
                 for (int q = 0; q < 4; ++q) {
@@ -123,8 +98,8 @@ struct ProductMasks {
                 store_shared(half_blocks + (first_block + t) * kBlockBytes + row * 16, w);
             }
         };
-        write_axis(ax.a, 0);
-        if (ax.b >= 0) write_axis(ax.b, box.tiles[ax.a]);
+        write_axis(Int<kAxisA>{}, 0);
+        write_axis(Int<kAxisB>{}, box.tiles[kAxisA]);
     }
 
     // The descriptor of the one-hot block (B operand: 64 keys x 16 columns, K-major, no swizzle).
@@ -135,20 +110,10 @@ struct ProductMasks {
     // The descriptor of a KV tile's bias (A operand: 64 rows x 16 columns): the half's blocks
     // at `half_blocks` (shared address), the tile's origin `origin` in the walk of `box`.
     static __device__ __forceinline__ uint64_t bias_desc(uint32_t half_blocks, const int (&origin)[3],
-                                                         const KvBox& box, const FnaParams& p, Axes ax) {
-        int ta = 0, tb = 0;
-#pragma unroll
-        for (int a = 0; a < 3; ++a) {
-            const int t = (origin[a] - box.lo[a]) >> p.kv_tile_log2[a];
-            if (a == ax.a) ta = t;
-            if (a == ax.b) tb = t;
-        }
-        int tiles_a = 0;
-#pragma unroll
-        for (int a = 0; a < 3; ++a) tiles_a = a == ax.a ? box.tiles[a] : tiles_a;
-        // One masked axis: the second k-half reads the first's block again (its one-hot is 0).
-        const int second = ax.b >= 0 ? tiles_a + tb : ta;
-        return desc(half_blocks + ta * kBlockBytes, (second - ta) * kBlockBytes);
+                                                         const KvBox& box, const FnaParams& p) {
+        const int ta = (origin[kAxisA] - box.lo[kAxisA]) >> p.kv_tile_log2[kAxisA];
+        const int tb = box.tiles[kAxisA] + ((origin[kAxisB] - box.lo[kAxisB]) >> p.kv_tile_log2[kAxisB]);
+        return desc(half_blocks + ta * kBlockBytes, (tb - ta) * kBlockBytes);
     }
 
     // acc += A B over one k-step of 16 (64 x 64 x 16, both operands in shared memory): the

@@ -141,10 +141,11 @@ pub const SM90_PRODUCT_MASK_BYTES: usize =
 
 /// Whether the Hopper forward can take a problem's window masks as a product
 /// (`natten_fna_forward_sm90_*_m128_pm`, `kernels/product_masks_sm90.cuh`): neighborhood
-/// attention with 128-query, 64-key `tiles`, at most two axes longer than 1 (the masked axes),
-/// KV tiles at most [`SM90_PRODUCT_MASK_DEPTH`] keys deep on each, and every Q tile's walk
-/// holding at most [`SM90_PRODUCT_MASK_TILES`] KV tile origins on them together. The 2-D anchor
-/// (128x128, window 31, 8x16 Q tiles and 8x8 KV tiles) walks 5 + 6.
+/// attention with 128-query, 64-key `tiles` whose masked axes are the kernels' last two (2-D
+/// problems, and 3-D ones of length 1 with KV tiles 1 deep on the first axis), KV tiles at most
+/// [`SM90_PRODUCT_MASK_DEPTH`] keys deep on each, and every Q tile's walk holding at most
+/// [`SM90_PRODUCT_MASK_TILES`] KV tile origins on them together. The 2-D anchor (128x128,
+/// window 31, 8x16 Q tiles and 8x8 KV tiles) walks 5 + 6.
 pub fn sm90_product_masks_fit(pattern: Pattern<'_>, tiles: &TileConfig) -> bool {
     let Pattern::Na(problem) = pattern else {
         return false;
@@ -154,20 +155,20 @@ pub fn sm90_product_masks_fit(pattern: Pattern<'_>, tiles: &TileConfig) -> bool 
     if block_m != SM90_BLOCK_M || block_n != FORWARD_BLOCK_N {
         return false;
     }
-    let mut masked = 0;
+    // The problem's axes are the kernels' last ones (padded in front to 3).
+    let first_masked = problem.spatial.len().saturating_sub(2);
+    if (0..first_masked).any(|a| problem.spatial[a] != 1 || tiles.kv_tile[a] != 1) {
+        return false;
+    }
     let mut origins = 0;
-    for (a, (axis, &len)) in problem.axes.iter().zip(&problem.spatial).enumerate() {
+    for a in first_masked..problem.spatial.len() {
         let (q_ext, kv_ext) = (tiles.q_tile[a], tiles.kv_tile[a]);
-        if len == 1 && kv_ext == 1 {
-            continue; // the kernel's padding axes: every window is [0, 1)
-        }
-        masked += 1;
         if kv_ext > SM90_PRODUCT_MASK_DEPTH {
             return false;
         }
-        origins += most_walked_kv_tiles(axis, len, q_ext, kv_ext);
+        origins += most_walked_kv_tiles(&problem.axes[a], problem.spatial[a], q_ext, kv_ext);
     }
-    masked <= 2 && origins <= SM90_PRODUCT_MASK_TILES
+    origins <= SM90_PRODUCT_MASK_TILES
 }
 
 /// The most KV tiles of extent `kv_ext` that the keys of a Q tile of extent `q_ext` span on one
@@ -801,8 +802,9 @@ pub(super) mod tests {
             Pattern::Na(&dilated),
             &tiles(&[8, 16], &[8, 8])
         ));
-        // KV tiles deeper than 8 on a masked axis, 64-query tiles, three masked axes, walks of
-        // more than 14 origins (window 63: 9 + 10), attention: the looked-up masks.
+        // KV tiles deeper than 8 on a masked axis, 64-query tiles, 1-D (64 keys deep), three
+        // masked axes, walks of more than 14 origins (window 63: 9 + 10), attention: the
+        // looked-up masks.
         assert!(!sm90_product_masks_fit(
             Pattern::Na(&anchor),
             &tiles(&[8, 16], &[4, 16])
@@ -831,14 +833,20 @@ pub(super) mod tests {
             scale: 1.0,
         };
         assert!(!sm90_product_masks_fit(dense, &tiles(&[128], &[64])));
-        // A 3-D problem with a length-1 axis (KV tiles 1 deep there) has two masked axes.
+        // A 3-D problem of length 1 on its first axis (KV tiles 1 deep there) has two masked
+        // axes, the kernels' last two; one of length 1 on another axis does not fit.
         let flat = na(&[1, 128, 128], &[1, 31, 31], 1, false);
         assert!(sm90_product_masks_fit(
             Pattern::Na(&flat),
             &tiles(&[1, 8, 16], &[1, 8, 8])
         ));
-        // The walk's count is exact: window 31 over 8-wide Q tiles spans 38 keys, 5 or 6 tiles
-        // of 8 (5 where the box starts on a tile boundary), so 8x8 Q tiles walk 6 + 6 at most.
+        let flat_middle = na(&[128, 1, 128], &[31, 1, 31], 1, false);
+        assert!(!sm90_product_masks_fit(
+            Pattern::Na(&flat_middle),
+            &tiles(&[8, 1, 16], &[8, 1, 8])
+        ));
+        // The walk starts at its box's first key: window 31 over 8-wide Q tiles spans 38 keys,
+        // 5 KV tiles of 8, and over 16-wide ones 46 keys, 6 tiles.
         let axis = &anchor.axes[0];
         assert_eq!(most_walked_kv_tiles(axis, 128, 8, 8), 5);
         assert_eq!(most_walked_kv_tiles(axis, 128, 16, 8), 6);
