@@ -38,17 +38,22 @@
 
 #include "fna_backward_dkdv_sm90.cuh"
 #include "fna_backward_fused_dq_sm90.cuh"
+#include "product_masks_sm90.cuh"
 
 namespace natten_native {
 
 // kFusedDq: the fused backward (fna_backward_fused_dq_sm90.cuh), which also adds each step's dQ
-// into an f32 accumulator.
+// into an f32 accumulator. kProductMasks: the masks of S^T as a product (product_masks_sm90.cuh;
+// the rows are keys, the bias blocks their inverse windows against the walk's Q tile origins,
+// written once per CTA by the consumers beside the windows).
 template <typename Element_, int kHeadDim_, bool kFusedDq_ = false, int kStages_ = 3, int kProducerRegs_ = 56,
-          int kConsumerRegs_ = 224>
+          int kConsumerRegs_ = 224, bool kProductMasks_ = false>
 struct FnaBwdDkdvSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerRegs_> {
     using Element = Element_;
     static constexpr int kHeadDim = kHeadDim_;
     static constexpr bool kFusedDq = kFusedDq_;
+    static constexpr bool kProductMasks = kProductMasks_;
+    static_assert(!(kFusedDq && kProductMasks), "product masks: the two passes only");
     using FusedDq = FusedDqSm90<Element>;
     static_assert(!kFusedDq || kHeadDim == 128, "the fused dQ splits 128 columns between the two consumers");
     static constexpr int kBlockM = 64;  // keys of a consumer (a plan KV tile)
@@ -79,7 +84,11 @@ struct FnaBwdDkdvSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerR
                                           (1 + 2 * kStages) * 8 + WindowMasks::kBytes;
     // The fused dQ's dS^T tiles and f32 staging, after the Q / dO rings.
     static constexpr int kFusedBytes = kFusedDq ? FusedDq::kBytes : 0;
-    static constexpr int kSmemBytes = 4 * kKBytes + 2 * kQBytes + kFusedBytes + kGeometryBytes + 1024;
+    // Product masks: one set of bias blocks per key sub-tile (one item per CTA), the one-hot.
+    static constexpr int kProductMaskBytes =
+        kProductMasks ? 2 * ProductMasks::kHalfBytes + ProductMasks::kOneHotBytes : 0;
+    static constexpr int kSmemBytes =
+        4 * kKBytes + 2 * kQBytes + kFusedBytes + kProductMaskBytes + kGeometryBytes + 1024;
 };
 
 __device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, bool valid) {
@@ -98,7 +107,9 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
 
     char* smem_raw = align_to_swizzle_period(smem_unaligned);
     char* fused = smem_raw + 4 * Traits::kKBytes + 2 * Traits::kQBytes;  // kFusedBytes
-    char* geometry = fused + Traits::kFusedBytes;
+    char* product_masks = fused + Traits::kFusedBytes;  // kProductMaskBytes: bias blocks, one-hot
+    char* one_hot = product_masks + 2 * ProductMasks::kHalfBytes;
+    char* geometry = product_masks + Traits::kProductMaskBytes;
     PairedGeometry<QueryBox>& geo = *reinterpret_cast<PairedGeometry<QueryBox>*>(geometry);
     static_assert(sizeof(PairedGeometry<QueryBox>) <= 512);
     int* q_tok_off = reinterpret_cast<int*>(geometry + 512);                     // [kBlockN]
@@ -134,6 +145,10 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
             q_tok_off[threadIdx.x] = tile_row_offset(p, p.q_tile_log2, threadIdx.x);
         }
         WindowMasks::build(window_masks, p.q_tile_log2, threadIdx.x, blockDim.x);
+        if constexpr (Traits::kProductMasks) {
+            ProductMasks::build_one_hot<Element>(one_hot, p.q_tile_log2, threadIdx.x, blockDim.x);
+            cutlass::arch::fence_view_async_shared();  // to the tensor cores
+        }
     }
     __syncthreads();
     if (threadIdx.x >= Traits::kProducerThreads) {
@@ -149,6 +164,12 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
 #pragma unroll
                 for (int a = 0; a < 3; ++a) {
                     axis_inverse_window(p, a, min(key[a], t.end[a] - 1), t.glen[a], w[a], w[3 + a]);
+                }
+                if constexpr (Traits::kProductMasks) {
+                    const int lo[3] = {w[0], w[1], w[2]}, hi[3] = {w[3], w[4], w[5]};
+                    ProductMasks::write_bias_row<Element>(product_masks + h * ProductMasks::kHalfBytes,
+                                                          r % kBlockM, lo, hi, geo.walk, p.q_tile_log2);
+                    cutlass::arch::fence_view_async_shared();  // to the tensor cores
                 }
             }
         }
@@ -276,6 +297,9 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
     clear(acc_dv);
     const bool valid = geo.valid[h] != 0;
     const int* my_windows = windows + h * kBlockM * 6;
+    // My sub-tile's bias blocks and the one-hot (product masks).
+    const uint32_t my_bias = cute::cast_smem_ptr_to_uint(product_masks + h * ProductMasks::kHalfBytes);
+    const uint64_t one_hot_desc = ProductMasks::one_hot_desc(one_hot);
     const bool no_padding = geo.sub[h].no_padding;
 
     // The fused dQ (kFusedDq): both consumers' dS^T, this consumer's f32 staging, and the
@@ -340,8 +364,19 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
             Tensor acc_st = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
             Tensor acc_dpt = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
             wgmma_gemm<true, -1>(mma_s, tSrK, tSrQ(_, _, _, stage), acc_st);
+            if constexpr (Traits::kProductMasks) {
+                // The masks' k-step of S^T, on partial steps (its own batch, before dP^T's).
+                if (!full) {
+                    warpgroup_fence_operand(acc_st);
+                    warpgroup_arrive();
+                    ProductMasks::add<Element>(ProductMasks::bias_desc(my_bias, origin, geo.walk, p.q_tile_log2),
+                                               one_hot_desc, acc_st);
+                    warpgroup_commit_batch();
+                }
+            }
             wgmma_gemm<true, -1>(mma_s, tSrV, tSrdO(_, _, _, stage), acc_dpt);
-            dkdv_step_sm90<Traits>(p, acc_st, acc_dpt, full, WindowMasks::of_thread(window_masks), my_windows, lt,
+            dkdv_step_sm90<Traits>(p, acc_st, acc_dpt, full || Traits::kProductMasks,
+                                   WindowMasks::of_thread(window_masks), my_windows, lt,
                                    origin, s_lse + stage * kBlockN, 1.4426950408889634f, s_delta + stage * kBlockN,
                                    tKrQt(_, _, _, stage), tVrdOt(_, _, _, stage), acc_dk, acc_dv,
                                    [&](const auto& dst) {
@@ -406,11 +441,16 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
 // the parameters, the pair axis (0, 1 or 2; FnaParams::key_pair_axis on the Rust side), the
 // TMA flag and the Q and dO descriptors (src/backend/native/tensor_map.rs; unread when 0).
 #define NATTEN_FNA_BACKWARD_DKDV_SM90_WS_KERNEL(NAME, ELEMENT, HEAD_DIM)                                \
+    NATTEN_FNA_BACKWARD_DKDV_SM90_WS_KERNEL_MASKS(NAME, ELEMENT, HEAD_DIM, false)
+
+// The same with the window masks as a product where PRODUCT_MASKS (entry points `_pm`).
+#define NATTEN_FNA_BACKWARD_DKDV_SM90_WS_KERNEL_MASKS(NAME, ELEMENT, HEAD_DIM, PRODUCT_MASKS)               \
     extern "C" __global__ void __launch_bounds__(384, 1)                                               \
         NAME(const natten_native::FnaParams p, int pair_axis, int q_tma,                               \
              const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap do_map) {  \
         extern __shared__ __align__(1024) char smem[];                                                  \
-        natten_native::fna_backward_dkdv_sm90_ws<natten_native::FnaBwdDkdvSm90WsTraits<ELEMENT, HEAD_DIM>>( \
+        using Traits = natten_native::FnaBwdDkdvSm90WsTraits<ELEMENT, HEAD_DIM, false, 3, 56, 224, PRODUCT_MASKS>; \
+        natten_native::fna_backward_dkdv_sm90_ws<Traits>(                                              \
             p, pair_axis, q_tma != 0, natten_native::TensorMapPair{&q_map, &do_map}, nullptr, smem);    \
     }
 

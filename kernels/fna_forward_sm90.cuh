@@ -228,7 +228,7 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
     }
     Traits::Masks::build(window_masks, p.kv_tile_log2, threadIdx.x, Traits::kNThreads);
     if constexpr (Traits::kProductMasks) {
-        ProductMasks::build_one_hot<Element>(one_hot, p, threadIdx.x, Traits::kNThreads);
+        ProductMasks::build_one_hot<Element>(one_hot, p.kv_tile_log2, threadIdx.x, Traits::kNThreads);
         cutlass::arch::fence_view_async_shared();  // to the tensor cores
     }
     __syncthreads();
@@ -292,7 +292,7 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
                     tile_coords(row, half_log2, bhalf.first, i);
                     query_window(p, i, bhalf.glen, bhalf.end, lo, hi);
                     char* half_blocks = product_masks + (qb * 2 + bh) * ProductMasks::kHalfBytes;
-                    ProductMasks::write_bias_row<Element>(half_blocks, row, lo, hi, box, p);
+                    ProductMasks::write_bias_row<Element>(half_blocks, row, lo, hi, box, p.kv_tile_log2);
                 }
                 cutlass::arch::fence_view_async_shared();  // to the tensor cores
                 cutlass::arch::ClusterBarrier::arrive(bar_qfull + qb);
@@ -434,7 +434,7 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
                             warpgroup_fence_operand(acc_s);
                             warpgroup_arrive();
                             ProductMasks::add<Element>(
-                                ProductMasks::bias_desc(half_blocks, origin, box, p), one_hot_desc,
+                                ProductMasks::bias_desc(half_blocks, origin, box, p.kv_tile_log2), one_hot_desc,
                                 acc_s);
                             warpgroup_commit_batch();
                         }

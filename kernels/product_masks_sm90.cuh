@@ -54,16 +54,17 @@ struct ProductMasks {
     static constexpr int kAxisA = 1;
     static constexpr int kAxisB = 2;
 
-    // The one-hot block: row n (a key of the KV tile) holds kOne at its offset on axis A (k-half
-    // 0) and on axis B (k-half 1). No swizzle: row n of k-half k at k * kBlockBytes + 16 n.
-    // Threads `thread` of `threads` share the work; the caller fences and synchronises.
+    // The one-hot block: row n (a key of the walked tile, extents 2^walked_log2; a query in the
+    // dK/dV pass) holds kOne at its offset on axis A (k-half 0) and on axis B (k-half 1). No
+    // swizzle: row n of k-half k at k * kBlockBytes + 16 n. Threads `thread` of `threads` share
+    // the work; the caller fences and synchronises.
     template <typename Element>
-    static __device__ void build_one_hot(char* one_hot, const FnaParams& p, int thread, int threads) {
+    static __device__ void build_one_hot(char* one_hot, const int (&walked_log2)[3], int thread, int threads) {
         for (int idx = thread; idx < 2 * 64; idx += threads) {
             const int kh = idx / 64, n = idx % 64;
             int x[3];
             const int zero[3] = {0, 0, 0};
-            tile_coords(n, p.kv_tile_log2, zero, x);
+            tile_coords(n, walked_log2, zero, x);
             const int off = kh == 0 ? x[kAxisA] : x[kAxisB];
             const uint32_t one = Element(kOne).raw();
             uint32_t w[4];
@@ -73,17 +74,18 @@ struct ProductMasks {
         }
     }
 
-    // Row `row` of every bias block of a Q half for one item: the row's query windows [lo, hi)
-    // and the item's KV box (its walk); `half_blocks` is the half's blocks in this item's Q
-    // buffer. Block t (t < box.tiles[A]) is the tile origin box.lo[A] + t 2^log2[A] on axis A,
-    // block box.tiles[A] + t the origin on axis B.
-    template <typename Element>
+    // Row `row` of every bias block of a Q half (a key sub-tile in the dK/dV pass) for one
+    // item: the row's windows [lo, hi) (of keys; of queries, inverse, in the dK/dV pass) and the
+    // item's walk `box` (KvBox, QueryBox) of tiles of extents 2^walked_log2; `half_blocks` is the
+    // half's blocks. Block t (t < box.tiles[A]) is the tile origin box.lo[A] + t 2^log2[A] on
+    // axis A, block box.tiles[A] + t the origin on axis B.
+    template <typename Element, typename Box>
     static __device__ void write_bias_row(char* half_blocks, int row, const int (&lo)[3], const int (&hi)[3],
-                                          const KvBox& box, const FnaParams& p) {
+                                          const Box& box, const int (&walked_log2)[3]) {
         const uint32_t bias = Element(kBias).raw();
         auto write_axis = [&](auto axis, int first_block) {
             constexpr int a = decltype(axis)::value;
-            const int ext = 1 << p.kv_tile_log2[a];
+            const int ext = 1 << walked_log2[a];
             const int wlo = lo[a], whi = hi[a];
             int origin = box.lo[a];
             for (int t = 0; t < box.tiles[a]; ++t, origin += ext) {
@@ -107,12 +109,14 @@ struct ProductMasks {
         return desc(cute::cast_smem_ptr_to_uint(one_hot), kBlockBytes);
     }
 
-    // The descriptor of a KV tile's bias (A operand: 64 rows x 16 columns): the half's blocks
-    // at `half_blocks` (shared address), the tile's origin `origin` in the walk of `box`.
+    // The descriptor of a walked tile's bias (A operand: 64 rows x 16 columns): the half's
+    // blocks at `half_blocks` (shared address), the tile's origin `origin` in the walk of `box`
+    // (tiles of extents 2^walked_log2).
+    template <typename Box>
     static __device__ __forceinline__ uint64_t bias_desc(uint32_t half_blocks, const int (&origin)[3],
-                                                         const KvBox& box, const FnaParams& p) {
-        const int ta = (origin[kAxisA] - box.lo[kAxisA]) >> p.kv_tile_log2[kAxisA];
-        const int tb = box.tiles[kAxisA] + ((origin[kAxisB] - box.lo[kAxisB]) >> p.kv_tile_log2[kAxisB]);
+                                                         const Box& box, const int (&walked_log2)[3]) {
+        const int ta = (origin[kAxisA] - box.lo[kAxisA]) >> walked_log2[kAxisA];
+        const int tb = box.tiles[kAxisA] + ((origin[kAxisB] - box.lo[kAxisB]) >> walked_log2[kAxisB]);
         return desc(half_blocks + ta * kBlockBytes, (tb - ta) * kBlockBytes);
     }
 

@@ -94,6 +94,10 @@ pub struct BackwardKernels<'a> {
     /// `BURN_NATTEN_NATIVE_FUSED_BACKWARD=1`, the calls that TMA can describe run it instead of
     /// the two passes.
     pub fused: Option<FusedBackward<'a>>,
+    /// The Hopper dK/dV pass with the masks of S^T as a product, where loaded (the paired pass,
+    /// head dim 128): with `BURN_NATTEN_NATIVE_PRODUCT_MASKS=1`, the calls whose masks fit
+    /// ([`plan::sm90_dkdv_product_masks_fit`]) run it instead of `key_passes`.
+    pub dkdv_product_masks: Option<KernelLaunch<'a>>,
 }
 
 /// The fused Hopper backward (`kernels/fna_backward_fused_sm90_d128.cu`): FA3's single pass,
@@ -107,6 +111,32 @@ pub struct FusedBackward<'a> {
     pub pass: KernelLaunch<'a>,
     /// dQ = accumulator x scale; four elements per thread.
     pub epilogue: KernelLaunch<'a>,
+}
+
+/// The launch of a Hopper dK/dV pass `f` (with window masks as a product where
+/// `product_masks`) for `kernel_dim` and the element type, over the backward tiles as `tiles`
+/// says.
+fn sm90_dkdv_launch(
+    f: &PerElement,
+    bf16: bool,
+    kernel_dim: usize,
+    tiles: TileSplit,
+    product_masks: bool,
+) -> KernelLaunch<'_> {
+    KernelLaunch {
+        function: &f[bf16 as usize],
+        threads: plan::sm90_backward_threads(kernel_dim),
+        shared_bytes: plan::sm90_backward_dkdv_shared_bytes(kernel_dim, product_masks),
+        persistent_ctas: None,
+        tiles,
+        // The paired dK/dV pass loads Q/dO with TMA; the 64-key one gathers.
+        tensor_maps: (tiles == TileSplit::Pairs).then_some(TensorMapKind {
+            bf16,
+            kernel_dim,
+            side: WalkedSide::Queries,
+        }),
+        dq_accumulator_map: false,
+    }
 }
 
 /// Whether `BURN_NATTEN_NATIVE_SM90` allows the Hopper kernels (the forward and the backward
@@ -138,7 +168,8 @@ pub struct NativeDevice {
     /// Hopper backward (wgmma; the backward plan's [`plan::BACKWARD_BLOCK`]-row tiles): the dQ
     /// pass and the dK/dV pass per built head dim; empty unless the device has compute
     /// capability 9.0 and the build has the sm_90a kernels.
-    backward_sm90: Vec<(usize, PerElement, PerElement)>,
+    /// The paired dK/dV pass with product masks rides along where built.
+    backward_sm90: Vec<(usize, PerElement, PerElement, Option<PerElement>)>,
     /// Fused Hopper backward (prologue, pass, epilogue) per built head dim; empty unless the
     /// device has compute capability 9.0 and the build has the sm_90a kernels.
     backward_fused_sm90: Vec<(usize, PerElement, PerElement, PerElement)>,
@@ -216,11 +247,16 @@ impl NativeDevice {
     /// passes where they were loaded, else the SM80-class ones.
     pub fn backward(&self, kernel_dim: usize, bf16: bool) -> Option<BackwardKernels<'_>> {
         let (_, dq, key_passes) = self.backward.iter().find(|(d, _, _)| *d == kernel_dim)?;
-        if let Some((_, dq, dkdv)) = self.backward_sm90.iter().find(|(d, _, _)| *d == kernel_dim) {
+        if let Some((_, dq, dkdv, dkdv_pm)) =
+            self.backward_sm90.iter().find(|(d, ..)| *d == kernel_dim)
+        {
             let backward_sm90_tiles = if plan::sm90_backward_pairs_tiles(kernel_dim) {
                 TileSplit::Pairs
             } else {
                 TileSplit::Whole
+            };
+            let dkdv_launch = |f, product_masks| {
+                sm90_dkdv_launch(f, bf16, kernel_dim, backward_sm90_tiles, product_masks)
             };
             return Some(BackwardKernels {
                 dq: KernelLaunch {
@@ -239,23 +275,9 @@ impl NativeDevice {
                     ),
                     dq_accumulator_map: false,
                 },
-                key_passes: vec![KernelLaunch {
-                    function: &dkdv[bf16 as usize],
-                    threads: plan::sm90_backward_threads(kernel_dim),
-                    shared_bytes: plan::sm90_backward_dkdv_shared_bytes(kernel_dim),
-                    persistent_ctas: None,
-                    tiles: backward_sm90_tiles,
-                    // The paired dK/dV pass loads Q/dO with TMA; the 64-key one gathers.
-                    tensor_maps: (backward_sm90_tiles == TileSplit::Pairs).then_some(
-                        TensorMapKind {
-                            bf16,
-                            kernel_dim,
-                            side: WalkedSide::Queries,
-                        },
-                    ),
-                    dq_accumulator_map: false,
-                }],
+                key_passes: vec![dkdv_launch(dkdv, false)],
                 fused: self.fused_backward(kernel_dim, bf16),
+                dkdv_product_masks: dkdv_pm.as_ref().map(|f| dkdv_launch(f, true)),
             });
         }
         let dq = KernelLaunch {
@@ -283,6 +305,7 @@ impl NativeDevice {
             dq,
             key_passes,
             fused: None,
+            dkdv_product_masks: None,
         })
     }
 
@@ -482,24 +505,34 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
     let mut backward_sm90 = Vec::new();
     if cc == (9, 0) && sm90_allowed() {
         for &(dim, fatbin) in fatbins::FNA_BACKWARD_SM90_FATBINS {
-            let mut kernels = load_family(
-                fatbin,
-                dim,
-                &[
-                    (
-                        "natten_fna_backward_dq_sm90",
-                        "",
-                        plan::sm90_backward_dq_shared_bytes(dim),
-                    ),
-                    (
-                        "natten_fna_backward_dkdv_sm90",
-                        "",
-                        plan::sm90_backward_dkdv_shared_bytes(dim),
-                    ),
-                ],
-            )?;
-            let dkdv = kernels.remove(1);
-            backward_sm90.push((dim, kernels.remove(0), dkdv));
+            // The paired passes also have the dK/dV pass with product masks (`_pm`).
+            let mut names = vec![
+                (
+                    "natten_fna_backward_dq_sm90",
+                    "",
+                    plan::sm90_backward_dq_shared_bytes(dim),
+                ),
+                (
+                    "natten_fna_backward_dkdv_sm90",
+                    "",
+                    plan::sm90_backward_dkdv_shared_bytes(dim, false),
+                ),
+            ];
+            if plan::sm90_backward_pairs_tiles(dim) {
+                names.push((
+                    "natten_fna_backward_dkdv_sm90",
+                    "_pm",
+                    plan::sm90_backward_dkdv_shared_bytes(dim, true),
+                ));
+            }
+            let mut kernels = load_family(fatbin, dim, &names)?.into_iter();
+            let (dq, dkdv) = (kernels.next(), kernels.next());
+            let (Some(dq), Some(dkdv)) = (dq, dkdv) else {
+                return Err(format!(
+                    "head dim {dim}: the Hopper backward's entry points"
+                ));
+            };
+            backward_sm90.push((dim, dq, dkdv, kernels.next()));
         }
     }
     let mut backward_fused_sm90 = Vec::new();

@@ -41,7 +41,9 @@ use cudarc::driver::{CudaStream, LaunchConfig, PushKernelArg};
 
 use super::device::{FUSED_AUX_THREADS, KernelLaunch, NativeDevice, TileSplit};
 use super::handoff::{Handoff, StreamKernels};
-use super::plan::{CallShape, FnaParams, Pattern, sm90_product_masks_fit};
+use super::plan::{
+    CallShape, FnaParams, Pattern, sm90_dkdv_product_masks_fit, sm90_product_masks_fit,
+};
 use super::tensor_map::{TensorMap, describable, dq_accumulator_map, tile_tensor_maps};
 use crate::backend::TileConfig;
 
@@ -163,10 +165,11 @@ fn fused_backward_asked() -> bool {
     })
 }
 
-/// Whether `BURN_NATTEN_NATIVE_PRODUCT_MASKS=1` asks for the Hopper forward's window masks as a
-/// product (`kernels/product_masks_sm90.cuh`) where they fit ([`sm90_product_masks_fit`]).
-/// Off by default until the native tests have run with it on hardware: its kernel harness gave
-/// outputs identical to the looked-up masks' on the 2-D anchor, 7% faster (DEVELOPERS.md).
+/// Whether `BURN_NATTEN_NATIVE_PRODUCT_MASKS=1` asks for the window masks as a product
+/// (`kernels/product_masks_sm90.cuh`) in the Hopper forward and dK/dV pass where they fit
+/// ([`sm90_product_masks_fit`], [`sm90_dkdv_product_masks_fit`]). Off by default until the
+/// native tests have run with it on hardware: the forward's kernel harness gave outputs
+/// identical to the looked-up masks' on the 2-D anchor, 7% faster (DEVELOPERS.md).
 fn product_masks_asked() -> bool {
     static PRODUCT: OnceLock<bool> = OnceLock::new();
     *PRODUCT.get_or_init(|| {
@@ -666,14 +669,25 @@ pub fn backward(
                 FUSED_AUX_THREADS as usize * 4,
             ),
         ],
-        None => std::iter::once(Launch::query_side(kernels.dq, &params))
-            .chain(
-                kernels
-                    .key_passes
-                    .iter()
-                    .map(|&kernel| Launch::key_side(kernel, &params)),
-            )
-            .collect(),
+        None => {
+            // The dK/dV pass with product masks where asked for, loaded and fitting.
+            let key_passes = match kernels.dkdv_product_masks {
+                Some(pm)
+                    if product_masks_asked()
+                        && sm90_dkdv_product_masks_fit(pattern, tiles, params.key_pair_axis()) =>
+                {
+                    vec![pm]
+                }
+                _ => kernels.key_passes,
+            };
+            std::iter::once(Launch::query_side(kernels.dq, &params))
+                .chain(
+                    key_passes
+                        .into_iter()
+                        .map(|kernel| Launch::key_side(kernel, &params)),
+                )
+                .collect()
+        }
     };
     let mut buffers = vec![&q, &k, &v, &out, &lse, &d_out, &outputs.buffer];
     buffers.extend(dq_acc.as_ref());

@@ -133,11 +133,19 @@ pub const SM90_PRODUCT_MASK_TILES: usize = 14;
 /// each half of the masks' 16-column k-step).
 pub const SM90_PRODUCT_MASK_DEPTH: usize = 8;
 
-/// Shared memory of the product masks (`ProductMasks::kBytes`): two Q buffers x two halves x
-/// [`SM90_PRODUCT_MASK_TILES`] bias blocks of 64 rows x 8 offsets, and the 64-key one-hot block
-/// of 16 columns (2-byte elements).
+/// Shared memory of a set of product-mask bias blocks (`ProductMasks::kHalfBytes`): one Q half's
+/// (one key sub-tile's in the dK/dV pass) [`SM90_PRODUCT_MASK_TILES`] blocks of 64 rows x 8
+/// offsets, 2-byte elements.
+pub const SM90_PRODUCT_MASK_SET_BYTES: usize = SM90_PRODUCT_MASK_TILES * 64 * 8 * 2;
+
+/// Shared memory of the product masks' one-hot block (`ProductMasks::kOneHotBytes`): 64 walked
+/// rows x 16 columns, 2-byte elements.
+pub const SM90_PRODUCT_MASK_ONE_HOT_BYTES: usize = 64 * 16 * 2;
+
+/// Shared memory of the Hopper forward's product masks (`ProductMasks::kBytes`): bias blocks for
+/// two Q buffers x two halves, and the one-hot block.
 pub const SM90_PRODUCT_MASK_BYTES: usize =
-    2 * 2 * SM90_PRODUCT_MASK_TILES * 64 * 8 * 2 + 64 * 16 * 2;
+    4 * SM90_PRODUCT_MASK_SET_BYTES + SM90_PRODUCT_MASK_ONE_HOT_BYTES;
 
 /// Whether the Hopper forward can take a problem's window masks as a product
 /// (`natten_fna_forward_sm90_*_m128_pm`, `kernels/product_masks_sm90.cuh`): neighborhood
@@ -180,18 +188,89 @@ fn most_walked_kv_tiles(
     q_ext: usize,
     kv_ext: usize,
 ) -> usize {
-    use natten_core::window::{group_len, window_start_end};
+    use natten_core::window::window_start_end;
+    most_walked_tiles(axis, len, q_ext, kv_ext, |first, last, glen| {
+        (
+            window_start_end(axis, first, glen).0,
+            window_start_end(axis, last, glen).1,
+        )
+    })
+}
+
+/// The most Q tiles of extent `q_ext` that the queries seeing a KV tile of extent `kv_ext` span
+/// on one axis (from the first key's inverse window start to the last key's inverse window
+/// end, as the kernels' `query_box_of`), over every KV tile of every dilation group.
+fn most_walked_q_tiles(
+    axis: &natten_core::AxisParams,
+    len: usize,
+    kv_ext: usize,
+    q_ext: usize,
+) -> usize {
+    use natten_core::window::inverse_window_range;
+    most_walked_tiles(axis, len, kv_ext, q_ext, |first, last, glen| {
+        (
+            inverse_window_range(axis, first, glen).0,
+            inverse_window_range(axis, last, glen).1,
+        )
+    })
+}
+
+/// The most tiles of extent `walked_ext` over `span(first, last, group length)` (a walked
+/// range `[lo, hi)`) of an own tile `[first, last]` of extent `own_ext`, over every own tile of
+/// every dilation group of an axis of length `len`.
+fn most_walked_tiles(
+    axis: &natten_core::AxisParams,
+    len: usize,
+    own_ext: usize,
+    walked_ext: usize,
+    span: impl Fn(usize, usize, usize) -> (usize, usize),
+) -> usize {
     let mut most = 0;
     for group in 0..axis.dilation.min(len) {
-        let glen = group_len(len, axis.dilation, group);
-        for first in (0..glen).step_by(q_ext) {
-            let last = (first + q_ext).min(glen) - 1;
-            let (lo, _) = window_start_end(axis, first, glen);
-            let (_, hi) = window_start_end(axis, last, glen);
-            most = most.max((hi - lo).div_ceil(kv_ext));
+        let glen = natten_core::window::group_len(len, axis.dilation, group);
+        for first in (0..glen).step_by(own_ext) {
+            let (lo, hi) = span(first, (first + own_ext).min(glen) - 1, glen);
+            most = most.max(hi.saturating_sub(lo).div_ceil(walked_ext));
         }
     }
     most
+}
+
+/// Whether the Hopper dK/dV pass can take a problem's masks of S^T as a product
+/// (`natten_fna_backward_dkdv_sm90_*_pm`, where built): as [`sm90_product_masks_fit`] for the
+/// pass's backward `tiles` (64-query Q tiles at most [`SM90_PRODUCT_MASK_DEPTH`] deep on the
+/// masked axes, the kernels' last two), each CTA's pair of KV tiles (doubled on the kernels'
+/// axis `pair_axis`, [`FnaParams::key_pair_axis`]) walking at most [`SM90_PRODUCT_MASK_TILES`]
+/// Q tile origins on them together.
+pub fn sm90_dkdv_product_masks_fit(
+    pattern: Pattern<'_>,
+    tiles: &TileConfig,
+    pair_axis: i32,
+) -> bool {
+    let Pattern::Na(problem) = pattern else {
+        return false;
+    };
+    let rank = problem.spatial.len();
+    let block_m: usize = tiles.q_tile.iter().product();
+    let block_n: usize = tiles.kv_tile.iter().product();
+    if block_m != BACKWARD_BLOCK || block_n != BACKWARD_BLOCK || rank > 3 {
+        return false;
+    }
+    let first_masked = rank.saturating_sub(2);
+    if (0..first_masked).any(|a| problem.spatial[a] != 1 || tiles.q_tile[a] != 1) {
+        return false;
+    }
+    let mut origins = 0;
+    for a in first_masked..rank {
+        let q_ext = tiles.q_tile[a];
+        let paired = (3 - rank + a) as i32 == pair_axis;
+        let kv_ext = tiles.kv_tile[a] << paired as usize;
+        if q_ext > SM90_PRODUCT_MASK_DEPTH {
+            return false;
+        }
+        origins += most_walked_q_tiles(&problem.axes[a], problem.spatial[a], kv_ext, q_ext);
+    }
+    origins <= SM90_PRODUCT_MASK_TILES
 }
 
 /// Queries and keys per tile of both backward passes (every head dim).
@@ -270,20 +349,30 @@ pub fn sm90_backward_dq_shared_bytes(kernel_dim: usize) -> u32 {
 /// key rows; seven 8-byte mbarriers). Both hold the window-mask table
 /// ([`SM90_WINDOW_MASK_BYTES`]) and add 1024 bytes to align the tiles to the 128-byte swizzle's
 /// period.
-pub fn sm90_backward_dkdv_shared_bytes(kernel_dim: usize) -> u32 {
+///
+/// With `product_masks` (the paired pass), the product masks' blocks too: a set of
+/// [`SM90_PRODUCT_MASK_TILES`] bias blocks per key sub-tile and the one-hot block.
+pub fn sm90_backward_dkdv_shared_bytes(kernel_dim: usize, product_masks: bool) -> u32 {
     let tile = BACKWARD_BLOCK * kernel_dim * 2;
-    let bytes = if sm90_backward_pairs_tiles(kernel_dim) {
-        let stages = 3;
-        let geometry = 512
-            + BACKWARD_BLOCK * 4
-            + 2 * stages * BACKWARD_BLOCK * 4
-            + 2 * BACKWARD_BLOCK * 24
-            + (1 + 2 * stages) * 8;
-        (4 + 2 * stages) * tile + geometry + SM90_WINDOW_MASK_BYTES
+    let masks = if product_masks {
+        2 * SM90_PRODUCT_MASK_SET_BYTES + SM90_PRODUCT_MASK_ONE_HOT_BYTES
     } else {
-        let geometry = 256 + BACKWARD_BLOCK * 4 + 2 * 2 * BACKWARD_BLOCK * 4 + BACKWARD_BLOCK * 24;
-        (2 + 2 * 2) * tile + geometry + SM90_WINDOW_MASK_BYTES
+        0
     };
+    let bytes = masks
+        + if sm90_backward_pairs_tiles(kernel_dim) {
+            let stages = 3;
+            let geometry = 512
+                + BACKWARD_BLOCK * 4
+                + 2 * stages * BACKWARD_BLOCK * 4
+                + 2 * BACKWARD_BLOCK * 24
+                + (1 + 2 * stages) * 8;
+            (4 + 2 * stages) * tile + geometry + SM90_WINDOW_MASK_BYTES
+        } else {
+            let geometry =
+                256 + BACKWARD_BLOCK * 4 + 2 * 2 * BACKWARD_BLOCK * 4 + BACKWARD_BLOCK * 24;
+            (2 + 2 * 2) * tile + geometry + SM90_WINDOW_MASK_BYTES
+        };
     (bytes + 1024) as u32
 }
 
@@ -292,7 +381,7 @@ pub fn sm90_backward_dkdv_shared_bytes(kernel_dim: usize) -> u32 {
 /// both consumers' dS^T tiles (64 x 64 elements each) and f32 dQ staging (64 x 64 floats each).
 pub fn sm90_backward_fused_shared_bytes(kernel_dim: usize) -> u32 {
     let fused = 2 * BACKWARD_BLOCK * BACKWARD_BLOCK * 2 + 2 * BACKWARD_BLOCK * BACKWARD_BLOCK * 4;
-    sm90_backward_dkdv_shared_bytes(kernel_dim) + fused as u32
+    sm90_backward_dkdv_shared_bytes(kernel_dim, false) + fused as u32
 }
 
 /// Default tiles of the backward passes: 64-query Q tiles over the dilation groups, 64-key KV
@@ -845,6 +934,37 @@ pub(super) mod tests {
             Pattern::Na(&flat_middle),
             &tiles(&[8, 1, 16], &[8, 1, 8])
         ));
+        // The dK/dV pass: 8x8 Q and KV tiles, KV tiles paired along either kernel axis (1 or
+        // 2), walk at most 6 + 6 Q tile origins; not for 1-D, big windows or deep Q tiles.
+        let backward = tiles(&[8, 8], &[8, 8]);
+        for pair_axis in [1, 2] {
+            assert!(sm90_dkdv_product_masks_fit(
+                Pattern::Na(&anchor),
+                &backward,
+                pair_axis
+            ));
+            assert!(sm90_dkdv_product_masks_fit(
+                Pattern::Na(&dilated),
+                &backward,
+                pair_axis
+            ));
+            assert!(!sm90_dkdv_product_masks_fit(
+                Pattern::Na(&big),
+                &backward,
+                pair_axis
+            ));
+        }
+        let deep = tiles(&[4, 16], &[8, 8]);
+        assert!(!sm90_dkdv_product_masks_fit(Pattern::Na(&anchor), &deep, 2));
+        assert!(!sm90_dkdv_product_masks_fit(
+            Pattern::Na(&one_d),
+            &tiles(&[64], &[64]),
+            2
+        ));
+        // Near a border, where windows shift inward, a key is seen by more queries: the KV
+        // tile of keys 24..32 by queries 0..47 (6 tiles), as many as keys 16..32.
+        assert_eq!(most_walked_q_tiles(&anchor.axes[0], 128, 8, 8), 6);
+        assert_eq!(most_walked_q_tiles(&anchor.axes[0], 128, 16, 8), 6);
         // The walk starts at its box's first key: window 31 over 8-wide Q tiles spans 38 keys,
         // 5 KV tiles of 8, and over 16-wide ones 46 keys, 6 tiles.
         let axis = &anchor.axes[0];
@@ -912,10 +1032,13 @@ pub(super) mod tests {
         // three CTAs per H100 SM (228 KiB, 1 KiB reserved per CTA). Head dim 128, the paired
         // pass (kernels/fna_backward_dkdv_sm90_ws.cuh): 4 x 16 KiB K/V + 2 x 3 x 16 KiB Q/dO +
         // 5432 + 1560 + 1024, one CTA per SM, under the 227 KiB a block may opt into.
-        assert_eq!(sm90_backward_dkdv_shared_bytes(64), 54_808);
-        assert!(3 * (sm90_backward_dkdv_shared_bytes(64) + 1024) <= 228 * 1024);
-        assert_eq!(sm90_backward_dkdv_shared_bytes(128), 171_856);
-        assert!(sm90_backward_dkdv_shared_bytes(128) <= 227 * 1024);
+        assert_eq!(sm90_backward_dkdv_shared_bytes(64, false), 54_808);
+        assert!(3 * (sm90_backward_dkdv_shared_bytes(64, false) + 1024) <= 228 * 1024);
+        assert_eq!(sm90_backward_dkdv_shared_bytes(128, false), 171_856);
+        assert!(sm90_backward_dkdv_shared_bytes(128, false) <= 227 * 1024);
+        // Product masks (kernels/fna_backward_sm90_d128.cu): + 2 x 14 KiB bias blocks + 2 KiB.
+        assert_eq!(sm90_backward_dkdv_shared_bytes(128, true), 171_856 + 30_720);
+        assert!(sm90_backward_dkdv_shared_bytes(128, true) <= 227 * 1024);
         assert_eq!(sm90_backward_threads(128), 384);
         assert_eq!(sm90_backward_threads(64), 128);
         // The fused backward (kernels/fna_backward_fused_sm90_d128.cu): + 2 x 8 KiB dS^T + 2 x
