@@ -37,13 +37,18 @@
 // The 64-query pass: its delta/LSE prologue, step body and epilogue (delta_and_lse_sm90,
 // dq_step_sm90, pack_dq_sm90, store_dq_sm90) are this pass's too.
 #include "fna_backward_sm90.cuh"
+#include "product_masks_sm90.cuh"
 
 namespace natten_native {
 
-template <typename Element_, int kHeadDim_, int kStages_ = 3, int kProducerRegs_ = 56, int kConsumerRegs_ = 224>
+// kProductMasks: the masks of S as a product (product_masks_sm90.cuh; bias blocks of the query
+// rows' windows against the walk's KV tile origins, written once per CTA by the consumers).
+template <typename Element_, int kHeadDim_, int kStages_ = 3, int kProducerRegs_ = 56, int kConsumerRegs_ = 224,
+          bool kProductMasks_ = false>
 struct FnaBwdDqSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerRegs_> {
     using Element = Element_;
     static constexpr int kHeadDim = kHeadDim_;
+    static constexpr bool kProductMasks = kProductMasks_;
     static constexpr int kBlockM = 64;  // queries of a consumer (a plan Q tile)
     static constexpr int kBlockN = 64;  // keys of a walked step (a KV tile)
     static constexpr int kStages = kStages_;
@@ -69,7 +74,10 @@ struct FnaBwdDqSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerReg
     // window-mask table (WindowMasks).
     static constexpr int kGeometryBytes =
         512 + kBlockN * 4 + 2 * 2 * kBlockM * 4 + (1 + 2 * kStages) * 8 + WindowMasks::kBytes;
-    static constexpr int kSmemBytes = 4 * kQBytes + 2 * kKVBytes + kGeometryBytes + 1024;
+    // Product masks: one set of bias blocks per Q sub-tile (one item per CTA), the one-hot.
+    static constexpr int kProductMaskBytes =
+        kProductMasks ? 2 * ProductMasks::kHalfBytes + ProductMasks::kOneHotBytes : 0;
+    static constexpr int kSmemBytes = 4 * kQBytes + 2 * kKVBytes + kProductMaskBytes + kGeometryBytes + 1024;
 };
 
 template <typename Traits>
@@ -83,7 +91,9 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, bool 
     constexpr int kRows = Traits::kRowsPerThread;
 
     char* smem_raw = align_to_swizzle_period(smem_unaligned);
-    char* geometry = smem_raw + 4 * Traits::kQBytes + 2 * Traits::kKVBytes;
+    char* product_masks = smem_raw + 4 * Traits::kQBytes + 2 * Traits::kKVBytes;  // kProductMaskBytes
+    char* one_hot = product_masks + 2 * ProductMasks::kHalfBytes;
+    char* geometry = product_masks + Traits::kProductMaskBytes;
     PairedGeometry<KvBox>& geo = *reinterpret_cast<PairedGeometry<KvBox>*>(geometry);
     static_assert(sizeof(PairedGeometry<KvBox>) <= 512);
     int* kv_tok_off = reinterpret_cast<int*>(geometry + 512);                   // [kBlockN]
@@ -116,6 +126,10 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, bool 
             kv_tok_off[threadIdx.x] = tile_row_offset(p, p.kv_tile_log2, threadIdx.x);
         }
         WindowMasks::build(window_masks, p.kv_tile_log2, threadIdx.x, blockDim.x);
+        if constexpr (Traits::kProductMasks) {
+            ProductMasks::build_one_hot<Element>(one_hot, p.kv_tile_log2, threadIdx.x, blockDim.x);
+            cutlass::arch::fence_view_async_shared();  // to the tensor cores
+        }
     }
     __syncthreads();
 
@@ -221,7 +235,18 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, bool 
             query_window(p, i, qt.glen, qt.end, win_lo[r], win_hi[r]);
         }
     }
-    bar_sync_wg(1 + h);  // my_lse, my_delta
+    if constexpr (Traits::kProductMasks) {
+        // My sub-tile's bias blocks: row lt (of 64) by the first 64 threads.
+        if (valid && lt < kBlockM) {
+            int i[3], lo[3], hi[3];
+            tile_coords(lt, p.q_tile_log2, qt.first, i);
+            query_window(p, i, qt.glen, qt.end, lo, hi);
+            ProductMasks::write_bias_row<Element>(product_masks + h * ProductMasks::kHalfBytes, lt, lo, hi,
+                                                  geo.walk, p.kv_tile_log2);
+            cutlass::arch::fence_view_async_shared();  // to the tensor cores
+        }
+    }
+    bar_sync_wg(1 + h);  // my_lse, my_delta (and my bias blocks)
     float row_lse[kRows], row_delta[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
@@ -242,6 +267,9 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, bool 
     clear(acc_dq);
     const KvBox& mb = geo.sub_box[h];
     const bool no_padding = qt.no_padding;
+    // My sub-tile's bias blocks and the one-hot (product masks).
+    const uint32_t my_bias = cute::cast_smem_ptr_to_uint(product_masks + h * ProductMasks::kHalfBytes);
+    const uint64_t one_hot_desc = ProductMasks::one_hot_desc(one_hot);
 
     cutlass::arch::ClusterBarrier::wait(bar_q, 0);
     int origin[3];
@@ -267,9 +295,19 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, bool 
             Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
             Tensor acc_dp = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
             wgmma_gemm<true, -1>(mma_s, tSrQ, tSrK(_, _, _, stage), acc_s);
+            if constexpr (Traits::kProductMasks) {
+                // The masks' k-step of S, on partial steps (its own batch, before dP's).
+                if (!full) {
+                    warpgroup_fence_operand(acc_s);
+                    warpgroup_arrive();
+                    ProductMasks::add<Element>(ProductMasks::bias_desc(my_bias, origin, geo.walk, p.kv_tile_log2),
+                                               one_hot_desc, acc_s);
+                    warpgroup_commit_batch();
+                }
+            }
             wgmma_gemm<true, -1>(mma_s, tSrdO, tSrV(_, _, _, stage), acc_dp);
-            dq_step_sm90<Traits>(p, acc_s, acc_dp, full, WindowMasks::of_thread(window_masks), win_lo, win_hi,
-                                 origin, row_lse, row_delta, tQrKt(_, _, _, stage), acc_dq);
+            dq_step_sm90<Traits>(p, acc_s, acc_dp, full || Traits::kProductMasks, WindowMasks::of_thread(window_masks),
+                                 win_lo, win_hi, origin, row_lse, row_delta, tQrKt(_, _, _, stage), acc_dq);
             cutlass::arch::ClusterBarrier::arrive(bar_empty + stage);
         } else {
             cutlass::arch::ClusterBarrier::arrive(bar_empty + stage);
@@ -294,10 +332,15 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, bool 
 // One extern "C" entry point per element type and head dim (kernels/fna_backward_sm90_d128.cu):
 // the parameters and the pair axis (0, 1 or 2; FnaParams::query_pair_axis on the Rust side).
 #define NATTEN_FNA_BACKWARD_DQ_SM90_WS_KERNEL(NAME, ELEMENT, HEAD_DIM)                                  \
+    NATTEN_FNA_BACKWARD_DQ_SM90_WS_KERNEL_MASKS(NAME, ELEMENT, HEAD_DIM, false)
+
+// The same with the window masks as a product where PRODUCT_MASKS (entry points `_pm`).
+#define NATTEN_FNA_BACKWARD_DQ_SM90_WS_KERNEL_MASKS(NAME, ELEMENT, HEAD_DIM, PRODUCT_MASKS)                 \
     extern "C" __global__ void __launch_bounds__(384, 1)                                               \
         NAME(const natten_native::FnaParams p, int pair_axis, int kv_tma,                              \
              const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map) {   \
         extern __shared__ __align__(1024) char smem[];                                                  \
-        natten_native::fna_backward_dq_sm90_ws<natten_native::FnaBwdDqSm90WsTraits<ELEMENT, HEAD_DIM>>( \
+        using Traits = natten_native::FnaBwdDqSm90WsTraits<ELEMENT, HEAD_DIM, 3, 56, 224, PRODUCT_MASKS>; \
+        natten_native::fna_backward_dq_sm90_ws<Traits>(                                                \
             p, pair_axis, kv_tma != 0, natten_native::TensorMapPair{&k_map, &v_map}, smem);             \
     }

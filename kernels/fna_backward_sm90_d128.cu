@@ -25,6 +25,13 @@ NATTEN_FNA_BACKWARD_DKDV_SM90_WS_KERNEL(natten_fna_backward_dkdv_sm90_f16_d128, 
 NATTEN_FNA_BACKWARD_DKDV_SM90_WS_KERNEL(natten_fna_backward_dkdv_sm90_bf16_d128, cutlass::bfloat16_t, 128)
 static_assert(natten_native::FnaBwdDkdvSm90WsTraits<cutlass::half_t, 128>::kSmemBytes == 171856,
               "the dK/dV pass's shared bytes on the Rust side (src/backend/native/plan.rs)");
+// The dQ pass with the window masks of S as a product (product_masks_sm90.cuh): `_pm`.
+NATTEN_FNA_BACKWARD_DQ_SM90_WS_KERNEL_MASKS(natten_fna_backward_dq_sm90_f16_d128_pm, cutlass::half_t, 128, true)
+NATTEN_FNA_BACKWARD_DQ_SM90_WS_KERNEL_MASKS(natten_fna_backward_dq_sm90_bf16_d128_pm, cutlass::bfloat16_t, 128, true)
+static_assert(natten_native::FnaBwdDqSm90WsTraits<cutlass::half_t, 128, 3, 56, 224, true>::kSmemBytes ==
+                  168272 + 2 * 14 * 1024 + 2048,
+              "sm90_backward_dq_shared_bytes in src/backend/native/plan.rs");
+
 // The dK/dV pass with the window masks of S^T as a product (product_masks_sm90.cuh): `_pm`.
 NATTEN_FNA_BACKWARD_DKDV_SM90_WS_KERNEL_MASKS(natten_fna_backward_dkdv_sm90_f16_d128_pm, cutlass::half_t, 128, true)
 NATTEN_FNA_BACKWARD_DKDV_SM90_WS_KERNEL_MASKS(natten_fna_backward_dkdv_sm90_bf16_d128_pm, cutlass::bfloat16_t, 128,

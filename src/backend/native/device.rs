@@ -94,6 +94,10 @@ pub struct BackwardKernels<'a> {
     /// `BURN_NATTEN_NATIVE_FUSED_BACKWARD=1`, the calls that TMA can describe run it instead of
     /// the two passes.
     pub fused: Option<FusedBackward<'a>>,
+    /// The Hopper dQ pass with the masks of S as a product, where loaded (the paired pass, head
+    /// dim 128): with `BURN_NATTEN_NATIVE_PRODUCT_MASKS=1`, the calls whose masks fit
+    /// ([`plan::sm90_dq_product_masks_fit`]) run it instead of `dq`.
+    pub dq_product_masks: Option<KernelLaunch<'a>>,
     /// The Hopper dK/dV pass with the masks of S^T as a product, where loaded (the paired pass,
     /// head dim 128): with `BURN_NATTEN_NATIVE_PRODUCT_MASKS=1`, the calls whose masks fit
     /// ([`plan::sm90_dkdv_product_masks_fit`]) run it instead of `key_passes`.
@@ -113,27 +117,31 @@ pub struct FusedBackward<'a> {
     pub epilogue: KernelLaunch<'a>,
 }
 
-/// The launch of a Hopper dK/dV pass `f` (with window masks as a product where
-/// `product_masks`) for `kernel_dim` and the element type, over the backward tiles as `tiles`
-/// says.
-fn sm90_dkdv_launch(
+/// The launch of a Hopper backward pass `f` walking `side` (the dQ pass walks keys, the dK/dV
+/// pass queries; with window masks as a product where `product_masks`) for `kernel_dim` and
+/// the element type, over the backward tiles as `tiles` says.
+fn sm90_pass_launch(
     f: &PerElement,
     bf16: bool,
     kernel_dim: usize,
     tiles: TileSplit,
+    side: WalkedSide,
     product_masks: bool,
 ) -> KernelLaunch<'_> {
     KernelLaunch {
         function: &f[bf16 as usize],
         threads: plan::sm90_backward_threads(kernel_dim),
-        shared_bytes: plan::sm90_backward_dkdv_shared_bytes(kernel_dim, product_masks),
+        shared_bytes: match side {
+            WalkedSide::Keys => plan::sm90_backward_dq_shared_bytes(kernel_dim, product_masks),
+            WalkedSide::Queries => plan::sm90_backward_dkdv_shared_bytes(kernel_dim, product_masks),
+        },
         persistent_ctas: None,
         tiles,
-        // The paired dK/dV pass loads Q/dO with TMA; the 64-key one gathers.
+        // The paired passes load their walked tiles (K/V, Q/dO) with TMA; the 64-row ones gather.
         tensor_maps: (tiles == TileSplit::Pairs).then_some(TensorMapKind {
             bf16,
             kernel_dim,
-            side: WalkedSide::Queries,
+            side,
         }),
         dq_accumulator_map: false,
     }
@@ -168,8 +176,8 @@ pub struct NativeDevice {
     /// Hopper backward (wgmma; the backward plan's [`plan::BACKWARD_BLOCK`]-row tiles): the dQ
     /// pass and the dK/dV pass per built head dim; empty unless the device has compute
     /// capability 9.0 and the build has the sm_90a kernels.
-    /// The paired dK/dV pass with product masks rides along where built.
-    backward_sm90: Vec<(usize, PerElement, PerElement, Option<PerElement>)>,
+    /// The paired passes with product masks (dQ, dK/dV) ride along where built.
+    backward_sm90: Vec<(usize, PerElement, PerElement, Option<[PerElement; 2]>)>,
     /// Fused Hopper backward (prologue, pass, epilogue) per built head dim; empty unless the
     /// device has compute capability 9.0 and the build has the sm_90a kernels.
     backward_fused_sm90: Vec<(usize, PerElement, PerElement, PerElement)>,
@@ -247,7 +255,7 @@ impl NativeDevice {
     /// passes where they were loaded, else the SM80-class ones.
     pub fn backward(&self, kernel_dim: usize, bf16: bool) -> Option<BackwardKernels<'_>> {
         let (_, dq, key_passes) = self.backward.iter().find(|(d, _, _)| *d == kernel_dim)?;
-        if let Some((_, dq, dkdv, dkdv_pm)) =
+        if let Some((_, dq, dkdv, product_masks)) =
             self.backward_sm90.iter().find(|(d, ..)| *d == kernel_dim)
         {
             let backward_sm90_tiles = if plan::sm90_backward_pairs_tiles(kernel_dim) {
@@ -255,29 +263,25 @@ impl NativeDevice {
             } else {
                 TileSplit::Whole
             };
-            let dkdv_launch = |f, product_masks| {
-                sm90_dkdv_launch(f, bf16, kernel_dim, backward_sm90_tiles, product_masks)
+            let launch = |f, side, product_masks| {
+                sm90_pass_launch(
+                    f,
+                    bf16,
+                    kernel_dim,
+                    backward_sm90_tiles,
+                    side,
+                    product_masks,
+                )
             };
+            let (keys, queries) = (WalkedSide::Keys, WalkedSide::Queries);
             return Some(BackwardKernels {
-                dq: KernelLaunch {
-                    function: &dq[bf16 as usize],
-                    threads: plan::sm90_backward_threads(kernel_dim),
-                    shared_bytes: plan::sm90_backward_dq_shared_bytes(kernel_dim),
-                    persistent_ctas: None,
-                    tiles: backward_sm90_tiles,
-                    // The paired dQ pass loads K/V with TMA too; the 64-query one gathers.
-                    tensor_maps: (backward_sm90_tiles == TileSplit::Pairs).then_some(
-                        TensorMapKind {
-                            bf16,
-                            kernel_dim,
-                            side: WalkedSide::Keys,
-                        },
-                    ),
-                    dq_accumulator_map: false,
-                },
-                key_passes: vec![dkdv_launch(dkdv, false)],
+                dq: launch(dq, keys, false),
+                key_passes: vec![launch(dkdv, queries, false)],
                 fused: self.fused_backward(kernel_dim, bf16),
-                dkdv_product_masks: dkdv_pm.as_ref().map(|f| dkdv_launch(f, true)),
+                dq_product_masks: product_masks.as_ref().map(|[dq, _]| launch(dq, keys, true)),
+                dkdv_product_masks: product_masks
+                    .as_ref()
+                    .map(|[_, dkdv]| launch(dkdv, queries, true)),
             });
         }
         let dq = KernelLaunch {
@@ -305,6 +309,7 @@ impl NativeDevice {
             dq,
             key_passes,
             fused: None,
+            dq_product_masks: None,
             dkdv_product_masks: None,
         })
     }
@@ -505,12 +510,12 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
     let mut backward_sm90 = Vec::new();
     if cc == (9, 0) && sm90_allowed() {
         for &(dim, fatbin) in fatbins::FNA_BACKWARD_SM90_FATBINS {
-            // The paired passes also have the dK/dV pass with product masks (`_pm`).
+            // The paired passes also have forms with product masks (`_pm`).
             let mut names = vec![
                 (
                     "natten_fna_backward_dq_sm90",
                     "",
-                    plan::sm90_backward_dq_shared_bytes(dim),
+                    plan::sm90_backward_dq_shared_bytes(dim, false),
                 ),
                 (
                     "natten_fna_backward_dkdv_sm90",
@@ -519,6 +524,11 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
                 ),
             ];
             if plan::sm90_backward_pairs_tiles(dim) {
+                names.push((
+                    "natten_fna_backward_dq_sm90",
+                    "_pm",
+                    plan::sm90_backward_dq_shared_bytes(dim, true),
+                ));
                 names.push((
                     "natten_fna_backward_dkdv_sm90",
                     "_pm",
@@ -532,7 +542,11 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
                     "head dim {dim}: the Hopper backward's entry points"
                 ));
             };
-            backward_sm90.push((dim, dq, dkdv, kernels.next()));
+            let product_masks = kernels
+                .next()
+                .zip(kernels.next())
+                .map(|(dq, dkdv)| [dq, dkdv]);
+            backward_sm90.push((dim, dq, dkdv, product_masks));
         }
     }
     let mut backward_fused_sm90 = Vec::new();

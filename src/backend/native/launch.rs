@@ -42,7 +42,8 @@ use cudarc::driver::{CudaStream, LaunchConfig, PushKernelArg};
 use super::device::{FUSED_AUX_THREADS, KernelLaunch, NativeDevice, TileSplit};
 use super::handoff::{Handoff, StreamKernels};
 use super::plan::{
-    CallShape, FnaParams, Pattern, sm90_dkdv_product_masks_fit, sm90_product_masks_fit,
+    CallShape, FnaParams, Pattern, sm90_dkdv_product_masks_fit, sm90_dq_product_masks_fit,
+    sm90_product_masks_fit,
 };
 use super::tensor_map::{TensorMap, describable, dq_accumulator_map, tile_tensor_maps};
 use crate::backend::TileConfig;
@@ -166,8 +167,9 @@ fn fused_backward_asked() -> bool {
 }
 
 /// Whether `BURN_NATTEN_NATIVE_PRODUCT_MASKS=1` asks for the window masks as a product
-/// (`kernels/product_masks_sm90.cuh`) in the Hopper forward and dK/dV pass where they fit
-/// ([`sm90_product_masks_fit`], [`sm90_dkdv_product_masks_fit`]). Off by default until the
+/// (`kernels/product_masks_sm90.cuh`) in the Hopper forward, dQ and dK/dV passes where they fit
+/// ([`sm90_product_masks_fit`], [`sm90_dq_product_masks_fit`],
+/// [`sm90_dkdv_product_masks_fit`]). Off by default until the
 /// native tests have run with it on hardware: the forward's kernel harness gave outputs
 /// identical to the looked-up masks' on the 2-D anchor, 7% faster (DEVELOPERS.md).
 fn product_masks_asked() -> bool {
@@ -670,17 +672,27 @@ pub fn backward(
             ),
         ],
         None => {
-            // The dK/dV pass with product masks where asked for, loaded and fitting.
+            // The passes with product masks where asked for, loaded and fitting.
+            let asked = product_masks_asked();
+            let dq = match kernels.dq_product_masks {
+                Some(pm)
+                    if asked
+                        && sm90_dq_product_masks_fit(pattern, tiles, params.query_pair_axis()) =>
+                {
+                    pm
+                }
+                _ => kernels.dq,
+            };
             let key_passes = match kernels.dkdv_product_masks {
                 Some(pm)
-                    if product_masks_asked()
+                    if asked
                         && sm90_dkdv_product_masks_fit(pattern, tiles, params.key_pair_axis()) =>
                 {
                     vec![pm]
                 }
                 _ => kernels.key_passes,
             };
-            std::iter::once(Launch::query_side(kernels.dq, &params))
+            std::iter::once(Launch::query_side(dq, &params))
                 .chain(
                     key_passes
                         .into_iter()

@@ -236,6 +236,19 @@ fn most_walked_tiles(
     most
 }
 
+/// Whether the Hopper dQ pass can take a problem's masks of S as a product
+/// (`natten_fna_backward_dq_sm90_*_pm`, where built): as [`sm90_product_masks_fit`] for the
+/// pass's backward `tiles` (64-key KV tiles at most [`SM90_PRODUCT_MASK_DEPTH`] deep on the
+/// masked axes, the kernels' last two), each CTA's pair of Q tiles (doubled on the kernels' axis
+/// `pair_axis`, [`FnaParams::query_pair_axis`]) walking at most [`SM90_PRODUCT_MASK_TILES`] KV
+/// tile origins on them together.
+pub fn sm90_dq_product_masks_fit(pattern: Pattern<'_>, tiles: &TileConfig, pair_axis: i32) -> bool {
+    paired_product_masks_fit(pattern, tiles, pair_axis, |axis, len, a, paired| {
+        let (q_ext, kv_ext) = (tiles.q_tile[a] << paired as usize, tiles.kv_tile[a]);
+        (kv_ext <= SM90_PRODUCT_MASK_DEPTH).then(|| most_walked_kv_tiles(axis, len, q_ext, kv_ext))
+    })
+}
+
 /// Whether the Hopper dK/dV pass can take a problem's masks of S^T as a product
 /// (`natten_fna_backward_dkdv_sm90_*_pm`, where built): as [`sm90_product_masks_fit`] for the
 /// pass's backward `tiles` (64-query Q tiles at most [`SM90_PRODUCT_MASK_DEPTH`] deep on the
@@ -247,6 +260,23 @@ pub fn sm90_dkdv_product_masks_fit(
     tiles: &TileConfig,
     pair_axis: i32,
 ) -> bool {
+    paired_product_masks_fit(pattern, tiles, pair_axis, |axis, len, a, paired| {
+        let (kv_ext, q_ext) = (tiles.kv_tile[a] << paired as usize, tiles.q_tile[a]);
+        (q_ext <= SM90_PRODUCT_MASK_DEPTH).then(|| most_walked_q_tiles(axis, len, kv_ext, q_ext))
+    })
+}
+
+/// The checks both paired backward passes share for product masks: neighborhood attention, the
+/// backward plan's 64-row tiles, masked axes the kernels' last two, and the walked tile origins
+/// of every pair: `walked(axis, length, a, paired)` gives problem axis `a`'s most walked tiles
+/// (`paired`: the own tile is doubled there, on the kernels' axis `pair_axis`), or `None` where
+/// the walked tiles are too deep.
+fn paired_product_masks_fit(
+    pattern: Pattern<'_>,
+    tiles: &TileConfig,
+    pair_axis: i32,
+    walked: impl Fn(&natten_core::AxisParams, usize, usize, bool) -> Option<usize>,
+) -> bool {
     let Pattern::Na(problem) = pattern else {
         return false;
     };
@@ -256,19 +286,19 @@ pub fn sm90_dkdv_product_masks_fit(
     if block_m != BACKWARD_BLOCK || block_n != BACKWARD_BLOCK || rank > 3 {
         return false;
     }
+    // The problem's axes are the kernels' last ones (padded in front to 3).
     let first_masked = rank.saturating_sub(2);
-    if (0..first_masked).any(|a| problem.spatial[a] != 1 || tiles.q_tile[a] != 1) {
+    let flat = |a: usize| problem.spatial[a] == 1 && tiles.q_tile[a] == 1 && tiles.kv_tile[a] == 1;
+    if !(0..first_masked).all(flat) {
         return false;
     }
     let mut origins = 0;
     for a in first_masked..rank {
-        let q_ext = tiles.q_tile[a];
         let paired = (3 - rank + a) as i32 == pair_axis;
-        let kv_ext = tiles.kv_tile[a] << paired as usize;
-        if q_ext > SM90_PRODUCT_MASK_DEPTH {
-            return false;
+        match walked(&problem.axes[a], problem.spatial[a], a, paired) {
+            Some(n) => origins += n,
+            None => return false,
         }
-        origins += most_walked_q_tiles(&problem.axes[a], problem.spatial[a], kv_ext, q_ext);
     }
     origins <= SM90_PRODUCT_MASK_TILES
 }
@@ -326,17 +356,33 @@ pub fn sm90_backward_threads(kernel_dim: usize) -> u32 {
 /// geometry (512 bytes of boxes; the KV rows' token offsets; the LSE and delta of 128 query rows;
 /// seven 8-byte mbarriers). Both hold the window-mask table ([`SM90_WINDOW_MASK_BYTES`]) and add
 /// 1024 bytes to align the tiles to the 128-byte swizzle's period.
-pub fn sm90_backward_dq_shared_bytes(kernel_dim: usize) -> u32 {
+///
+/// With `product_masks` (the paired pass), the product masks' blocks too: a set of
+/// [`SM90_PRODUCT_MASK_TILES`] bias blocks per Q sub-tile and the one-hot block.
+pub fn sm90_backward_dq_shared_bytes(kernel_dim: usize, product_masks: bool) -> u32 {
     let tile = BACKWARD_BLOCK * kernel_dim * 2;
-    let bytes = if sm90_backward_pairs_tiles(kernel_dim) {
-        let stages = 3;
-        let geometry = 512 + BACKWARD_BLOCK * 4 + 2 * 2 * BACKWARD_BLOCK * 4 + (1 + 2 * stages) * 8;
-        (4 + 2 * stages) * tile + geometry + SM90_WINDOW_MASK_BYTES
-    } else {
-        let geometry = 256 + BACKWARD_BLOCK * 4 + BACKWARD_BLOCK * 8;
-        (2 + 2 * 2) * tile + geometry + SM90_WINDOW_MASK_BYTES
-    };
+    let masks = paired_product_mask_bytes(product_masks);
+    let bytes = masks
+        + if sm90_backward_pairs_tiles(kernel_dim) {
+            let stages = 3;
+            let geometry =
+                512 + BACKWARD_BLOCK * 4 + 2 * 2 * BACKWARD_BLOCK * 4 + (1 + 2 * stages) * 8;
+            (4 + 2 * stages) * tile + geometry + SM90_WINDOW_MASK_BYTES
+        } else {
+            let geometry = 256 + BACKWARD_BLOCK * 4 + BACKWARD_BLOCK * 8;
+            (2 + 2 * 2) * tile + geometry + SM90_WINDOW_MASK_BYTES
+        };
     (bytes + 1024) as u32
+}
+
+/// The product masks' shared memory in a paired backward pass (two sub-tiles' bias blocks and the
+/// one-hot block), where `product_masks`.
+fn paired_product_mask_bytes(product_masks: bool) -> usize {
+    if product_masks {
+        2 * SM90_PRODUCT_MASK_SET_BYTES + SM90_PRODUCT_MASK_ONE_HOT_BYTES
+    } else {
+        0
+    }
 }
 
 /// Dynamic shared memory of the Hopper dK/dV pass (`FnaBwdDkdvSm90Traits::kSmemBytes`, or
@@ -354,11 +400,7 @@ pub fn sm90_backward_dq_shared_bytes(kernel_dim: usize) -> u32 {
 /// [`SM90_PRODUCT_MASK_TILES`] bias blocks per key sub-tile and the one-hot block.
 pub fn sm90_backward_dkdv_shared_bytes(kernel_dim: usize, product_masks: bool) -> u32 {
     let tile = BACKWARD_BLOCK * kernel_dim * 2;
-    let masks = if product_masks {
-        2 * SM90_PRODUCT_MASK_SET_BYTES + SM90_PRODUCT_MASK_ONE_HOT_BYTES
-    } else {
-        0
-    };
+    let masks = paired_product_mask_bytes(product_masks);
     let bytes = masks
         + if sm90_backward_pairs_tiles(kernel_dim) {
             let stages = 3;
@@ -956,6 +998,25 @@ pub(super) mod tests {
         }
         let deep = tiles(&[4, 16], &[8, 8]);
         assert!(!sm90_dkdv_product_masks_fit(Pattern::Na(&anchor), &deep, 2));
+        // The dQ pass: the pair of Q tiles walks the forward's KV boxes (at most 5 + 6 here).
+        for pair_axis in [1, 2] {
+            assert!(sm90_dq_product_masks_fit(
+                Pattern::Na(&anchor),
+                &backward,
+                pair_axis
+            ));
+            assert!(!sm90_dq_product_masks_fit(
+                Pattern::Na(&big),
+                &backward,
+                pair_axis
+            ));
+        }
+        let deep_keys = tiles(&[8, 8], &[4, 16]);
+        assert!(!sm90_dq_product_masks_fit(
+            Pattern::Na(&anchor),
+            &deep_keys,
+            2
+        ));
         assert!(!sm90_dkdv_product_masks_fit(
             Pattern::Na(&one_d),
             &tiles(&[64], &[64]),
@@ -1017,12 +1078,15 @@ pub(super) mod tests {
         // (kernels/fna_backward_sm90.cuh): 2 x 8 KiB Q/dO + 2 x 2 x 8 KiB K/V + 1024 + 1560 + 1024,
         // built for three CTAs per SM (__launch_bounds__(128, 3)); an H100 SM has 228 KiB, 1 KiB
         // of it reserved per CTA.
-        assert_eq!(sm90_backward_dq_shared_bytes(64), 52_760);
-        assert!(3 * (sm90_backward_dq_shared_bytes(64) + 1024) <= 228 * 1024);
+        assert_eq!(sm90_backward_dq_shared_bytes(64, false), 52_760);
+        assert!(3 * (sm90_backward_dq_shared_bytes(64, false) + 1024) <= 228 * 1024);
         // Head dim 128, the paired pass (kernels/fna_backward_dq_sm90_ws.cuh): 4 x 16 KiB Q/dO +
         // 2 x 3 x 16 KiB K/V + 1848 + 1560 + 1024, one CTA per SM.
-        assert_eq!(sm90_backward_dq_shared_bytes(128), 168_272);
-        assert!(sm90_backward_dq_shared_bytes(128) <= 227 * 1024);
+        assert_eq!(sm90_backward_dq_shared_bytes(128, false), 168_272);
+        assert!(sm90_backward_dq_shared_bytes(128, false) <= 227 * 1024);
+        // Product masks (kernels/fna_backward_sm90_d128.cu): + 2 x 14 KiB bias blocks + 2 KiB.
+        assert_eq!(sm90_backward_dq_shared_bytes(128, true), 168_272 + 30_720);
+        assert!(sm90_backward_dq_shared_bytes(128, true) <= 227 * 1024);
     }
 
     #[test]
