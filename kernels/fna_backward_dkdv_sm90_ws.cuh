@@ -367,11 +367,8 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
             if constexpr (Traits::kProductMasks) {
                 // The masks' k-step of S^T, on partial steps (its own batch, before dP^T's).
                 if (!full) {
-                    warpgroup_fence_operand(acc_st);
-                    warpgroup_arrive();
-                    ProductMasks::add<Element>(ProductMasks::bias_desc(my_bias, origin, geo.walk, p.q_tile_log2),
-                                               one_hot_desc, acc_st);
-                    warpgroup_commit_batch();
+                    const uint64_t bias = ProductMasks::bias_desc(my_bias, origin, geo.walk, p.q_tile_log2);
+                    ProductMasks::issue<Element>(bias, one_hot_desc, acc_st);
                 }
             }
             wgmma_gemm<true, -1>(mma_s, tSrV, tSrdO(_, _, _, stage), acc_dpt);

@@ -298,11 +298,8 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, bool 
             if constexpr (Traits::kProductMasks) {
                 // The masks' k-step of S, on partial steps (its own batch, before dP's).
                 if (!full) {
-                    warpgroup_fence_operand(acc_s);
-                    warpgroup_arrive();
-                    ProductMasks::add<Element>(ProductMasks::bias_desc(my_bias, origin, geo.walk, p.kv_tile_log2),
-                                               one_hot_desc, acc_s);
-                    warpgroup_commit_batch();
+                    const uint64_t bias = ProductMasks::bias_desc(my_bias, origin, geo.walk, p.kv_tile_log2);
+                    ProductMasks::issue<Element>(bias, one_hot_desc, acc_s);
                 }
             }
             wgmma_gemm<true, -1>(mma_s, tSrdO, tSrV(_, _, _, stage), acc_dp);

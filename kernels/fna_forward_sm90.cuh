@@ -431,12 +431,8 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
                     if constexpr (Traits::kProductMasks) {
                         // The masks' k-step, on partial tiles.
                         if (!full) {
-                            warpgroup_fence_operand(acc_s);
-                            warpgroup_arrive();
-                            ProductMasks::add<Element>(
-                                ProductMasks::bias_desc(half_blocks, origin, box, p.kv_tile_log2), one_hot_desc,
-                                acc_s);
-                            warpgroup_commit_batch();
+                            const uint64_t bias = ProductMasks::bias_desc(half_blocks, origin, box, p.kv_tile_log2);
+                            ProductMasks::issue<Element>(bias, one_hot_desc, acc_s);
                         }
 #pragma unroll
                         for (int r = 0; r < kRows; ++r) keep[r] = 0xffffffffu;

@@ -120,15 +120,19 @@ struct ProductMasks {
         return desc(half_blocks + ta * kBlockBytes, (tb - ta) * kBlockBytes);
     }
 
-    // acc += A B over one k-step of 16 (64 x 64 x 16, both operands in shared memory): the
-    // accumulator of S after its own products were issued, in the same wgmma batch.
+    // acc += A B over one k-step of 16 (64 x 64 x 16, both operands in shared memory, A the bias
+    // blocks by `bias` (bias_desc), B the one-hot): issued as a wgmma batch of its own into the
+    // accumulator of S after S's own products, not waited for.
     template <typename Element, typename Acc>
-    static __device__ __forceinline__ void add(uint64_t bias, uint64_t one_hot, Acc& acc) {
+    static __device__ __forceinline__ void issue(uint64_t bias, uint64_t one_hot, Acc& acc) {
         using Op = decltype(GMMA::ss_op_selector<Element, Element, float, Shape<_64, _64, _16>>());
         static_assert(decltype(size(acc))::value == 32, "a 64 x 64 f32 accumulator");
+        warpgroup_fence_operand(acc);
+        warpgroup_arrive();
         Op::fma(bias, one_hot, acc(0), acc(1), acc(2), acc(3), acc(4), acc(5), acc(6), acc(7), acc(8), acc(9),
                 acc(10), acc(11), acc(12), acc(13), acc(14), acc(15), acc(16), acc(17), acc(18), acc(19), acc(20),
                 acc(21), acc(22), acc(23), acc(24), acc(25), acc(26), acc(27), acc(28), acc(29), acc(30), acc(31));
+        warpgroup_commit_batch();
     }
 
   private:
