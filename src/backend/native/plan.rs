@@ -155,28 +155,11 @@ pub const SM90_PRODUCT_MASK_BYTES: usize =
 /// [`SM90_PRODUCT_MASK_TILES`] KV tile origins on them together. The 2-D anchor (128x128,
 /// window 31, 8x16 Q tiles and 8x8 KV tiles) walks 5 + 6.
 pub fn sm90_product_masks_fit(pattern: Pattern<'_>, tiles: &TileConfig) -> bool {
-    let Pattern::Na(problem) = pattern else {
-        return false;
-    };
-    let block_m: usize = tiles.q_tile.iter().product();
-    let block_n: usize = tiles.kv_tile.iter().product();
-    if block_m != SM90_BLOCK_M || block_n != FORWARD_BLOCK_N {
-        return false;
-    }
-    // The problem's axes are the kernels' last ones (padded in front to 3).
-    let first_masked = problem.spatial.len().saturating_sub(2);
-    if (0..first_masked).any(|a| problem.spatial[a] != 1 || tiles.kv_tile[a] != 1) {
-        return false;
-    }
-    let mut origins = 0;
-    for a in first_masked..problem.spatial.len() {
+    let blocks = (SM90_BLOCK_M, FORWARD_BLOCK_N);
+    product_masks_fit(pattern, tiles, blocks, |axis, len, a, _| {
         let (q_ext, kv_ext) = (tiles.q_tile[a], tiles.kv_tile[a]);
-        if kv_ext > SM90_PRODUCT_MASK_DEPTH {
-            return false;
-        }
-        origins += most_walked_kv_tiles(&problem.axes[a], problem.spatial[a], q_ext, kv_ext);
-    }
-    origins <= SM90_PRODUCT_MASK_TILES
+        (kv_ext <= SM90_PRODUCT_MASK_DEPTH).then(|| most_walked_kv_tiles(axis, len, q_ext, kv_ext))
+    })
 }
 
 /// The most KV tiles of extent `kv_ext` that the keys of a Q tile of extent `q_ext` span on one
@@ -243,7 +226,9 @@ fn most_walked_tiles(
 /// `pair_axis`, [`FnaParams::query_pair_axis`]) walking at most [`SM90_PRODUCT_MASK_TILES`] KV
 /// tile origins on them together.
 pub fn sm90_dq_product_masks_fit(pattern: Pattern<'_>, tiles: &TileConfig, pair_axis: i32) -> bool {
-    paired_product_masks_fit(pattern, tiles, pair_axis, |axis, len, a, paired| {
+    let blocks = (BACKWARD_BLOCK, BACKWARD_BLOCK);
+    product_masks_fit(pattern, tiles, blocks, |axis, len, a, kernel_axis| {
+        let paired = kernel_axis == pair_axis;
         let (q_ext, kv_ext) = (tiles.q_tile[a] << paired as usize, tiles.kv_tile[a]);
         (kv_ext <= SM90_PRODUCT_MASK_DEPTH).then(|| most_walked_kv_tiles(axis, len, q_ext, kv_ext))
     })
@@ -260,22 +245,24 @@ pub fn sm90_dkdv_product_masks_fit(
     tiles: &TileConfig,
     pair_axis: i32,
 ) -> bool {
-    paired_product_masks_fit(pattern, tiles, pair_axis, |axis, len, a, paired| {
+    let blocks = (BACKWARD_BLOCK, BACKWARD_BLOCK);
+    product_masks_fit(pattern, tiles, blocks, |axis, len, a, kernel_axis| {
+        let paired = kernel_axis == pair_axis;
         let (kv_ext, q_ext) = (tiles.kv_tile[a] << paired as usize, tiles.q_tile[a]);
         (q_ext <= SM90_PRODUCT_MASK_DEPTH).then(|| most_walked_q_tiles(axis, len, kv_ext, q_ext))
     })
 }
 
-/// The checks both paired backward passes share for product masks: neighborhood attention, the
-/// backward plan's 64-row tiles, masked axes the kernels' last two, and the walked tile origins
-/// of every pair: `walked(axis, length, a, paired)` gives problem axis `a`'s most walked tiles
-/// (`paired`: the own tile is doubled there, on the kernels' axis `pair_axis`), or `None` where
-/// the walked tiles are too deep.
-fn paired_product_masks_fit(
+/// The checks every pass's product masks share: neighborhood attention, `tiles` of `blocks`
+/// (queries, keys), masked axes the kernels' last two (the problem's leading axes of length 1
+/// with tiles 1 deep there), and the walked tile origins: `walked(axis, length, a, kernel
+/// axis)` gives problem axis `a`'s most walked tiles (`kernel axis`: its index among the
+/// kernels' 3), or `None` where the walked tiles are too deep for the one-hot.
+fn product_masks_fit(
     pattern: Pattern<'_>,
     tiles: &TileConfig,
-    pair_axis: i32,
-    walked: impl Fn(&natten_core::AxisParams, usize, usize, bool) -> Option<usize>,
+    blocks: (usize, usize),
+    walked: impl Fn(&natten_core::AxisParams, usize, usize, i32) -> Option<usize>,
 ) -> bool {
     let Pattern::Na(problem) = pattern else {
         return false;
@@ -283,7 +270,7 @@ fn paired_product_masks_fit(
     let rank = problem.spatial.len();
     let block_m: usize = tiles.q_tile.iter().product();
     let block_n: usize = tiles.kv_tile.iter().product();
-    if block_m != BACKWARD_BLOCK || block_n != BACKWARD_BLOCK || rank > 3 {
+    if (block_m, block_n) != blocks || rank > 3 {
         return false;
     }
     // The problem's axes are the kernels' last ones (padded in front to 3).
@@ -294,8 +281,8 @@ fn paired_product_masks_fit(
     }
     let mut origins = 0;
     for a in first_masked..rank {
-        let paired = (3 - rank + a) as i32 == pair_axis;
-        match walked(&problem.axes[a], problem.spatial[a], a, paired) {
+        let kernel_axis = (3 - rank + a) as i32;
+        match walked(&problem.axes[a], problem.spatial[a], a, kernel_axis) {
             Some(n) => origins += n,
             None => return false,
         }
