@@ -150,7 +150,7 @@ pub const SM90_PRODUCT_MASK_BYTES: usize =
 /// Whether the Hopper forward can take a problem's window masks as a product
 /// (`natten_fna_forward_sm90_*_m128_pm`, `kernels/product_masks_sm90.cuh`): neighborhood
 /// attention with 128-query, 64-key `tiles` whose masked axes are the kernels' last two (2-D
-/// problems, and 3-D ones of length 1 with KV tiles 1 deep on the first axis), KV tiles at most
+/// problems, and 3-D ones of length 1 with tiles 1 deep on the first axis), KV tiles at most
 /// [`SM90_PRODUCT_MASK_DEPTH`] keys deep on each, and every Q tile's walk holding at most
 /// [`SM90_PRODUCT_MASK_TILES`] KV tile origins on them together. The 2-D anchor (128x128,
 /// window 31, 8x16 Q tiles and 8x8 KV tiles) walks 5 + 6.
