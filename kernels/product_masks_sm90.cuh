@@ -1,6 +1,8 @@
 // Window masks as a product, for the Hopper forward (fna_forward_sm90.cuh, FnaSm90Traits with
-// kProductMasks): the masked scores come out of the tensor cores with S, so the softmax of a
-// partial KV tile is that of a full one (no mask lookups, no selects).
+// kProductMasks) and the paired backward passes (their traits' kProductMasks; there the rows
+// are queries against walked keys in the dQ pass and keys against walked queries in the dK/dV
+// pass, whose windows are inverse ones): the masked scores come out of the tensor cores with S,
+// so the softmax of a partial tile is that of a full one (no mask lookups, no selects).
 //
 // A window is a box: a key is in the window of a query when it is on every axis, and on axis a
 // that depends on the query's coordinate and the key's coordinate there only. So the mask of a
@@ -23,10 +25,10 @@
 // them that the first real score replaces with a correction of exactly 0 (so the outputs equal
 // the looked-up masks' bit for bit: harness, 2-D anchor). H100 (harness .dev/h3, bf16, head dim
 // 128, 16 heads, three rounds each): the 2-D 128x128 window 31 anchor 0.574-0.578 -> 0.537-0.538
-// ms. The same masks written per KV tile (by the producer, 64 x 16 per half and tile) ran no
-// faster than the lookups: the consumers are issue-bound, and the producer's per-tile stores
-// took issue slots from them on every SM sub-partition; without any producer writes (masks
-// wrong, for timing) the anchor ran 0.50-0.52 ms.
+// ms (the backward passes not timed yet). The same masks written per KV tile (by the producer,
+// 64 x 16 per half and tile) ran no faster than the lookups: the consumers are issue-bound,
+// and the producer's per-tile stores took issue slots from them on every SM sub-partition;
+// without any producer writes (masks wrong, for timing) the anchor ran 0.50-0.52 ms.
 #pragma once
 
 #include "sm90_common.cuh"
