@@ -85,8 +85,7 @@ struct FnaBwdDkdvSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerR
     // The fused dQ's dS^T tiles and f32 staging, after the Q / dO rings.
     static constexpr int kFusedBytes = kFusedDq ? FusedDq::kBytes : 0;
     // Product masks: one set of bias blocks per key sub-tile (one item per CTA), the one-hot.
-    static constexpr int kProductMaskBytes =
-        kProductMasks ? 2 * ProductMasks::kHalfBytes + ProductMasks::kOneHotBytes : 0;
+    static constexpr int kProductMaskBytes = kProductMasks ? ProductMasks::kPairedBytes : 0;
     static constexpr int kSmemBytes =
         4 * kKBytes + 2 * kQBytes + kFusedBytes + kProductMaskBytes + kGeometryBytes + 1024;
 };

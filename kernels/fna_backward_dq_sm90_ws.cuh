@@ -75,8 +75,7 @@ struct FnaBwdDqSm90WsTraits : ProducerConsumersSm90<kProducerRegs_, kConsumerReg
     static constexpr int kGeometryBytes =
         512 + kBlockN * 4 + 2 * 2 * kBlockM * 4 + (1 + 2 * kStages) * 8 + WindowMasks::kBytes;
     // Product masks: one set of bias blocks per Q sub-tile (one item per CTA), the one-hot.
-    static constexpr int kProductMaskBytes =
-        kProductMasks ? 2 * ProductMasks::kHalfBytes + ProductMasks::kOneHotBytes : 0;
+    static constexpr int kProductMaskBytes = kProductMasks ? ProductMasks::kPairedBytes : 0;
     static constexpr int kSmemBytes = 4 * kQBytes + 2 * kKVBytes + kProductMaskBytes + kGeometryBytes + 1024;
 };
 

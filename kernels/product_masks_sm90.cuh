@@ -46,6 +46,9 @@ struct ProductMasks {
     static constexpr int kBiasBytes = 2 * 2 * kHalfBytes;
     static constexpr int kOneHotBytes = 2 * kBlockBytes;
     static constexpr int kBytes = kBiasBytes + kOneHotBytes;
+    // A paired backward pass's (one item per CTA): one set of bias blocks per sub-tile, then the
+    // one-hot block.
+    static constexpr int kPairedBytes = 2 * kHalfBytes + kOneHotBytes;
     // Exact in f16 and bf16; their product is -2^30.
     static constexpr float kOne = 32768.f;
     static constexpr float kBias = -32768.f;

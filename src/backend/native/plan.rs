@@ -362,8 +362,8 @@ pub fn sm90_backward_dq_shared_bytes(kernel_dim: usize, product_masks: bool) -> 
     (bytes + 1024) as u32
 }
 
-/// The product masks' shared memory in a paired backward pass (two sub-tiles' bias blocks and the
-/// one-hot block), where `product_masks`.
+/// The product masks' shared memory in a paired backward pass (`ProductMasks::kPairedBytes`: two
+/// sub-tiles' bias blocks and the one-hot block), where `product_masks`.
 fn paired_product_mask_bytes(product_masks: bool) -> usize {
     if product_masks {
         2 * SM90_PRODUCT_MASK_SET_BYTES + SM90_PRODUCT_MASK_ONE_HOT_BYTES
