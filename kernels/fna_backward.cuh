@@ -232,10 +232,8 @@ __device__ void fna_backward_dkdv(const FnaParams& p, char* smem_raw) {
     const int group_size = p.heads / p.heads_kv;
 
     // The box of queries whose windows reach a key of this tile, walked in Q tiles.
-    if (threadIdx.x == 0) {
-        kt = mine;
-        qb = query_box_of(p, mine);
-    }
+    if (threadIdx.x == 0) kt = mine;
+    if (threadIdx.x < 32) query_box_of_warp(p, mine, qb, threadIdx.x);
     __syncthreads();
     const int n_tiles = qb.tiles[0] * qb.tiles[1] * qb.tiles[2];
 

@@ -197,10 +197,8 @@ __device__ void fna_backward_dkdv_sm90(const FnaParams& p, char* smem_unaligned)
     {
         TileBox mine;
         if (!tile_of(p, blockIdx.x, p.kv_len, p.kv_tile_log2, p.kv_tiles, mine)) return;
-        if (threadIdx.x == 0) {
-            kt = mine;
-            qb = query_box_of(p, mine);
-        }
+        if (threadIdx.x == 0) kt = mine;
+        if (threadIdx.x < 32) query_box_of_warp(p, mine, qb, threadIdx.x);
         if (threadIdx.x < kBlockM) {
             // The queries that see key row threadIdx.x (padding keys take the last key's: finite,
             // never stored).

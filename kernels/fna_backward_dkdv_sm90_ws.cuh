@@ -10,8 +10,8 @@
 // - 384 threads: a producer warpgroup (setmaxnreg kProducerRegs) and two consumer warpgroups
 //   (kConsumerRegs), consumer h owning sub-tile h (K/V resident, dK/dV in registers);
 // - the producer stages K and V of both sub-tiles (one "kv" mbarrier), then walks the query box
-//   of the whole 128-key tile (query_box_of: the union of the sub-tiles' boxes) x the GQA group,
-//   loading each step's Q and dO tiles (64 queries) into a ring of kStages buffers, with TMA
+//   of the whole 128-key tile (query_box_of_warp: the union of the sub-tiles' boxes) x the GQA
+//   group, loading each step's Q and dO tiles (64 queries) into a ring of kStages buffers, with TMA
 //   where the host could describe Q and dO (`q_tma`, the third argument; tma_load_pair, as the
 //   forward's K and V), else gathered with cp.async, and their LSE and delta (4-byte cp.async)
 //   ("full" mbarriers: cp.async.mbarrier.arrive.noinc, plus one arrival with the TMA bytes;
@@ -127,14 +127,19 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
         if (!paired_tiles_of(p, blockIdx.x, p.kv_len, p.kv_tile_log2, p.kv_tiles, pair_axis, whole, sub, valid)) {
             return;
         }
+        // The three query boxes, by warps 0 (the whole tile's), 1 and 2 (the sub-tiles').
+        const int warp = threadIdx.x / 32;
+        if (warp == 0) {
+            query_box_of_warp(p, whole, geo.walk, threadIdx.x % 32);
+        } else if (warp <= 2 && valid[warp - 1]) {
+            query_box_of_warp(p, warp == 1 ? sub[0] : sub[1], geo.sub_box[warp - 1], threadIdx.x % 32);
+        }
         if (threadIdx.x == 0) {
-            geo.walk = query_box_of(p, whole);
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 geo.valid[h] = valid[h];
                 geo.sub[h] = sub[h];
-                if (valid[h]) geo.sub_box[h] = query_box_of(p, sub[h]);
-                else geo.sub_box[h].tiles[0] = 0;
+                if (!valid[h]) geo.sub_box[h].tiles[0] = 0;
             }
             // A full buffer: the producer threads' LSE / delta copies, plus thread 0's TMA arrival.
             init_ring_barriers<kStages>(bar_kv, bar_full, bar_empty, Traits::kProducerThreads,
@@ -147,30 +152,6 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
         if constexpr (Traits::kProductMasks) {
             ProductMasks::build_one_hot<Element>(one_hot, p.q_tile_log2, threadIdx.x, blockDim.x);
             cutlass::arch::fence_view_async_shared();  // to the tensor cores
-        }
-    }
-    __syncthreads();
-    if (threadIdx.x >= Traits::kProducerThreads) {
-        // The inverse window of each key row of both sub-tiles (read on partial steps only).
-        const int r = threadIdx.x - Traits::kProducerThreads;  // key row r % 64 of sub-tile r / 64
-        if (r < 2 * kBlockM) {
-            const int h = r / kBlockM;
-            if (geo.valid[h]) {
-                const TileBox& t = geo.sub[h];
-                int key[3];
-                tile_coords(r % kBlockM, p.kv_tile_log2, t.first, key);
-                int* w = windows + r * 6;
-#pragma unroll
-                for (int a = 0; a < 3; ++a) {
-                    axis_inverse_window(p, a, min(key[a], t.end[a] - 1), t.glen[a], w[a], w[3 + a]);
-                }
-                if constexpr (Traits::kProductMasks) {
-                    const int lo[3] = {w[0], w[1], w[2]}, hi[3] = {w[3], w[4], w[5]};
-                    ProductMasks::write_bias_row<Element>(product_masks + h * ProductMasks::kHalfBytes,
-                                                          r % kBlockM, lo, hi, geo.walk, p.q_tile_log2);
-                    cutlass::arch::fence_view_async_shared();  // to the tensor cores
-                }
-            }
         }
     }
     __syncthreads();
@@ -273,6 +254,26 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
     cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
     const int h = cutlass::canonical_warp_group_idx() - 1;  // sub-tile (warp-uniform to the compiler)
     const int lt = threadIdx.x % 128;     // thread of the warpgroup
+    // The inverse window of each key row of my sub-tile (read on partial steps only) and, with
+    // product masks, its bias blocks, by my first 64 threads while the producer's first loads
+    // are under way (until the sixteenth session the whole CTA waited for them at a barrier).
+    if (lt < kBlockM && geo.valid[h]) {
+        const TileBox& t = geo.sub[h];
+        int key[3];
+        tile_coords(lt, p.kv_tile_log2, t.first, key);
+        int* w = windows + (h * kBlockM + lt) * 6;
+#pragma unroll
+        for (int a = 0; a < 3; ++a) {
+            axis_inverse_window(p, a, min(key[a], t.end[a] - 1), t.glen[a], w[a], w[3 + a]);
+        }
+        if constexpr (Traits::kProductMasks) {
+            const int lo[3] = {w[0], w[1], w[2]}, hi[3] = {w[3], w[4], w[5]};
+            ProductMasks::write_bias_row<Element>(product_masks + h * ProductMasks::kHalfBytes, lt, lo, hi,
+                                                  geo.walk, p.q_tile_log2);
+            cutlass::arch::fence_view_async_shared();  // to the tensor cores
+        }
+    }
+    bar_sync_wg(1 + h);  // my windows and bias blocks
     Element* my_k = smem_k + h * (Traits::kKBytes / 2);
     Element* my_v = smem_v + h * (Traits::kKBytes / 2);
     Tensor sK = make_tensor(make_smem_ptr(my_k), typename Traits::SmemLayoutK{});

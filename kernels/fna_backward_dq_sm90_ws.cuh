@@ -110,13 +110,22 @@ __device__ void fna_backward_dq_sm90_ws(const FnaParams& p, int pair_axis, bool 
         if (!paired_tiles_of(p, blockIdx.x, p.len, p.q_tile_log2, p.q_tiles, pair_axis, whole, sub, valid)) {
             return;
         }
+        // The three KV boxes, by the first lanes of warps 0 (the whole tile's), 1 and 2 (the
+        // sub-tiles'), side by side: thread 0 alone was the longest part of the setup (ncu,
+        // sixteenth session).
+        const int warp = threadIdx.x / 32;
+        if (threadIdx.x % 32 == 0) {
+            if (warp == 0) {
+                geo.walk = kv_box_of(p, whole);
+            } else if (warp <= 2 && valid[warp - 1]) {
+                geo.sub_box[warp - 1] = kv_box_of(p, warp == 1 ? sub[0] : sub[1]);
+            }
+        }
         if (threadIdx.x == 0) {
-            geo.walk = kv_box_of(p, whole);
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 geo.valid[h] = valid[h];
                 geo.sub[h] = sub[h];
-                if (valid[h]) geo.sub_box[h] = kv_box_of(p, sub[h]);
             }
             init_ring_barriers<kStages>(bar_q, bar_full, bar_empty, Traits::kProducerThreads,
                                         kv_tma ? 1 : Traits::kProducerThreads, Traits::kConsumerThreads);

@@ -95,12 +95,12 @@ pub struct BackwardKernels<'a> {
     /// the two passes.
     pub fused: Option<FusedBackward<'a>>,
     /// The Hopper dQ pass with the masks of S as a product, where loaded (the paired pass, head
-    /// dim 128): with `BURN_NATTEN_NATIVE_PRODUCT_MASKS=1`, the calls whose masks fit
-    /// ([`plan::sm90_dq_product_masks_fit`]) run it instead of `dq`.
+    /// dim 128): the calls whose masks fit ([`plan::sm90_dq_product_masks_fit`]) run it
+    /// instead of `dq`, unless `BURN_NATTEN_NATIVE_PRODUCT_MASKS=0`.
     pub dq_product_masks: Option<KernelLaunch<'a>>,
     /// The Hopper dK/dV pass with the masks of S^T as a product, where loaded (the paired pass,
-    /// head dim 128): with `BURN_NATTEN_NATIVE_PRODUCT_MASKS=1`, the calls whose masks fit
-    /// ([`plan::sm90_dkdv_product_masks_fit`]) run it instead of `key_passes`.
+    /// head dim 128): the calls whose masks fit ([`plan::sm90_dkdv_product_masks_fit`]) run it
+    /// instead of `key_passes`, unless `BURN_NATTEN_NATIVE_PRODUCT_MASKS=0`.
     pub dkdv_product_masks: Option<KernelLaunch<'a>>,
 }
 

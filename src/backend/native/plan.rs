@@ -182,7 +182,7 @@ fn most_walked_kv_tiles(
 
 /// The most Q tiles of extent `q_ext` that the queries seeing a KV tile of extent `kv_ext` span
 /// on one axis (from the first key's inverse window start to the last key's inverse window
-/// end, as the kernels' `query_box_of`), over every KV tile of every dilation group.
+/// end, as the kernels' `query_box_of_warp`), over every KV tile of every dilation group.
 fn most_walked_q_tiles(
     axis: &natten_core::AxisParams,
     len: usize,
