@@ -27,7 +27,7 @@
 //   O += P V (RS wgmma, P converted in
 //   registers, V read through an MN-major view of its tile); the epilogue writes the LSE and O
 //   (through the half's rows of the Q buffer, 16-byte stores), then frees the Q buffer;
-// - with kProductMasks (entry points `_pm`, opt-in on the host), the masks of partial tiles are
+// - with kProductMasks (entry points `_pm`, taken where the host's check says they fit), the masks of partial tiles are
 //   one more k-step of S instead of lookups (product_masks_sm90.cuh): the producer writes each
 //   item's bias blocks beside its Q tile, under the same Q-buffer barriers.
 //
