@@ -27,9 +27,10 @@
 //   O += P V (RS wgmma, P converted in
 //   registers, V read through an MN-major view of its tile); the epilogue writes the LSE and O
 //   (through the half's rows of the Q buffer, 16-byte stores), then frees the Q buffer;
-// - with kProductMasks (entry points `_pm`, taken where the host's check says they fit), the masks of partial tiles are
-//   one more k-step of S instead of lookups (product_masks_sm90.cuh): the producer writes each
-//   item's bias blocks beside its Q tile, under the same Q-buffer barriers.
+// - with kProductMasks (entry points `_pm`, taken where plan::sm90_product_masks_fit says the
+//   masks fit), the masks of partial tiles are one more k-step of S instead of lookups
+//   (product_masks_sm90.cuh): the producer writes each item's bias blocks beside its Q tile,
+//   under the same Q-buffer barriers.
 //
 // H100, bf16, head dim 128, 16 heads (kernel time, harness): 1-D 32768 tokens window 2048 332 ->
 // 367 TFLOP/s against the previous two-CTAs-per-SM kernel, 2-D 128x128 window 31 138 -> 139,

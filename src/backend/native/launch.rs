@@ -673,10 +673,10 @@ pub fn backward(
         ],
         None => {
             // The passes with product masks where asked for, loaded and fitting.
-            let asked = product_masks_enabled();
+            let enabled = product_masks_enabled();
             let dq = match kernels.dq_product_masks {
                 Some(pm)
-                    if asked
+                    if enabled
                         && sm90_dq_product_masks_fit(pattern, tiles, params.query_pair_axis()) =>
                 {
                     pm
@@ -685,7 +685,7 @@ pub fn backward(
             };
             let key_passes = match kernels.dkdv_product_masks {
                 Some(pm)
-                    if asked
+                    if enabled
                         && sm90_dkdv_product_masks_fit(pattern, tiles, params.key_pair_axis()) =>
                 {
                     vec![pm]
