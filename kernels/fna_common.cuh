@@ -283,7 +283,7 @@ template <int kRows, int kHeadDim, int kNThreads, typename Element, typename Sme
 __device__ __forceinline__ void stage_tile(SmemTensor& smem, const Element* base, long long row_stride,
                                            const FnaParams& p, const int (&log2)[3],
                                            const int (&origin)[3], const int (&bound)[3],
-                                           const int (&group)[3], int cols) {
+                                           const int (&group)[3], int cols, int thread = threadIdx.x) {
     constexpr int kChunks = kHeadDim / 8;
     // Row r of the tile is token token_of(origin) + sum_a j_a(r) * dilation_a * (row-major token
     // stride of axis a): one base per tile, three multiply-adds per row. Offsets inside a batch
@@ -299,7 +299,7 @@ __device__ __forceinline__ void stage_tile(SmemTensor& smem, const Element* base
     for (int a = 0; a < 3; ++a) whole &= origin[a] + (1 << log2[a]) <= bound[a];
     const int mask2 = (1 << log2[2]) - 1, mask1 = (1 << log2[1]) - 1, shift0 = log2[2] + log2[1];
 #pragma unroll
-    for (int idx = threadIdx.x; idx < kRows * kChunks; idx += kNThreads) {
+    for (int idx = thread; idx < kRows * kChunks; idx += kNThreads) {
         const int r = idx / kChunks;
         const int c = (idx % kChunks) * 8;
         const int j2 = r & mask2, j1 = (r >> log2[2]) & mask1, j0 = r >> shift0;

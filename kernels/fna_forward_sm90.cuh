@@ -95,6 +95,11 @@ struct FnaSm90Traits {
     // registers: one CTA per SM. The producer spills below 112 (104 before it staged the two
     // halves of the Q tile apart); with 128-key tiles, 96 / 200 spilled more than 112 / 192.
     static constexpr int kProducerRegs = 112;
+    // The producer threads that stage each item's Q tile (and bias blocks): warps 1-3 where
+    // warp 0 issues the K/V tiles with TMA, all four where they gather K/V with cp.async.
+    static __device__ __forceinline__ int q_stagers(bool kv_tma) {
+        return kv_tma ? kProducerThreads - 32 : kProducerThreads;
+    }
     static constexpr int kConsumerRegs = kBlockN == 64 ? 184 : 192;
     static_assert(kProducerThreads * kProducerRegs + kConsumerThreads * kConsumerRegs <= kNThreads * 168);
     static_assert(kHeadDim % 64 == 0, "128-byte swizzled rows");
@@ -219,7 +224,7 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
         // Two rings: the Q buffers and the K/V stages.
         // The producer's threads fill a Q buffer (cp.async) and, with product masks, its bias
         // blocks (their arrivals after the stores).
-        init_ring<2>(bar_qfull, bar_qempty, (Traits::kProductMasks ? 2 : 1) * Traits::kProducerThreads,
+        init_ring<2>(bar_qfull, bar_qempty, (Traits::kProductMasks ? 2 : 1) * Traits::q_stagers(kv_tma),
                      Traits::kConsumerThreads);
         init_ring<kStages>(bar_full, bar_empty, kv_tma ? 1 : Traits::kProducerThreads, Traits::kConsumerThreads);
         cutlass::arch::fence_barrier_init();
@@ -261,6 +266,12 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
         int stage = 0, j = 0;
         uint32_t phase = 0;
         int loaded = 0;  // K/V tiles loaded so far (all items)
+        // With TMA for K/V, warp 0 issues the K/V tiles alone and warps 1-3 stage each item's Q
+        // tile and bias blocks, so the next item's Q does not wait behind warp 0's waits on the
+        // K/V ring; with the cp.async gather all four warps do both.
+        const bool q_stager = !kv_tma || threadIdx.x >= 32;
+        const int stagers = Traits::q_stagers(kv_tma);
+        const int stager = kv_tma ? threadIdx.x - 32 : threadIdx.x;
         for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
             WorkItem w;
             TileBox qt;
@@ -272,45 +283,53 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
             const Element* k_base = reinterpret_cast<const Element*>(p.k) + rows.k;
             const Element* v_base = reinterpret_cast<const Element*>(p.v) + rows.v;
             const int qb = j & 1;
-            if (j >= 2) cutlass::arch::ClusterBarrier::wait(bar_qempty + qb, ((j >> 1) - 1) & 1);
-            ++j;
+            if (q_stager) {
+                if (j >= 2) cutlass::arch::ClusterBarrier::wait(bar_qempty + qb, ((j >> 1) - 1) & 1);
 #pragma unroll 1
-            for (int h = 0; h < 2; ++h) {
-                TileBox half;
-                if (!half_of(qt, half_log2, split_axis, h, half)) continue;
-                Tensor sQ = q_half(qb, h);
-                stage_tile<kBlockM, kHeadDim, Traits::kProducerThreads>(sQ, q_base, rows.q_stride, p, half_log2,
-                                                                        half.first, half.end, half.group,
-                                                                        p.head_dim);
-            }
-            cutlass::arch::cpasync_barrier_arrive_noinc(bar_qfull + qb);
-            if constexpr (Traits::kProductMasks) {
-                // Thread t writes row t % 64 of half t / 64's bias blocks for this item.
-                const int bh = threadIdx.x / kBlockM, row = threadIdx.x % kBlockM;
-                TileBox bhalf;
-                if (half_of(qt, half_log2, split_axis, bh, bhalf)) {
-                    int i[3], lo[3], hi[3];
-                    tile_coords(row, half_log2, bhalf.first, i);
-                    query_window(p, i, bhalf.glen, bhalf.end, lo, hi);
-                    char* half_blocks = product_masks + (qb * 2 + bh) * ProductMasks::kHalfBytes;
-                    ProductMasks::write_bias_row<Element>(half_blocks, row, lo, hi, box, p.kv_tile_log2);
+                for (int h = 0; h < 2; ++h) {
+                    TileBox half;
+                    if (!half_of(qt, half_log2, split_axis, h, half)) continue;
+                    Tensor sQ = q_half(qb, h);
+                    if (kv_tma) {
+                        stage_tile<kBlockM, kHeadDim, Traits::kProducerThreads - 32>(
+                            sQ, q_base, rows.q_stride, p, half_log2, half.first, half.end, half.group, p.head_dim,
+                            stager);
+                    } else {
+                        stage_tile<kBlockM, kHeadDim, Traits::kProducerThreads>(
+                            sQ, q_base, rows.q_stride, p, half_log2, half.first, half.end, half.group, p.head_dim,
+                            stager);
+                    }
                 }
-                cutlass::arch::fence_view_async_shared();  // to the tensor cores
-                cutlass::arch::ClusterBarrier::arrive(bar_qfull + qb);
+                cutlass::arch::cpasync_barrier_arrive_noinc(bar_qfull + qb);
+                if constexpr (Traits::kProductMasks) {
+                    // Row r % 64 of half r / 64's bias blocks for this item, r = stager + k stagers.
+                    for (int r = stager; r < 2 * kBlockM; r += stagers) {
+                        const int bh = r / kBlockM, row = r % kBlockM;
+                        TileBox bhalf;
+                        if (!half_of(qt, half_log2, split_axis, bh, bhalf)) continue;
+                        int i[3], lo[3], hi[3];
+                        tile_coords(row, half_log2, bhalf.first, i);
+                        query_window(p, i, bhalf.glen, bhalf.end, lo, hi);
+                        char* half_blocks = product_masks + (qb * 2 + bh) * ProductMasks::kHalfBytes;
+                        ProductMasks::write_bias_row<Element>(half_blocks, row, lo, hi, box, p.kv_tile_log2);
+                    }
+                    cutlass::arch::fence_view_async_shared();  // to the tensor cores
+                    cutlass::arch::ClusterBarrier::arrive(bar_qfull + qb);
+                }
             }
+            ++j;
+            if (kv_tma && threadIdx.x >= 32) continue;  // warp 0 alone issues the K/V tiles
             const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
             int origin[3];
             walk_origin(0, box.lo, box.tiles, p.kv_tile_log2, origin);
             for (int t = 0; t < n_tiles; ++t, ++loaded) {
                 if (kv_tma) {
-                    // One thread of warp 0 loads the tile; the other warps go on to the next Q.
-                    if (threadIdx.x < 32) {
-                        if (loaded >= kStages) cutlass::arch::ClusterBarrier::wait(bar_empty + stage, phase);
-                        if (threadIdx.x == 0) {
-                            tma_load_pair<Element, kBlockN, kHeadDim>(
-                                maps, p, smem_k + stage * kBlockN * kHeadDim, smem_v + stage * kBlockN * kHeadDim,
-                                bar_full + stage, origin, qt.group, batch, head / group_heads);
-                        }
+                    // One thread of warp 0 (the only warp here) loads the tile.
+                    if (loaded >= kStages) cutlass::arch::ClusterBarrier::wait(bar_empty + stage, phase);
+                    if (threadIdx.x == 0) {
+                        tma_load_pair<Element, kBlockN, kHeadDim>(
+                            maps, p, smem_k + stage * kBlockN * kHeadDim, smem_v + stage * kBlockN * kHeadDim,
+                            bar_full + stage, origin, qt.group, batch, head / group_heads);
                     }
                 } else {
                     if (loaded >= kStages) cutlass::arch::ClusterBarrier::wait(bar_empty + stage, phase);
