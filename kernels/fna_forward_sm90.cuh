@@ -4,7 +4,12 @@
 // everywhere else), for 128-query tiles:
 //
 // - one CTA per SM (the grid is min(SMs, work items)); the CTAs walk the work items (head, Q
-//   tile, batch; heads fastest) item = blockIdx.x + k gridDim.x;
+//   tile, batch; heads fastest): CTA b takes item b, then the next untaken one from a counter
+//   in global memory (take_item) each time a Q buffer frees; the producer's first stager
+//   publishes it to the others, to warp 0 and to the consumers through the buffer's "item"
+//   mbarrier. H100 (harness .dev/h5, three rounds, outputs identical): 2-D anchor
+//   0.511-0.517 -> 0.472-0.477 ms, 1-D 1.167-1.185 -> 1.136-1.156, 3-D 5.43-5.58 -> 5.20-5.48
+//   against item = blockIdx.x + k gridDim.x;
 // - 384 threads: a producer warpgroup and two consumer warpgroups. setmaxnreg gives the
 //   producer kProducerRegs registers and the consumers kConsumerRegs;
 // - the Q tile is split in two 64-query halves along `split_axis` (the kernel's second
@@ -121,11 +126,12 @@ struct FnaSm90Traits {
     static constexpr int kQBytes = 2 * kBlockM * kHeadDim * 2;  // one Q buffer: both halves
     static constexpr int kKVBytes = kStages * kBlockN * kHeadDim * 2;
     // Two Q buffers, the K ring, the V ring, then the token offset of each KV tile row (4 bytes
-    // each), the mbarriers (Q full x2, Q empty x2, K/V full x kStages, K/V empty x kStages) and
-    // the window-mask table (Masks); +1024 to align the tiles to the swizzle's 1024-byte period.
+    // each), the mbarriers (Q full x2, Q empty x2, K/V full x kStages, K/V empty x kStages, item
+    // x2), the work item of each Q buffer (2 ints) and the window-mask table (Masks); +1024 to
+    // align the tiles to the swizzle's 1024-byte period.
     static constexpr int kProductMaskBytes = kProductMasks ? ProductMasks::kBytes : 0;
     static constexpr int kSmemBytes = 2 * kQBytes + 2 * kKVBytes + kProductMaskBytes + kBlockN * 4 +
-                                      (4 + 2 * kStages) * 8 + Masks::kBytes + 1024;
+                                      (6 + 2 * kStages) * 8 + 2 * 4 + Masks::kBytes + 1024;
 };
 
 // How far (log2 units of the scaled scores) a row's max may rise above the max that its
@@ -178,10 +184,11 @@ __device__ __forceinline__ void online_softmax_sm90(Scores& scores, bool full, c
 }
 
 // The work items of the persistent walk: (head, Q tile incl. dilation group x, batch), numbered
-// with the head fastest, then x; CTA b takes items b, b + gridDim.x, ... `ctas_x` is the number
-// of x. Heads fastest, the CTAs at work at once read the same few token rows (a row holds every
-// head) rather than one head's rows of the whole grid: 5-8% faster on the 2-D and 3-D anchors
-// than x fastest (H100 and H200, harness), 1-D the same.
+// with the head fastest, then x; `ctas_x` is the number of x. CTA b takes item b first, then
+// the next untaken item in that order (take_item). Heads fastest, the CTAs at work at once read
+// the same few token rows (a row holds every head) rather than one head's rows of the whole
+// grid: 5-8% faster on the 2-D and 3-D anchors than x fastest (H100 and H200, harness), 1-D the
+// same.
 struct WorkItem {
     int x, head, batch;
 };
@@ -196,6 +203,30 @@ __device__ __forceinline__ int forward_items(const FnaParams& p, int& ctas_x) {
 __device__ __forceinline__ bool work_item(const FnaParams& p, int ctas_x, int item, WorkItem& w, TileBox& qt) {
     w = {(item / p.heads) % ctas_x, item % p.heads, item / (ctas_x * p.heads)};
     return tile_of(p, w.x, p.len, p.q_tile_log2, p.q_tiles, qt);
+}
+
+// The next work item of CTA's walk: item blockIdx.x first (`first`), then items taken in turn
+// from p.item_counter (after the first gridDim.x), skipping empty tiles; -1 once none is left.
+// Taken as the CTA's Q buffer frees rather than fixed as b, b + gridDim.x, ...: the items of a
+// window problem differ in cost (a Q tile at a border walks fewer KV tiles), and a static walk
+// left the CTAs with the most work 8% above the mean on the 2-D anchor (2048 items over 132
+// CTAs; a taken walk about 2%). The CTA that takes -1 last zeroes the counter for the next
+// launch (each CTA takes -1 once).
+__device__ __forceinline__ int take_item(const FnaParams& p, int ctas_x, int n_items, bool first) {
+    WorkItem w;
+    TileBox qt;
+    if (first && work_item(p, ctas_x, blockIdx.x, w, qt)) return blockIdx.x;
+    for (;;) {
+        const int item = gridDim.x + (int)atomicAdd(p.item_counter, 1u);
+        if (item >= n_items) break;
+        if (work_item(p, ctas_x, item, w, qt)) return item;
+    }
+    __threadfence();
+    if (atomicAdd(p.item_counter + 1, 1u) == gridDim.x - 1) {
+        p.item_counter[0] = 0;
+        p.item_counter[1] = 0;
+    }
+    return -1;
 }
 
 template <typename Traits>
@@ -218,8 +249,11 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
     uint64_t* bar_qempty = bar_qfull + 2;
     uint64_t* bar_full = bar_qfull + 4;
     uint64_t* bar_empty = bar_full + kStages;
+    // Q buffer b's work item (item_of[b], -1: none left), published through bar_item[b].
+    uint64_t* bar_item = bar_empty + kStages;
+    int* item_of = reinterpret_cast<int*>(bar_item + 2);
     using MaskWord = typename Traits::Masks::Word;
-    MaskWord* window_masks = reinterpret_cast<MaskWord*>(bar_empty + kStages);
+    MaskWord* window_masks = reinterpret_cast<MaskWord*>(item_of + 2);
     if (threadIdx.x == 0) {
         // Two rings: the Q buffers and the K/V stages.
         // The producer's threads fill a Q buffer (cp.async) and, with product masks, its bias
@@ -227,6 +261,9 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
         init_ring<2>(bar_qfull, bar_qempty, (Traits::kProductMasks ? 2 : 1) * Traits::q_stagers(kv_tma),
                      Traits::kConsumerThreads);
         init_ring<kStages>(bar_full, bar_empty, kv_tma ? 1 : Traits::kProducerThreads, Traits::kConsumerThreads);
+        // The items: one arrival, by the stager that takes them.
+        cutlass::arch::ClusterBarrier::init(bar_item, 1);
+        cutlass::arch::ClusterBarrier::init(bar_item + 1, 1);
         cutlass::arch::fence_barrier_init();
     }
     if (threadIdx.x < kBlockN) {
@@ -272,19 +309,32 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
         const bool q_stager = !kv_tma || threadIdx.x >= 32;
         const int stagers = Traits::q_stagers(kv_tma);
         const int stager = kv_tma ? threadIdx.x - 32 : threadIdx.x;
-        for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
+        for (;; ++j) {
+            const int qb = j & 1;
+            // Stager 0 takes Q buffer qb's item once the buffer is free and publishes it to the
+            // other stagers (named barrier 3), the consumers and warp 0 (bar_item).
+            if (q_stager) {
+                if (j >= 2) cutlass::arch::ClusterBarrier::wait(bar_qempty + qb, ((j >> 1) - 1) & 1);
+                if (stager == 0) {
+                    item_of[qb] = take_item(p, ctas_x, n_items, j == 0);
+                    cutlass::arch::ClusterBarrier::arrive(bar_item + qb);
+                }
+                named_bar_sync(3, stagers);
+            } else {
+                cutlass::arch::ClusterBarrier::wait(bar_item + qb, (j >> 1) & 1);
+            }
+            const int item = item_of[qb];
+            if (item < 0) break;
             WorkItem w;
             TileBox qt;
-            if (!work_item(p, ctas_x, item, w, qt)) continue;
+            work_item(p, ctas_x, item, w, qt);
             const int head = w.head, batch = w.batch;
             const KvBox box = kv_box_of(p, qt);
             const HeadRows rows = head_rows(p, batch, head, head / group_heads);
             const Element* q_base = reinterpret_cast<const Element*>(p.q) + rows.q;
             const Element* k_base = reinterpret_cast<const Element*>(p.k) + rows.k;
             const Element* v_base = reinterpret_cast<const Element*>(p.v) + rows.v;
-            const int qb = j & 1;
             if (q_stager) {
-                if (j >= 2) cutlass::arch::ClusterBarrier::wait(bar_qempty + qb, ((j >> 1) - 1) & 1);
 #pragma unroll 1
                 for (int h = 0; h < 2; ++h) {
                     TileBox half;
@@ -317,7 +367,6 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
                     cutlass::arch::ClusterBarrier::arrive(bar_qfull + qb);
                 }
             }
-            ++j;
             if (kv_tma && threadIdx.x >= 32) continue;  // warp 0 alone issues the K/V tiles
             const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
             int origin[3];
@@ -374,12 +423,17 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
     Tensor acc_o = partition_fragment_C(mma_o, Shape<Int<kBlockM>, Int<kHeadDim>>{});
     Tensor o_rows = make_tensor(acc_o.data(), rowcol_sm90(acc_o.layout()));
 
-    int stage = 0, j = 0;
+    int stage = 0;
     uint32_t phase = 0;
-    for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
+    for (int j = 0;; ++j) {
+        const int qb = j & 1;
+        const uint32_t qphase = (j >> 1) & 1;
+        cutlass::arch::ClusterBarrier::wait(bar_item + qb, qphase);
+        const int item = item_of[qb];
+        if (item < 0) break;
         WorkItem w;
         TileBox qt;
-        if (!work_item(p, ctas_x, item, w, qt)) continue;
+        work_item(p, ctas_x, item, w, qt);
         const int head = w.head, batch = w.batch;
         const KvBox box = kv_box_of(p, qt);  // the walk: the whole tile's KV box
         TileBox mt;                          // my half
@@ -392,12 +446,9 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
         };
         const int split_lo = on_split_axis(mb.lo) - (1 << on_split_axis(p.kv_tile_log2));
         const int split_hi = on_split_axis(mb.hi);
-        const int qb = j & 1;
-        const uint32_t qphase = (j >> 1) & 1;
         // My half's bias blocks for this item (product masks).
         const uint32_t half_blocks =
             cute::cast_smem_ptr_to_uint(product_masks + (qb * 2 + h) * ProductMasks::kHalfBytes);
-        ++j;
         const int n_tiles = box.tiles[0] * box.tiles[1] * box.tiles[2];
 
         float row_max[kRows], row_sum[kRows], correction[kRows];

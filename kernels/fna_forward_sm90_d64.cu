@@ -6,10 +6,10 @@
 
 NATTEN_FNA_FORWARD_SM90_KERNEL(natten_fna_forward_sm90_f16_d64_m128, cutlass::half_t, 64, 64, false)
 NATTEN_FNA_FORWARD_SM90_KERNEL(natten_fna_forward_sm90_bf16_d64_m128, cutlass::bfloat16_t, 64, 64, false)
-static_assert(natten_native::FnaSm90Traits<cutlass::half_t, 64>::kSmemBytes == 84840,
+static_assert(natten_native::FnaSm90Traits<cutlass::half_t, 64>::kSmemBytes == 84864,
               "sm90_shared_bytes in src/backend/native/plan.rs");
 // Window masks as a product (product_masks_sm90.cuh): `_pm`.
 NATTEN_FNA_FORWARD_SM90_KERNEL(natten_fna_forward_sm90_f16_d64_m128_pm, cutlass::half_t, 64, 64, true)
 NATTEN_FNA_FORWARD_SM90_KERNEL(natten_fna_forward_sm90_bf16_d64_m128_pm, cutlass::bfloat16_t, 64, 64, true)
-static_assert(natten_native::FnaSm90Traits<cutlass::half_t, 64, 64, true>::kSmemBytes == 144232,
+static_assert(natten_native::FnaSm90Traits<cutlass::half_t, 64, 64, true>::kSmemBytes == 144256,
               "sm90_shared_bytes in src/backend/native/plan.rs");

@@ -53,6 +53,10 @@ struct FnaParams {
     int kv_tiles[3];
     float scale;       // softmax scale
     float scale_log2;  // scale * log2(e)
+    // The persistent Hopper forward's work counter: [items taken, CTAs finished], zero before
+    // each launch; the launch's last CTA to finish zeroes it again (fna_forward_sm90.cuh). One
+    // per device (its launches are ordered on one stream); unused by the other kernels.
+    unsigned int* item_counter;
 };
 
 }  // namespace natten_native

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
-use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr};
 
 use super::handoff::StreamKernels;
 use super::tensor_map::{TensorMapKind, WalkedSide};
@@ -181,6 +181,12 @@ pub struct NativeDevice {
     /// Fused Hopper backward (prologue, pass, epilogue) per built head dim; empty unless the
     /// device has compute capability 9.0 and the build has the sm_90a kernels.
     backward_fused_sm90: Vec<(usize, PerElement, PerElement, PerElement)>,
+    /// The persistent Hopper forward's work counter (`FnaParams::item_counter`, two `u32`s):
+    /// zeroed here, and zeroed again by each launch's last CTA, so it holds zeros between
+    /// launches. One per device: its launches are ordered on [`Self::stream`].
+    _item_counter: CudaSlice<u32>,
+    /// Its device pointer.
+    pub item_counter: u64,
 }
 
 impl NativeDevice {
@@ -570,7 +576,13 @@ fn load(index: usize) -> Result<Arc<NativeDevice>, String> {
             backward_fused_sm90.push((dim, prologue, pass, epilogue));
         }
     }
+    let counter = stream
+        .alloc_zeros::<u32>(2)
+        .map_err(|e| format!("CUDA device {index}: the forward's work counter: {e}"))?;
+    let item_counter = counter.device_ptr(&stream).0;
     Ok(Arc::new(NativeDevice {
+        _item_counter: counter,
+        item_counter,
         handoff: StreamKernels::load(&ctx),
         stream,
         sm_count,

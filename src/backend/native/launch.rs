@@ -350,9 +350,10 @@ fn handing_off() -> bool {
 /// ([`run_handed_off`]).
 const SPINNER_SMS: u32 = 1;
 
-/// Writes the pinned buffers' device pointers into `params` with `set_pointers`, or says why
-/// the kernels cannot take them (they load 16-byte vectors).
+/// Writes the pinned buffers' device pointers into `params` with `set_pointers`, and the
+/// device's work counter, or says why the kernels cannot take them (they load 16-byte vectors).
 fn write_pointers(
+    device: &NativeDevice,
     params: &mut FnaParams,
     pointers: &[u64],
     set_pointers: impl FnOnce(&mut FnaParams, &[u64]),
@@ -361,6 +362,7 @@ fn write_pointers(
         return Err("a buffer is not 16-byte aligned".into());
     }
     set_pointers(params, pointers);
+    params.item_counter = device.item_counter;
     Ok(())
 }
 
@@ -469,7 +471,7 @@ fn run_handed_off(
     let with_flags: Vec<&CudaTensor> = buffers.iter().copied().chain([&handoff.flags]).collect();
     let (mut pointers, pins, _) = pin(&with_flags, false)?;
     let flags = pointers.pop().ok_or("no flags")?;
-    write_pointers(&mut params, &pointers, set_pointers)?;
+    write_pointers(device, &mut params, &pointers, set_pointers)?;
     let stream = &device.stream;
     handoff.signal()?;
     handoff.wait_on(stream, kernels, flags)?;
@@ -510,7 +512,7 @@ fn run_synchronously(
     let start = Instant::now();
     let (pointers, pins, [started, synced]) = pin(buffers, true)?;
     let returned = Instant::now();
-    write_pointers(&mut params, &pointers, set_pointers)?;
+    write_pointers(device, &mut params, &pointers, set_pointers)?;
     let stream = &device.stream;
     // With tracing, GPU-side timestamps around the kernels (the kernels' own time), recorded
     // outside the host's launch interval.

@@ -106,16 +106,16 @@ pub const SM90_WINDOW_MASK_BYTES: usize = sm90_window_mask_bytes(64);
 
 /// Dynamic shared memory of the Hopper forward with `block_n`-key tiles
 /// (`FnaSm90Traits::kSmemBytes`): two Q tiles, the ring of K and V tiles, the token offset of
-/// each KV tile row (4 bytes each), the mbarriers (8 bytes each: two per Q buffer, two per ring
-/// stage), the window-mask table and 1024 bytes to align the tiles to the 128-byte swizzle's
-/// period.
+/// each KV tile row (4 bytes each), the mbarriers (8 bytes each: three per Q buffer, two per
+/// ring stage), each Q buffer's work item (4 bytes), the window-mask table and 1024 bytes to
+/// align the tiles to the 128-byte swizzle's period.
 ///
 /// With `product_masks` (64-key tiles), the product masks' blocks too
 /// ([`SM90_PRODUCT_MASK_BYTES`]).
 pub fn sm90_shared_bytes(kernel_dim: usize, block_n: usize, product_masks: bool) -> u32 {
     let stages = sm90_stages(block_n);
     let tiles = (2 * SM90_BLOCK_M + 2 * stages * block_n) * kernel_dim * 2;
-    let barriers = (4 + 2 * stages) * 8;
+    let barriers = (6 + 2 * stages) * 8 + 2 * 4;
     let masks = if product_masks {
         SM90_PRODUCT_MASK_BYTES
     } else {
@@ -588,6 +588,9 @@ pub struct FnaParams {
     pub kv_tiles: [i32; 3],
     pub scale: f32,
     pub scale_log2: f32,
+    /// The persistent Hopper forward's work counter (two `u32`s, zero between launches): the
+    /// device's ([`super::device::NativeDevice::item_counter`]), written in at launch.
+    pub item_counter: u64,
 }
 
 // SAFETY: plain C struct of integers and floats, the kernel's by-value parameter.
@@ -642,6 +645,7 @@ impl FnaParams {
             kv_tiles: [1; 3],
             scale: pattern.scale(),
             scale_log2: pattern.scale() * std::f32::consts::LOG2_E,
+            item_counter: 0,
         };
         let problem = match pattern {
             Pattern::Na(problem) => problem,
@@ -873,14 +877,14 @@ pub(super) mod tests {
         // kernels/fna_forward_sm90.cuh (the static_asserts of kernels/fna_forward_sm90_d*.cu):
         // 2 x 32 KiB Q + 2 x 3 x 16 KiB K/V + 256 + 80 + 1560 + 1024 at head dim 128, under the
         // 227 KiB an H100 CTA may have.
-        assert_eq!(sm90_shared_bytes(128, 64, false), 166_760);
-        assert_eq!(sm90_shared_bytes(64, 64, false), 84_840);
+        assert_eq!(sm90_shared_bytes(128, 64, false), 166_784);
+        assert_eq!(sm90_shared_bytes(64, 64, false), 84_864);
         // The wide form: 2 x 32 KiB Q + 2 x 2 x 32 KiB K/V + 512 + 64 + 6192 + 1024.
-        assert_eq!(sm90_shared_bytes(128, 128, false), 204_400);
+        assert_eq!(sm90_shared_bytes(128, 128, false), 204_424);
         assert!(sm90_shared_bytes(128, 128, false) <= 227 * 1024);
         // Product masks: + 2 x 2 x 14 x 1 KiB bias blocks + 2 KiB one-hot.
-        assert_eq!(sm90_shared_bytes(128, 64, true), 226_152);
-        assert_eq!(sm90_shared_bytes(64, 64, true), 144_232);
+        assert_eq!(sm90_shared_bytes(128, 64, true), 226_176);
+        assert_eq!(sm90_shared_bytes(64, 64, true), 144_256);
         assert!(sm90_shared_bytes(128, 64, true) <= 227 * 1024);
     }
 
