@@ -124,7 +124,8 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
     {
         TileBox whole, sub[2];
         int valid[2];
-        if (!paired_tiles_of(p, blockIdx.x, p.kv_len, p.kv_tile_log2, p.kv_tiles, pair_axis, whole, sub, valid)) {
+        if (!paired_tiles_of(p, blockIdx.x / p.heads_kv, p.kv_len, p.kv_tile_log2, p.kv_tiles, pair_axis, whole, sub,
+                             valid)) {
             return;
         }
         // The three query boxes, by warps 0 (the whole tile's), 1 and 2 (the sub-tiles').
@@ -156,7 +157,8 @@ __device__ void fna_backward_dkdv_sm90_ws(const FnaParams& p, int pair_axis, boo
     }
     __syncthreads();
 
-    const int head_kv = blockIdx.y;
+    // The grid: (tile pairs x KV heads, 1, batch), the KV head fastest (FnaParams::key_pair_grid).
+    const int head_kv = blockIdx.x % p.heads_kv;
     const int batch = blockIdx.z;
     const int group_size = p.heads / p.heads_kv;
     const int head0 = head_kv * group_size;
