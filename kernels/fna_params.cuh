@@ -58,5 +58,7 @@ struct FnaParams {
     // per device (its launches are ordered on one stream); unused by the other kernels.
     unsigned int* item_counter;
 };
+// The host's mirror (FnaParams in src/backend/native/plan.rs) has the same layout.
+static_assert(sizeof(FnaParams) == 256, "FnaParams in src/backend/native/plan.rs");
 
 }  // namespace natten_native

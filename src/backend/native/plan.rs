@@ -844,11 +844,13 @@ pub(super) mod tests {
 
     #[test]
     fn params_match_the_c_layout() {
-        // 10 pointers, 8 + 10 x 3 ints, 2 floats: 80 + 152 + 8 = 240
-        assert_eq!(std::mem::size_of::<FnaParams>(), 248);
+        // 11 pointers, 8 + 10 x 3 ints, 2 floats, the work counter's pointer:
+        // 88 + 152 + 8 + 8 = 256
+        assert_eq!(std::mem::size_of::<FnaParams>(), 256);
         assert_eq!(std::mem::offset_of!(FnaParams, batch), 88);
         assert_eq!(std::mem::offset_of!(FnaParams, len), 120);
         assert_eq!(std::mem::offset_of!(FnaParams, scale), 240);
+        assert_eq!(std::mem::offset_of!(FnaParams, item_counter), 248);
     }
 
     #[test]
