@@ -215,7 +215,7 @@ __device__ __forceinline__ bool work_item(const FnaParams& p, int ctas_x, int it
 __device__ __forceinline__ int take_item(const FnaParams& p, int ctas_x, int n_items, bool first) {
     WorkItem w;
     TileBox qt;
-    if (first && work_item(p, ctas_x, blockIdx.x, w, qt)) return blockIdx.x;
+    if (first && (int)blockIdx.x < n_items && work_item(p, ctas_x, blockIdx.x, w, qt)) return blockIdx.x;
     for (;;) {
         const int item = gridDim.x + (int)atomicAdd(p.item_counter, 1u);
         if (item >= n_items) break;
@@ -282,7 +282,6 @@ __device__ void fna_forward_sm90(const FnaParams& p, int split_axis, bool kv_tma
     int half_log2[3];
 #pragma unroll
     for (int a = 0; a < 3; ++a) half_log2[a] = p.q_tile_log2[a] - (a == split_axis);
-    // Half h of Q buffer b.
     // Half h of Q buffer b: rows [64 h, 64 h + 64) of the buffer's 128-row tile (one tile rather
     // than two 64-row ones: 2-3% faster, dense attention most).
     auto q_half = [&](int b, int h) {
