@@ -146,10 +146,17 @@ fn trace_enabled() -> bool {
     std::env::var_os("BURN_NATTEN_NATIVE_TRACE").is_some_and(|v| v != "0")
 }
 
-/// With `BURN_NATTEN_NATIVE_TRACE` set, prints `what` with the wall-clock time in microseconds
+/// Whether `BURN_NATTEN_NATIVE_TRACE` or `BURN_NATTEN_NATIVE_TRACE_HANDOFF` asks for the
+/// time of each step.
+fn marking() -> bool {
+    trace_enabled()
+        || std::env::var_os("BURN_NATTEN_NATIVE_TRACE_HANDOFF").is_some_and(|v| v != "0")
+}
+
+/// With either variable set, prints `what` with the wall-clock time in microseconds
 /// since the Unix epoch, comparable with the native calls' own trace lines.
 fn trace_point(what: &str) {
-    if trace_enabled() {
+    if marking() {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros());
@@ -173,11 +180,13 @@ fn time_calls(
     if args.back_to_back {
         for _ in 0..3 {
             sync()?;
+            trace_point("synced, starting a run");
             let start = Instant::now();
             for _ in 0..args.iters {
                 run()?;
             }
             sync()?;
+            trace_point("run synced");
             times.push(start.elapsed().as_secs_f64() * 1e3 / args.iters as f64);
         }
     } else {
@@ -252,13 +261,16 @@ where
                 v: v.clone(),
                 extra,
             };
+            trace_point("forward+backward started");
             let out = call::<Autodiff<B>>(p, op, inputs)?;
+            trace_point("backward called");
             // The backward seeded with dO = ones (Burn's seed of a non-scalar root), as a
             // peer's timing gives its backward a ready dO: no loss ops in the time. (Until the
             // thirteenth session: `(out * d_out).sum().backward()` with a random d_out, whose
             // product, sum and their backward took ~0.5 ms per call on the 2-D H100 anchor.)
             let grads = out.backward();
             drop((q.grad(&grads), k.grad(&grads), v.grad(&grads)));
+            trace_point("backward returned");
             Ok(())
         })?)
     } else {

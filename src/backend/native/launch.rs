@@ -20,7 +20,8 @@
 //! handed back to Burn: two host waits per call.
 //!
 //! The stress test in the integration tests interleaves Burn ops and native calls to check
-//! both. `BURN_NATTEN_NATIVE_TRACE=1` prints the time of each step of every call on stderr.
+//! both. `BURN_NATTEN_NATIVE_TRACE=1` prints the time of each step of every call on stderr, and
+//! `BURN_NATTEN_NATIVE_TRACE_HANDOFF=1` the GPU times of handed-off calls ([`super::trace`]).
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -36,7 +37,6 @@ use cubecl::device_handle::DeviceHandle;
 use cubecl::server::ComputeServer;
 use cubecl::stream_id::StreamId;
 use cubecl::zspace::{Strides, metadata::Metadata};
-use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaStream, LaunchConfig, PushKernelArg};
 
 use super::device::{FUSED_AUX_THREADS, KernelLaunch, NativeDevice, TileSplit};
@@ -46,6 +46,9 @@ use super::plan::{
     sm90_product_masks_fit,
 };
 use super::tensor_map::{TensorMap, describable, dq_accumulator_map, tile_tensor_maps};
+use super::trace::{
+    handed_off, handoff_timestamp, timestamp, trace_point, trace_prepared, tracing, unix_us,
+};
 use crate::backend::TileConfig;
 
 type CudaTensor = CubeTensor<CudaRuntime>;
@@ -177,39 +180,6 @@ fn product_masks_enabled() -> bool {
     *PRODUCT.get_or_init(|| {
         std::env::var_os("BURN_NATTEN_NATIVE_PRODUCT_MASKS").is_none_or(|v| v != "0")
     })
-}
-
-/// Whether `BURN_NATTEN_NATIVE_TRACE` asks for the time of each step of every call.
-fn tracing() -> bool {
-    static TRACE: OnceLock<bool> = OnceLock::new();
-    *TRACE.get_or_init(|| std::env::var_os("BURN_NATTEN_NATIVE_TRACE").is_some_and(|v| v != "0"))
-}
-
-/// Wall-clock time in microseconds since the Unix epoch: the trace's timestamps, comparable
-/// with those of a caller's own trace (`natten-profile` prints them under the same variable).
-fn unix_us() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros())
-}
-
-/// With tracing, prints `what` with the wall-clock time (the trace's timestamps).
-pub fn trace_point(what: &str) {
-    if tracing() {
-        eprintln!("burn-natten native: {what} at t={} us", unix_us());
-    }
-}
-
-/// With tracing, when the call entered the native code and the time since then spent making
-/// inputs contiguous and allocating outputs.
-fn trace_prepared(entered: Instant) {
-    if tracing() {
-        let us = entered.elapsed().as_secs_f64() * 1e6;
-        let at = unix_us() - entered.elapsed().as_micros();
-        eprintln!(
-            "burn-natten native: entered at t={at} us; contiguous inputs and outputs allocated in {us:.0} us"
-        );
-    }
 }
 
 /// One kernel launch of a call: the kernel (function, threads per CTA, dynamic shared memory),
@@ -469,11 +439,15 @@ fn run_handed_off(
     kernels: &StreamKernels,
 ) -> Result<(), String> {
     let with_flags: Vec<&CudaTensor> = buffers.iter().copied().chain([&handoff.flags]).collect();
+    let pinning = Instant::now();
     let (mut pointers, pins, _) = pin(&with_flags, false)?;
     let flags = pointers.pop().ok_or("no flags")?;
     write_pointers(device, &mut params, &pointers, set_pointers)?;
     let stream = &device.stream;
+    let signalling = Instant::now();
     handoff.signal()?;
+    let host = [pinning, signalling, Instant::now()];
+    let waiting = handoff_timestamp(stream);
     handoff.wait_on(stream, kernels, flags)?;
     // cubecl's spinning kernel runs beside the call's kernels, and an SM that holds it cannot
     // take a CTA of the persistent forward (measured on the H100: the forward ran 1.6-1.7x
@@ -483,7 +457,14 @@ fn run_handed_off(
         .iter()
         .map(|l| l.leaving_sms(SPINNER_SMS))
         .collect();
+    let started = handoff_timestamp(stream);
     let launched = launch_all(stream, &launches, &params);
+    handed_off(
+        stream,
+        [waiting, started, handoff_timestamp(stream)],
+        buffers.len(),
+        host,
+    );
     match handoff.release_on(stream, kernels, flags) {
         Ok(()) => handoff.block_cubecl(),
         Err(e) => {
@@ -516,16 +497,11 @@ fn run_synchronously(
     let stream = &device.stream;
     // With tracing, GPU-side timestamps around the kernels (the kernels' own time), recorded
     // outside the host's launch interval.
-    let timed = |s: &cudarc::driver::CudaStream| {
-        tracing()
-            .then(|| s.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).ok())
-            .flatten()
-    };
-    let gpu_start = timed(stream);
+    let gpu_start = timestamp(stream);
     let pinned = Instant::now();
     let launched = launch_all(stream, launches, &params);
     let launched_at = Instant::now();
-    let gpu_end = timed(stream);
+    let gpu_end = timestamp(stream);
     wait_for_kernels(stream);
     drop(pins);
     launched?;

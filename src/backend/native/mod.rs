@@ -6,7 +6,8 @@
 //! - [`device`]: per-device context, stream and loaded kernels;
 //! - [`launch`]: running kernels on cubecl's buffers: pins, the launch, the synchronous protocol;
 //! - [`handoff`]: the GPU-side handoff between cubecl's stream and ours (no host wait);
-//! - [`tensor_map`]: the TMA descriptors of K and V for the Hopper forward.
+//! - [`tensor_map`]: the TMA descriptors of K and V for the Hopper forward;
+//! - [`trace`]: the calls' traces on stderr (`BURN_NATTEN_NATIVE_TRACE`, `..._TRACE_HANDOFF`).
 //!
 //! What runs natively: NA forward and backward (ranks 1-3, kernel size, stride, dilation,
 //! per-axis causal, GQA/MQA, extra KV tokens) and attention (FMHA: causal, Q/KV lengths that
@@ -22,6 +23,7 @@ mod handoff;
 mod launch;
 mod plan;
 mod tensor_map;
+mod trace;
 
 use std::any::Any;
 
@@ -32,8 +34,8 @@ use cubecl::cuda::{CudaDevice, CudaRuntime};
 
 use crate::NaBackend;
 use crate::backend::{FmhaProblem, NaProblem, TileConfig};
-pub use launch::trace_point;
 use plan::Pattern;
+pub use trace::trace_point;
 
 /// Why the native kernels cannot run a call with these properties on this device, or `None`.
 pub fn unsupported_reason<D: 'static>(

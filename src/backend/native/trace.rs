@@ -1,0 +1,197 @@
+//! The native calls' traces on stderr, for measuring the decorator (DEVELOPERS.md, "Burn
+//! interop"):
+//! - `BURN_NATTEN_NATIVE_TRACE=1`: every call runs by the synchronous protocol and prints the
+//!   host time of each of its steps and its kernels' GPU time (CUDA events around them);
+//! - `BURN_NATTEN_NATIVE_TRACE_HANDOFF=1`: calls stay handed off ([`super::handoff`]) and
+//!   back to back, and each prints, once its events have completed (read at a later call,
+//!   without waiting), how long our stream waited for cubecl's, its kernels' GPU time and the
+//!   GPU time since the previous call's kernels ended.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{CudaEvent, CudaStream};
+
+/// Whether the environment variable `name` is set to something other than `0`.
+fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v != "0")
+}
+
+/// Whether `BURN_NATTEN_NATIVE_TRACE` asks for the time of each step of every call.
+pub fn tracing() -> bool {
+    static TRACE: OnceLock<bool> = OnceLock::new();
+    *TRACE.get_or_init(|| env_flag("BURN_NATTEN_NATIVE_TRACE"))
+}
+
+/// Wall-clock time in microseconds since the Unix epoch: the trace's timestamps, comparable
+/// with those of a caller's own trace (`natten-profile` prints them under the same variable).
+pub fn unix_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
+}
+
+/// With tracing, prints `what` with the wall-clock time (the trace's timestamps).
+pub fn trace_point(what: &str) {
+    if tracing() {
+        eprintln!("burn-natten native: {what} at t={} us", unix_us());
+    }
+}
+
+thread_local! {
+    /// The calling thread's last call: when it entered the native code (the trace's
+    /// timestamps) and how long it took to make the inputs contiguous and allocate outputs.
+    static PREPARED: std::cell::Cell<(u128, f64)> = const { std::cell::Cell::new((0, f64::NAN)) };
+}
+
+/// With tracing, when the call entered the native code and the time since then spent making
+/// inputs contiguous and allocating outputs.
+pub fn trace_prepared(entered: Instant) {
+    if tracing_handoff() {
+        let us = entered.elapsed().as_secs_f64() * 1e6;
+        PREPARED.set((unix_us() - entered.elapsed().as_micros(), us));
+    }
+    if tracing() {
+        let us = entered.elapsed().as_secs_f64() * 1e6;
+        let at = unix_us() - entered.elapsed().as_micros();
+        eprintln!(
+            "burn-natten native: entered at t={at} us; contiguous inputs and outputs allocated in {us:.0} us"
+        );
+    }
+}
+
+/// With tracing, an event recorded now on `stream` (a GPU timestamp), else `None`.
+pub fn timestamp(stream: &CudaStream) -> Option<CudaEvent> {
+    tracing()
+        .then(|| {
+            stream
+                .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .ok()
+        })
+        .flatten()
+}
+
+/// Whether `BURN_NATTEN_NATIVE_TRACE_HANDOFF` asks for the GPU times of handed-off calls.
+fn tracing_handoff() -> bool {
+    static TRACE: OnceLock<bool> = OnceLock::new();
+    *TRACE.get_or_init(|| env_flag("BURN_NATTEN_NATIVE_TRACE_HANDOFF"))
+}
+
+/// GPU timestamps of one handed-off call, on our stream: before the wait for cubecl's stream,
+/// before the kernels and after them.
+pub struct HandoffEvents {
+    waiting: CudaEvent,
+    started: CudaEvent,
+    finished: CudaEvent,
+    buffers: usize,
+    /// When the host had launched the kernels (the trace's timestamps).
+    launched_us: u128,
+    /// The host's steps: when the call entered the native code, then microseconds to
+    /// prepare its buffers, to pin them, to signal cubecl's stream and to launch the kernels.
+    entered_us: u128,
+    steps_us: [f64; 4],
+}
+
+/// The calls whose events have not all completed, and the end of the last reported call's
+/// kernels.
+struct Pending {
+    calls: VecDeque<HandoffEvents>,
+    last_finished: Option<CudaEvent>,
+    /// The first traced call's `waiting` event: the origin of the GPU times printed.
+    origin: Option<CudaEvent>,
+}
+
+fn pending() -> &'static Mutex<Pending> {
+    static PENDING: OnceLock<Mutex<Pending>> = OnceLock::new();
+    PENDING.get_or_init(|| {
+        Mutex::new(Pending {
+            calls: VecDeque::new(),
+            last_finished: None,
+            origin: None,
+        })
+    })
+}
+
+/// With `BURN_NATTEN_NATIVE_TRACE_HANDOFF`, an event recorded now on `stream`, else `None`.
+pub fn handoff_timestamp(stream: &CudaStream) -> Option<CudaEvent> {
+    tracing_handoff()
+        .then(|| {
+            stream
+                .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .ok()
+        })
+        .flatten()
+}
+
+/// Queues a handed-off call's three events (`None` when not tracing handed-off calls, or when
+/// an event could not be recorded), then prints every queued call whose events have completed,
+/// in order.
+pub fn handed_off(
+    stream: &CudaStream,
+    [waiting, started, finished]: [Option<CudaEvent>; 3],
+    buffers: usize,
+    [pinning, signalling, signalled]: [Instant; 3],
+) {
+    let (Some(waiting), Some(started), Some(finished)) = (waiting, started, finished) else {
+        return;
+    };
+    let (entered_us, prepared) = PREPARED.get();
+    let us_between = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e6;
+    let steps_us = [
+        prepared,
+        us_between(pinning, signalling),
+        us_between(signalling, signalled),
+        signalled.elapsed().as_secs_f64() * 1e6,
+    ];
+    let mut pending = pending()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if pending.origin.is_none() {
+        pending.origin = handoff_timestamp(stream);
+    }
+    pending.calls.push_back(HandoffEvents {
+        waiting,
+        started,
+        finished,
+        buffers,
+        launched_us: unix_us(),
+        entered_us,
+        steps_us,
+    });
+    let us = |a: &CudaEvent, b: &CudaEvent| a.elapsed_ms(b).map_or(f64::NAN, |ms| ms as f64 * 1e3);
+    while pending
+        .calls
+        .front()
+        .is_some_and(|call| call.finished.is_complete())
+    {
+        let Some(call) = pending.calls.pop_front() else {
+            break;
+        };
+        let since = pending
+            .last_finished
+            .as_ref()
+            .map_or(f64::NAN, |last| us(last, &call.started));
+        let at = pending
+            .origin
+            .as_ref()
+            .map_or(f64::NAN, |origin| us(origin, &call.started));
+        eprintln!(
+            "burn-natten native (handed off): {} pins, waited {:.1} us, kernels on the GPU {:.1} \
+             us, {since:.1} us after the previous call's kernels; started at {at:.1} us on the \
+             GPU; entered at t={} us, prepared {:.0} us, pinned {:.0} us, signalled {:.0} us, \
+             launched {:.0} us, at t={} us",
+            call.buffers,
+            us(&call.waiting, &call.started),
+            us(&call.started, &call.finished),
+            call.entered_us,
+            call.steps_us[0],
+            call.steps_us[1],
+            call.steps_us[2],
+            call.steps_us[3],
+            call.launched_us,
+        );
+        pending.last_finished = Some(call.finished);
+    }
+}
