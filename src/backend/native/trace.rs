@@ -46,31 +46,38 @@ thread_local! {
     static PREPARED: std::cell::Cell<(u128, f64)> = const { std::cell::Cell::new((0, f64::NAN)) };
 }
 
-/// With tracing, when the call entered the native code and the time since then spent making
-/// inputs contiguous and allocating outputs.
+/// With either trace, when the call entered the native code and the time since then spent
+/// making inputs contiguous and allocating outputs: printed (`BURN_NATTEN_NATIVE_TRACE`), or
+/// kept for the call's handed-off line (`BURN_NATTEN_NATIVE_TRACE_HANDOFF`).
 pub fn trace_prepared(entered: Instant) {
+    if !(tracing() || tracing_handoff()) {
+        return;
+    }
+    let us = entered.elapsed().as_secs_f64() * 1e6;
+    let at = unix_us() - entered.elapsed().as_micros();
     if tracing_handoff() {
-        let us = entered.elapsed().as_secs_f64() * 1e6;
-        PREPARED.set((unix_us() - entered.elapsed().as_micros(), us));
+        PREPARED.set((at, us));
     }
     if tracing() {
-        let us = entered.elapsed().as_secs_f64() * 1e6;
-        let at = unix_us() - entered.elapsed().as_micros();
         eprintln!(
             "burn-natten native: entered at t={at} us; contiguous inputs and outputs allocated in {us:.0} us"
         );
     }
 }
 
-/// With tracing, an event recorded now on `stream` (a GPU timestamp), else `None`.
+/// An event recorded now on `stream` (a GPU timestamp) when `on`, else `None`.
+fn record_if(on: bool, stream: &CudaStream) -> Option<CudaEvent> {
+    on.then(|| {
+        stream
+            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .ok()
+    })
+    .flatten()
+}
+
+/// With `BURN_NATTEN_NATIVE_TRACE`, an event recorded now on `stream`, else `None`.
 pub fn timestamp(stream: &CudaStream) -> Option<CudaEvent> {
-    tracing()
-        .then(|| {
-            stream
-                .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .ok()
-        })
-        .flatten()
+    record_if(tracing(), stream)
 }
 
 /// Whether `BURN_NATTEN_NATIVE_TRACE_HANDOFF` asks for the GPU times of handed-off calls.
@@ -81,7 +88,7 @@ fn tracing_handoff() -> bool {
 
 /// GPU timestamps of one handed-off call, on our stream: before the wait for cubecl's stream,
 /// before the kernels and after them.
-pub struct HandoffEvents {
+struct HandoffEvents {
     waiting: CudaEvent,
     started: CudaEvent,
     finished: CudaEvent,
@@ -99,7 +106,8 @@ pub struct HandoffEvents {
 struct Pending {
     calls: VecDeque<HandoffEvents>,
     last_finished: Option<CudaEvent>,
-    /// The first traced call's `waiting` event: the origin of the GPU times printed.
+    /// Recorded right after the first traced call's kernels: the origin of the GPU times
+    /// printed (the first call's start is negative).
     origin: Option<CudaEvent>,
 }
 
@@ -116,13 +124,7 @@ fn pending() -> &'static Mutex<Pending> {
 
 /// With `BURN_NATTEN_NATIVE_TRACE_HANDOFF`, an event recorded now on `stream`, else `None`.
 pub fn handoff_timestamp(stream: &CudaStream) -> Option<CudaEvent> {
-    tracing_handoff()
-        .then(|| {
-            stream
-                .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .ok()
-        })
-        .flatten()
+    record_if(tracing_handoff(), stream)
 }
 
 /// Queues a handed-off call's three events (`None` when not tracing handed-off calls, or when
