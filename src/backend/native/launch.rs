@@ -47,7 +47,8 @@ use super::plan::{
 };
 use super::tensor_map::{TensorMap, describable, dq_accumulator_map, tile_tensor_maps};
 use super::trace::{
-    handed_off, handoff_timestamp, timestamp, trace_point, trace_prepared, tracing, unix_us,
+    env_flag, handed_off, handoff_timestamp, timestamp, trace_point, trace_prepared, tracing,
+    unix_us,
 };
 use crate::backend::TileConfig;
 
@@ -164,9 +165,7 @@ fn call_shape(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor) -> Result<CallShap
 /// deterministic (its dQ reduce-adds run in a varying order).
 fn fused_backward_asked() -> bool {
     static FUSED: OnceLock<bool> = OnceLock::new();
-    *FUSED.get_or_init(|| {
-        std::env::var_os("BURN_NATTEN_NATIVE_FUSED_BACKWARD").is_some_and(|v| v != "0")
-    })
+    *FUSED.get_or_init(|| env_flag("BURN_NATTEN_NATIVE_FUSED_BACKWARD"))
 }
 
 /// Whether the Hopper forward, dQ and dK/dV passes take the window masks as a product

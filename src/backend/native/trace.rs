@@ -15,7 +15,7 @@ use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaEvent, CudaStream};
 
 /// Whether the environment variable `name` is set to something other than `0`.
-fn env_flag(name: &str) -> bool {
+pub fn env_flag(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v != "0")
 }
 
@@ -163,14 +163,10 @@ pub fn handed_off(
         steps_us,
     });
     let us = |a: &CudaEvent, b: &CudaEvent| a.elapsed_ms(b).map_or(f64::NAN, |ms| ms as f64 * 1e3);
-    while pending
+    while let Some(call) = pending
         .calls
-        .front()
-        .is_some_and(|call| call.finished.is_complete())
+        .pop_front_if(|call| call.finished.is_complete())
     {
-        let Some(call) = pending.calls.pop_front() else {
-            break;
-        };
         let since = pending
             .last_finished
             .as_ref()
