@@ -5,6 +5,12 @@
 //! backend. It also keeps the reference's tensor ops out of burn-fusion's kernel fusion, which
 //! in Burn 0.21 computes a wrong dQ for some of these graphs on wgpu (seen on golden case
 //! A001; the unfused `CubeBackend` and NdArray compute it correctly).
+//!
+//! A call is executed as soon as it is registered: [`register`] drains the calling thread's
+//! fusion stream (no device sync), so the call's kernels are queued on the GPU while the caller
+//! goes on building the graph (the backward, typically). Left to burn-fusion, a call whose
+//! execution plan is cached waits in the queue for the operations that follow it, often until
+//! the next sync. `BURN_NATTEN_FUSION_EAGER=0` leaves the calls to burn-fusion.
 
 use burn::backend::ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use burn::tensor::ops::FloatTensor;
@@ -63,10 +69,16 @@ impl<B: FusionBackend + NattenBackend> Operation<B::FusionRuntime> for NattenOp<
         for (ir, tensor) in self.desc.outputs.iter().zip(outputs) {
             handles.register_float_tensor::<B>(&ir.id, tensor);
         }
+        #[cfg(test)]
+        EXECUTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         #[cfg(feature = "cuda-native")]
         super::native::trace_point("fusion custom op executed");
     }
 }
+
+/// Calls executed so far, in this process (the unit test of eager execution counts them).
+#[cfg(test)]
+static EXECUTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn forward_outputs<B: NattenBackend>(r: AttentionOutput<B>) -> Vec<FloatTensor<B>> {
     vec![r.out, r.lse]
@@ -99,7 +111,21 @@ fn register<B: FusionBackend + NattenBackend>(
         has_extra,
         _backend: core::marker::PhantomData,
     };
-    client.register(streams, OperationIr::Custom(desc), op)
+    let outputs = client.register(streams, OperationIr::Custom(desc), op);
+    if launch_eagerly() {
+        // Drain this thread's fusion stream now (no device sync): the call's kernels start
+        // while the caller goes on building the graph, instead of when a later operation or a
+        // sync makes burn-fusion execute its queue.
+        client.sync(|| ());
+    }
+    outputs
+}
+
+/// Whether a registered call is executed at once: unless `BURN_NATTEN_FUSION_EAGER=0` (module
+/// docs).
+fn launch_eagerly() -> bool {
+    static EAGER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *EAGER.get_or_init(|| std::env::var_os("BURN_NATTEN_FUSION_EAGER").is_none_or(|v| v != "0"))
 }
 
 /// Shapes of a forward's outputs: out `[b, n, h, d_v]` (Q's dtype) and LSE `[b, n, h]` (f32).
@@ -259,5 +285,48 @@ impl<B: FusionBackend + NattenBackend> NattenBackend for Fusion<B> {
             Kind::FmhaBackward(problem.clone()),
             false,
         ))
+    }
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use super::{EXECUTED, launch_eagerly};
+    use crate::{NaOptions, na1d};
+    use burn::backend::Wgpu;
+    use burn::tensor::{Distribution, Tensor};
+    use std::sync::atomic::Ordering;
+
+    /// A call on a fusion backend runs when it is registered: before any sync or read of its
+    /// output (on lavapipe in CI; skipped with a printed reason without a wgpu adapter, unless
+    /// `BURN_NATTEN_REQUIRE_WGPU=1`).
+    #[test]
+    fn a_call_runs_when_registered() {
+        if !launch_eagerly() {
+            eprintln!("SKIPPED: BURN_NATTEN_FUSION_EAGER=0 leaves the calls to burn-fusion");
+            return;
+        }
+        let device = Default::default();
+        let probe = std::panic::catch_unwind(|| {
+            Tensor::<Wgpu, 1>::from_floats([1.0, 2.0], &device)
+                .sum()
+                .into_scalar()
+        });
+        if probe.is_err() {
+            assert!(
+                std::env::var("BURN_NATTEN_REQUIRE_WGPU").as_deref() != Ok("1"),
+                "BURN_NATTEN_REQUIRE_WGPU=1 but no usable wgpu adapter"
+            );
+            eprintln!("SKIPPED: no wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+            return;
+        }
+        let input = || Tensor::<Wgpu, 4>::random([1, 16, 2, 8], Distribution::Default, &device);
+        let (q, k, v) = (input(), input(), input());
+        let before = EXECUTED.load(Ordering::SeqCst);
+        let out = na1d(q, k, v, &NaOptions::new([5])).expect("a valid call");
+        assert!(
+            EXECUTED.load(Ordering::SeqCst) > before,
+            "the call was still queued in the fusion stream when na1d returned"
+        );
+        assert_eq!(out.dims(), [1, 16, 2, 8]);
     }
 }

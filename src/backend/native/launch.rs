@@ -439,13 +439,13 @@ fn run_handed_off(
 ) -> Result<(), String> {
     let with_flags: Vec<&CudaTensor> = buffers.iter().copied().chain([&handoff.flags]).collect();
     let pinning = Instant::now();
-    let (mut pointers, pins, _) = pin(&with_flags, false)?;
+    let (mut pointers, pins, [pin_task_started, _]) = pin(&with_flags, false)?;
     let flags = pointers.pop().ok_or("no flags")?;
     write_pointers(device, &mut params, &pointers, set_pointers)?;
     let stream = &device.stream;
     let signalling = Instant::now();
     handoff.signal()?;
-    let host = [pinning, signalling, Instant::now()];
+    let host = [pinning, pin_task_started, signalling, Instant::now()];
     let waiting = handoff_timestamp(stream);
     handoff.wait_on(stream, kernels, flags)?;
     // cubecl's spinning kernel runs beside the call's kernels, and an SM that holds it cannot

@@ -96,9 +96,10 @@ struct HandoffEvents {
     /// When the host had launched the kernels (the trace's timestamps).
     launched_us: u128,
     /// The host's steps: when the call entered the native code, then microseconds to
-    /// prepare its buffers, to pin them, to signal cubecl's stream and to launch the kernels.
+    /// prepare its buffers, to pin them, to signal cubecl's stream and to launch the kernels,
+    /// and of the pinning, how long the pin task waited for cubecl's device thread.
     entered_us: u128,
-    steps_us: [f64; 4],
+    steps_us: [f64; 5],
 }
 
 /// The calls whose events have not all completed, and the end of the last reported call's
@@ -134,7 +135,7 @@ pub fn handed_off(
     stream: &CudaStream,
     [waiting, started, finished]: [Option<CudaEvent>; 3],
     buffers: usize,
-    [pinning, signalling, signalled]: [Instant; 3],
+    [pinning, pin_task_started, signalling, signalled]: [Instant; 4],
 ) {
     let (Some(waiting), Some(started), Some(finished)) = (waiting, started, finished) else {
         return;
@@ -146,6 +147,7 @@ pub fn handed_off(
         us_between(pinning, signalling),
         us_between(signalling, signalled),
         signalled.elapsed().as_secs_f64() * 1e6,
+        us_between(pinning, pin_task_started),
     ];
     let mut pending = pending()
         .lock()
@@ -178,14 +180,15 @@ pub fn handed_off(
         eprintln!(
             "burn-natten native (handed off): {} pins, waited {:.1} us, kernels on the GPU {:.1} \
              us, {since:.1} us after the previous call's kernels; started at {at:.1} us on the \
-             GPU; entered at t={} us, prepared {:.0} us, pinned {:.0} us, signalled {:.0} us, \
-             launched {:.0} us, at t={} us",
+             GPU; entered at t={} us, prepared {:.0} us, pinned {:.0} us ({:.0} us of it \
+             queued on cubecl's device thread), signalled {:.0} us, launched {:.0} us, at t={} us",
             call.buffers,
             us(&call.waiting, &call.started),
             us(&call.started, &call.finished),
             call.entered_us,
             call.steps_us[0],
             call.steps_us[1],
+            call.steps_us[4],
             call.steps_us[2],
             call.steps_us[3],
             call.launched_us,
