@@ -90,7 +90,8 @@ fn gradient_outputs<B: NattenBackend>(g: AttentionGradients<B>) -> Vec<FloatTens
     out
 }
 
-/// Registers the operation; returns its outputs, shaped and typed as `outputs` says.
+/// Registers the operation and, unless `BURN_NATTEN_FUSION_EAGER=0`, executes it at once (module
+/// docs); returns its outputs, shaped and typed as `outputs` says.
 fn register<B: FusionBackend + NattenBackend>(
     inputs: Vec<FusionTensor<B::FusionRuntime>>,
     outputs: Vec<(Shape, DType)>,
