@@ -50,7 +50,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKe
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
 type CudaTensor = CubeTensor<CudaRuntime>;
-type CudaServer = <CudaRuntime as Runtime>::Server;
+use super::CudaServer;
 
 /// Index of the `ready` flag: cubecl's stream has run everything before call `n`.
 const READY: usize = 0;

@@ -30,7 +30,6 @@ use burn::tensor::{DType, Shape};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use cubecl::Runtime;
 use cubecl::cuda::CudaRuntime;
 use cubecl::device::Device;
 use cubecl::device_handle::DeviceHandle;
@@ -53,7 +52,7 @@ use super::trace::{
 use crate::backend::TileConfig;
 
 type CudaTensor = CubeTensor<CudaRuntime>;
-type CudaServer = <CudaRuntime as Runtime>::Server;
+use super::CudaServer;
 
 /// The element type of the kernels for `dtype`: `Ok(true)` for bf16, `Ok(false)` for f16.
 fn is_bf16(dtype: DType) -> Result<bool, String> {

@@ -30,12 +30,18 @@ use std::any::Any;
 use burn::tensor::DType;
 use burn_cubecl::CubeRuntime;
 use burn_cubecl::tensor::CubeTensor;
+use cubecl::Runtime;
 use cubecl::cuda::{CudaDevice, CudaRuntime};
+use cubecl::device::Device;
+use cubecl::device_handle::DeviceHandle;
 
 use crate::NaBackend;
 use crate::backend::{FmhaProblem, NaProblem, TileConfig};
 use plan::Pattern;
 pub use trace::trace_point;
+
+/// cubecl's CUDA server: its device thread runs the tasks of a `DeviceHandle` of it.
+type CudaServer = <CudaRuntime as Runtime>::Server;
 
 /// Why the native kernels cannot run a call with these properties on this device, or `None`.
 pub fn unsupported_reason<D: 'static>(
@@ -207,13 +213,37 @@ fn extra_tokens(problem: &NaProblem) -> Pattern<'static> {
     }
 }
 
-/// The launches' result, or `None` with a warning naming `what` when they could not start.
-fn launched<T>(what: &str, result: Result<T, String>) -> Option<T> {
+/// Runs `run` (a call's host steps: its allocations, pins, signal and launches) and returns its
+/// result, or `None` with a warning naming `what` when the launches could not start.
+///
+/// `run` runs on cubecl's device thread for `device` (`DeviceHandle::exclusive`, the caller's
+/// cubecl stream kept): the cubecl requests it makes (allocations, pins, the handoff's kernels)
+/// then run there at once instead of one round trip to that thread each.
+/// `BURN_NATTEN_NATIVE_ON_CUBECL_THREAD=0` runs it on the calling thread instead.
+fn launched<T: Send>(
+    what: &str,
+    device: &CudaDevice,
+    run: impl FnOnce() -> Result<T, String> + Send,
+) -> Option<T> {
+    let result = if on_cubecl_thread() {
+        DeviceHandle::<CudaServer>::new(device.to_id())
+            .exclusive(run)
+            .map_err(|e| format!("cubecl device thread: {e:?}"))
+            .and_then(|r| r)
+    } else {
+        run()
+    };
     result
         .map_err(|reason| {
             eprintln!("burn-natten: native {what} not launched ({reason}); portable kernels run")
         })
         .ok()
+}
+
+/// Whether a call's host steps run on cubecl's device thread ([`launched`]).
+fn on_cubecl_thread() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| trace::env_flag_default_on("BURN_NATTEN_NATIVE_ON_CUBECL_THREAD"))
 }
 
 /// The native NA forward, when it applies to this call (see [`native_call`]); `None` lets the
@@ -254,7 +284,7 @@ pub fn try_na_forward<R: CubeRuntime>(
         };
         Ok((neighborhood, extra))
     };
-    let (neighborhood, extra) = launched("NA forward", run())?;
+    let (neighborhood, extra) = launched("NA forward", &q.device, run)?;
     Some(NaForward {
         neighborhood: pair_back(neighborhood)?,
         extra: match extra {
@@ -302,7 +332,7 @@ pub fn try_na_backward<R: CubeRuntime>(
         };
         Ok((neighborhood, extra))
     };
-    let (neighborhood, extra) = launched("NA backward", run())?;
+    let (neighborhood, extra) = launched("NA backward", &tensors[0].device, run)?;
     Some(NaBackward {
         neighborhood: grads_back(neighborhood)?,
         extra: match extra {
@@ -330,8 +360,8 @@ pub fn try_fmha_forward<R: CubeRuntime>(
         kernel_dim,
         native.has_wide_forward(kernel_dim),
     );
-    let result = launch::forward(&native, q, k, v, problem.into(), &tiles, kernel_dim);
-    pair_back(launched("attention forward", result)?)
+    let run = || launch::forward(&native, q, k, v, problem.into(), &tiles, kernel_dim);
+    pair_back(launched("attention forward", &q.device, run)?)
 }
 
 /// The native attention (FMHA) backward, under the conditions of [`try_na_backward`].
@@ -349,8 +379,8 @@ pub fn try_fmha_backward<R: CubeRuntime>(
         return None;
     }
     let tiles = plan::default_backward_tiles(problem.into());
-    let grads = launch::backward(&native, tensors, problem.into(), &tiles, kernel_dim);
-    grads_back(launched("attention backward", grads)?)
+    let run = || launch::backward(&native, tensors, problem.into(), &tiles, kernel_dim);
+    grads_back(launched("attention backward", &tensors[0].device, run)?)
 }
 
 fn pair_back<R: CubeRuntime>(

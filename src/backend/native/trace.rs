@@ -19,6 +19,11 @@ pub fn env_flag(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v != "0")
 }
 
+/// Whether the switch `name` is on where it is on by default: unless it is set to `0`.
+pub fn env_flag_default_on(name: &str) -> bool {
+    std::env::var_os(name).is_none_or(|v| v != "0")
+}
+
 /// Whether `BURN_NATTEN_NATIVE_TRACE` asks for the time of each step of every call.
 pub fn tracing() -> bool {
     static TRACE: OnceLock<bool> = OnceLock::new();
@@ -95,11 +100,23 @@ struct HandoffEvents {
     buffers: usize,
     /// When the host had launched the kernels (the trace's timestamps).
     launched_us: u128,
-    /// The host's steps: when the call entered the native code, then microseconds to
-    /// prepare its buffers, to pin them, to signal cubecl's stream and to launch the kernels,
-    /// and of the pinning, how long the pin task waited for cubecl's device thread.
+    /// When the call entered the native code.
     entered_us: u128,
-    steps_us: [f64; 5],
+    steps: HostSteps,
+}
+
+/// The host's steps of one handed-off call, in microseconds.
+struct HostSteps {
+    /// Preparing the buffers (outputs allocated, inputs made contiguous).
+    prepare: f64,
+    /// Pinning them (a round trip to cubecl's device thread) and writing their pointers, ...
+    pin: f64,
+    /// ... of which the pin task waited there behind cubecl's earlier work.
+    pin_queued: f64,
+    /// The signal on cubecl's stream and its round trip.
+    signal: f64,
+    /// Launching our kernels (the trace's events included).
+    launch: f64,
 }
 
 /// The calls whose events have not all completed, and the end of the last reported call's
@@ -142,13 +159,13 @@ pub fn handed_off(
     };
     let (entered_us, prepared) = PREPARED.get();
     let us_between = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e6;
-    let steps_us = [
-        prepared,
-        us_between(pinning, signalling),
-        us_between(signalling, signalled),
-        signalled.elapsed().as_secs_f64() * 1e6,
-        us_between(pinning, pin_task_started),
-    ];
+    let steps = HostSteps {
+        prepare: prepared,
+        pin: us_between(pinning, signalling),
+        pin_queued: us_between(pinning, pin_task_started),
+        signal: us_between(signalling, signalled),
+        launch: signalled.elapsed().as_secs_f64() * 1e6,
+    };
     let mut pending = pending()
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -162,7 +179,7 @@ pub fn handed_off(
         buffers,
         launched_us: unix_us(),
         entered_us,
-        steps_us,
+        steps,
     });
     let us = |a: &CudaEvent, b: &CudaEvent| a.elapsed_ms(b).map_or(f64::NAN, |ms| ms as f64 * 1e3);
     while let Some(call) = pending
@@ -186,11 +203,11 @@ pub fn handed_off(
             us(&call.waiting, &call.started),
             us(&call.started, &call.finished),
             call.entered_us,
-            call.steps_us[0],
-            call.steps_us[1],
-            call.steps_us[4],
-            call.steps_us[2],
-            call.steps_us[3],
+            call.steps.prepare,
+            call.steps.pin,
+            call.steps.pin_queued,
+            call.steps.signal,
+            call.steps.launch,
             call.launched_us,
         );
         pending.last_finished = Some(call.finished);
