@@ -49,8 +49,9 @@ use cubecl::stream_id::StreamId;
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
-type CudaTensor = CubeTensor<CudaRuntime>;
 use super::CudaServer;
+
+type CudaTensor = CubeTensor<CudaRuntime>;
 
 /// Index of the `ready` flag: cubecl's stream has run everything before call `n`.
 const READY: usize = 0;

@@ -9,6 +9,10 @@
 //!    device thread ([`pin`]), one round trip instead of one per buffer;
 //! 3. runs the kernels on our own stream, in the same (primary) context.
 //!
+//! The caller (`super::launched`) runs all of it on cubecl's device thread by default, where
+//! the cubecl requests of steps 1 and 2 (and the handoff's) run at once rather than as round
+//! trips.
+//!
 //! By default a call hands off on the GPU ([`super::handoff`]): our stream waits for a flag
 //! that a cubecl kernel writes behind everything pending on cubecl's stream, runs the kernels
 //! and writes a second flag, for which a cubecl kernel spins, so cubecl's stream runs nothing
@@ -38,6 +42,7 @@ use cubecl::stream_id::StreamId;
 use cubecl::zspace::{Strides, metadata::Metadata};
 use cudarc::driver::{CudaStream, LaunchConfig, PushKernelArg};
 
+use super::CudaServer;
 use super::device::{FUSED_AUX_THREADS, KernelLaunch, NativeDevice, TileSplit};
 use super::handoff::{Handoff, StreamKernels};
 use super::plan::{
@@ -46,13 +51,12 @@ use super::plan::{
 };
 use super::tensor_map::{TensorMap, describable, dq_accumulator_map, tile_tensor_maps};
 use super::trace::{
-    env_flag, handed_off, handoff_timestamp, timestamp, trace_point, trace_prepared, tracing,
-    unix_us,
+    env_flag, env_flag_default_on, handed_off, handoff_timestamp, timestamp, trace_point,
+    trace_prepared, tracing, unix_us,
 };
 use crate::backend::TileConfig;
 
 type CudaTensor = CubeTensor<CudaRuntime>;
-use super::CudaServer;
 
 /// The element type of the kernels for `dtype`: `Ok(true)` for bf16, `Ok(false)` for f16.
 fn is_bf16(dtype: DType) -> Result<bool, String> {
@@ -309,9 +313,7 @@ fn pin(
 /// anchor, per call and back to back (DEVELOPERS.md, "Burn interop").
 fn handing_off() -> bool {
     static HANDOFF: OnceLock<bool> = OnceLock::new();
-    !tracing()
-        && *HANDOFF
-            .get_or_init(|| std::env::var_os("BURN_NATTEN_NATIVE_HANDOFF").is_none_or(|v| v != "0"))
+    !tracing() && *HANDOFF.get_or_init(|| env_flag_default_on("BURN_NATTEN_NATIVE_HANDOFF"))
 }
 
 /// SMs that a persistent kernel leaves to cubecl's spinning kernel when the call is handed off

@@ -109,11 +109,12 @@ struct HandoffEvents {
 struct HostSteps {
     /// Preparing the buffers (outputs allocated, inputs made contiguous).
     prepare: f64,
-    /// Pinning them (a round trip to cubecl's device thread) and writing their pointers, ...
+    /// Pinning them (a task on cubecl's device thread: a round trip to it, or run at once where
+    /// the call runs there) and writing their pointers, ...
     pin: f64,
     /// ... of which the pin task waited there behind cubecl's earlier work.
     pin_queued: f64,
-    /// The signal on cubecl's stream and its round trip.
+    /// The signal on cubecl's stream and its round trip to cubecl's device thread (likewise).
     signal: f64,
     /// Launching our kernels (the trace's events included).
     launch: f64,
