@@ -56,34 +56,50 @@ pub enum Op<'a> {
     },
 }
 
-/// `[b, n, h, d]` inputs and the extra tokens `[b, extra, h_kv, d]`, if any.
-struct Inputs<B: burn_natten::burn::tensor::backend::Backend> {
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
+/// One call's inputs, in the layout the timed function takes (made before the timing, as a
+/// peer's benchmark makes its tensors): Q, K, V of rank `D`, `[b, *grid, h, d]` for NA and
+/// `[b, n, h, d]` for dense attention, and the extra tokens `[b, extra, h_kv, d]`, if any (for
+/// dense attention, already among K and V).
+struct Inputs<B: burn_natten::burn::tensor::backend::Backend, const D: usize> {
+    q: Tensor<B, D>,
+    k: Tensor<B, D>,
+    v: Tensor<B, D>,
     extra: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
 }
 
-/// Runs `op` on `[b, n, h, d]` tensors (reshaped to the problem's grid for NA).
-fn call<B: NattenBackend>(p: &Problem, op: Op, x: Inputs<B>) -> Result<Tensor<B, 4>, NattenError> {
+impl<B: burn_natten::burn::tensor::backend::Backend, const D: usize> Clone for Inputs<B, D> {
+    fn clone(&self) -> Self {
+        Self {
+            q: self.q.clone(),
+            k: self.k.clone(),
+            v: self.v.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+}
+
+/// The same tensor, typed with its rank `E` (equal to `D` where it is called: a rank-erased
+/// primitive changes hands, nothing runs).
+fn ranked<B: burn_natten::burn::tensor::backend::Backend, const D: usize, const E: usize>(
+    t: Tensor<B, D>,
+) -> Tensor<B, E> {
+    debug_assert_eq!(D, E);
+    Tensor::from_primitive(t.into_primitive())
+}
+
+/// Runs `op` on inputs made by [`inputs`] for it; returns the output, of Q's rank.
+fn call<B: NattenBackend, const D: usize>(
+    p: &Problem,
+    op: Op,
+    x: Inputs<B, D>,
+) -> Result<Tensor<B, D>, NattenError> {
     let Inputs { q, k, v, extra } = x;
     let (choice, tiles) = match op {
         Op::Na { choice, tiles } => (choice, tiles),
         Op::Dense { choice } => {
-            let (k, v) = match extra {
-                Some((ek, ev)) => (Tensor::cat(vec![k, ek], 1), Tensor::cat(vec![v, ev], 1)),
-                None => (k, v),
-            };
-            return attention(q, k, v, &AttentionOptions::new().with_backend(choice));
+            let (q, k, v) = (ranked(q), ranked(k), ranked(v));
+            return attention(q, k, v, &AttentionOptions::new().with_backend(choice)).map(ranked);
         }
-    };
-    let [b, n, h, _] = q.dims();
-    let spatial = &p.args.input_size;
-    let grid = |t: Tensor<B, 4>| {
-        let mut s = vec![b];
-        s.extend(spatial);
-        s.extend(&t.dims()[2..]);
-        (t, Shape::from(s))
     };
     macro_rules! go {
         ($r:literal, $f:ident, $with_extra:ident) => {{
@@ -121,20 +137,15 @@ fn call<B: NattenBackend>(p: &Problem, op: Op, x: Inputs<B>) -> Result<Tensor<B,
                     shape("backward-kv-tile", kv_tile)?,
                 );
             }
-            let [(q, sq), (k, sk), (v, sv)] = [grid(q), grid(k), grid(v)];
-            let (q, k, v) = (
-                q.reshape::<{ $r + 3 }, _>(sq),
-                k.reshape::<{ $r + 3 }, _>(sk),
-                v.reshape::<{ $r + 3 }, _>(sv),
-            );
+            let (q, k, v) = (ranked(q), ranked(k), ranked(v));
             let out = match extra {
                 Some((ek, ev)) => $with_extra(q, k, v, ek, ev, &opts)?.0,
                 None => $f(q, k, v, &opts)?,
             };
-            Ok(out.reshape([b, n, h, p.dim_value]))
+            Ok(ranked(out))
         }};
     }
-    match spatial.len() {
+    match p.args.input_size.len() {
         1 => go!(1, na1d, na1d_with_extra_kv),
         2 => go!(2, na2d, na2d_with_extra_kv),
         _ => go!(3, na3d, na3d_with_extra_kv),
@@ -215,6 +226,20 @@ pub fn time<B: NattenBackend>(
 where
     Autodiff<B>: NattenBackend,
 {
+    match (op, p.args.input_size.len()) {
+        (Op::Dense { .. }, _) | (Op::Na { .. }, 1) => time_rank::<B, 4>(p, op, device),
+        (_, 2) => time_rank::<B, 5>(p, op, device),
+        _ => time_rank::<B, 6>(p, op, device),
+    }
+}
+
+/// Random inputs for `op` (normal, `p`'s dtype), of rank `D` (4 for dense attention and 1-D
+/// NA, the grid's rank + 3 otherwise).
+fn inputs<B: NattenBackend, const D: usize>(
+    p: &Problem,
+    op: Op,
+    device: &B::Device,
+) -> Inputs<B, D> {
     let a = &p.args;
     let tokens: usize = a.input_size.iter().product();
     let random = |n: usize, h: usize, d: usize| {
@@ -235,26 +260,67 @@ where
             random(a.extra_kv, p.heads_kv, p.dim_value),
         )
     });
+    match op {
+        Op::Dense { .. } => {
+            let (k, v) = match extra {
+                Some((ek, ev)) => (Tensor::cat(vec![k, ek], 1), Tensor::cat(vec![v, ev], 1)),
+                None => (k, v),
+            };
+            Inputs {
+                q: ranked(q),
+                k: ranked(k),
+                v: ranked(v),
+                extra: None,
+            }
+        }
+        Op::Na { .. } => {
+            let grid = |t: Tensor<B, 4>| {
+                let [b, _, h, d] = t.dims();
+                let mut shape = vec![b];
+                shape.extend(&a.input_size);
+                shape.extend([h, d]);
+                t.reshape::<D, _>(Shape::from(shape))
+            };
+            Inputs {
+                q: grid(q),
+                k: grid(k),
+                v: grid(v),
+                extra,
+            }
+        }
+    }
+}
+
+/// [`time`] with inputs of rank `D`.
+fn time_rank<B: NattenBackend, const D: usize>(
+    p: &Problem,
+    op: Op,
+    device: &B::Device,
+) -> Result<Timing, NattenError>
+where
+    Autodiff<B>: NattenBackend,
+{
+    let a = &p.args;
+    let x = inputs::<B, D>(p, op, device);
     let sync = || B::sync(device).map_err(|e| NattenError::Backend(format!("{e:?}")));
 
     let forward_ms = time_calls(a, &sync, || {
         trace_point("forward started");
-        let inputs = Inputs {
-            q: q.clone(),
-            k: k.clone(),
-            v: v.clone(),
-            extra: extra.clone(),
-        };
-        let out = call::<B>(p, op, inputs)?;
+        let out = call::<B, D>(p, op, x.clone())?;
         trace_point("forward call returned");
         drop(out);
         Ok(())
     })?;
     let forward_backward_ms = if a.backprop {
-        let ad = |t: &Tensor<B, 4>| Tensor::<Autodiff<B>, 4>::from_inner(t.clone()).require_grad();
+        fn tracked<B: NattenBackend, const R: usize>(t: &Tensor<B, R>) -> Tensor<Autodiff<B>, R>
+        where
+            Autodiff<B>: NattenBackend,
+        {
+            Tensor::from_inner(t.clone()).require_grad()
+        }
         Some(time_calls(a, &sync, || {
-            let (q, k, v) = (ad(&q), ad(&k), ad(&v));
-            let extra = extra.as_ref().map(|(ek, ev)| (ad(ek), ad(ev)));
+            let (q, k, v) = (tracked(&x.q), tracked(&x.k), tracked(&x.v));
+            let extra = x.extra.as_ref().map(|(ek, ev)| (tracked(ek), tracked(ev)));
             let inputs = Inputs {
                 q: q.clone(),
                 k: k.clone(),
@@ -262,7 +328,7 @@ where
                 extra,
             };
             trace_point("forward+backward started");
-            let out = call::<Autodiff<B>>(p, op, inputs)?;
+            let out = call::<Autodiff<B>, D>(p, op, inputs)?;
             trace_point("backward called");
             // The backward seeded with dO = ones (Burn's seed of a non-scalar root), as a
             // peer's timing gives its backward a ready dO: no loss ops in the time. (Until the

@@ -5,31 +5,36 @@
 //! cubecl does not expose its CUDA stream, so neither stream can wait on the other's events.
 //! Instead, each cubecl stream (each [`StreamId`] of each device) has two `u32` flags in a
 //! cubecl buffer, `[ready, done]`, and a count of its native calls. Call `n` on that stream:
-//! 1. [`signal_native_call`] (a one-thread cubecl kernel, on cubecl's stream) writes `n` into
-//!    `ready`: everything cubecl's stream ran before it (the inputs' writes, the outputs'
-//!    allocations) has completed when `ready >= n`. The host goes on only once cubecl's device
-//!    thread has launched it ([`Handoff::signal`]): each spinning kernel may wait only for work
-//!    that is already on the GPU's queues, or a device-wide synchronisation on that thread
-//!    deadlocks (measured: without that round trip, the stress test hung);
+//! 1. [`hand_over_to_native_call`] (a one-thread cubecl kernel, on cubecl's stream) writes `n`
+//!    into `ready`: everything cubecl's stream ran before it (the inputs' writes, the outputs'
+//!    allocations) has completed when `ready >= n`. Then it spins until `done >= n`, so nothing
+//!    that cubecl's stream runs after it (reads of the outputs, reuse of the inputs' memory,
+//!    which cubecl's pool only hands out on the same stream) runs before the call's kernels
+//!    have finished. (Until the twentieth session these were two cubecl kernels, the second
+//!    launched after ours: one cubecl launch, ~10-15 us of the host's time, more per call.)
 //! 2. on our stream, [`StreamKernels`] (two one-thread kernels of our own, compiled with NVRTC
 //!    when the device is loaded) wait for `ready >= n`, then the call's kernels run, then `n` is
 //!    written into `done`. (The driver's stream memory operations, `cuStreamWaitValue32`, are
 //!    what one would use here, but they answer `CUDA_ERROR_INVALID_VALUE` on the memory of
 //!    cubecl's pool, measured on an H100 with driver 580.)
-//! 3. [`wait_for_native_call`] (a one-thread cubecl kernel, on cubecl's stream) spins until
-//!    `done >= n`, so nothing that cubecl's stream runs after it (reads of the outputs, reuse
-//!    of the inputs' memory, which cubecl's pool only hands out on the same stream) runs
-//!    before the call's kernels have finished.
 //!
 //! The host returns as soon as everything is enqueued. Each spinning kernel is one thread
-//! with no shared memory, and no kernel waits for another CTA of its own grid, so nothing can
-//! deadlock on them; but an SM that holds cubecl's spinning kernel did not take a CTA of the
-//! persistent Hopper forward (H100, tenth session: the forward ran 1.6-1.7x slower back to
-//! back, its static walk waiting for the displaced CTA; most likely the SM's shared memory
-//! carveout, which changes only when the SM is idle), so handed-off persistent kernels leave
-//! one SM free (`launch::SPINNER_SMS`). With the taken walk (eighteenth session) all 132 CTAs
-//! ran as fast as 131 (2-D forward 479.1 against 480.3 us), so the SM left free costs nothing
-//! measurable either way.
+//! with no shared memory, and no kernel waits for another CTA of its own grid. Step 1's kernel
+//! waits for a write that is launched only after it, so nothing may block on the device
+//! between the two launches: a call runs all of its host steps in one task on cubecl's device
+//! thread (`super::launched`), whose steps after step 1's launch are our stream's launches
+//! alone, and cubecl's thread cannot run anything else (a device-wide synchronisation, an
+//! implicitly synchronising `cuMemFree`) in between. Each kernel of the call on our stream may
+//! wait only for work that is already launched; a launch of ours that fails still writes
+//! `done` ([`Handoff::release_on`]), so that cubecl's stream goes on.
+//!
+//! An SM that holds cubecl's spinning kernel did not take a CTA of the persistent Hopper
+//! forward (H100, tenth session: the forward ran 1.6-1.7x slower back to back, its static
+//! walk waiting for the displaced CTA; most likely the SM's shared memory carveout, which
+//! changes only when the SM is idle), so handed-off persistent kernels leave one SM free
+//! (`launch::SPINNER_SMS`). With the taken walk (eighteenth session) all 132 CTAs ran as fast
+//! as 131 (2-D forward 479.1 against 480.3 us), so the SM left free costs nothing measurable
+//! either way.
 //!
 //! The flags' memory comes from cubecl's pool and is not zeroed when it is created (cubecl
 //! uploads the zeros on its stream), so a stream's first call, and the call that would wrap
@@ -42,14 +47,11 @@ use std::sync::{Mutex, OnceLock};
 use burn::tensor::{DType, Shape};
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
-use cubecl::device::Device;
-use cubecl::device_handle::DeviceHandle;
 use cubecl::prelude::*;
 use cubecl::stream_id::StreamId;
+use cudarc::driver::sys::cuMemsetD32Async;
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
-
-use super::CudaServer;
 
 type CudaTensor = CubeTensor<CudaRuntime>;
 
@@ -58,15 +60,10 @@ const READY: usize = 0;
 /// Index of the `done` flag: our stream has run call `n`'s kernels.
 const DONE: usize = 1;
 
-/// Step 1: `flags[READY] = call`.
+/// Step 1: `flags[READY] = call`, then returns once `flags[DONE] >= call`.
 #[cube(launch)]
-fn signal_native_call(flags: &mut Array<Atomic<u32>>, call: u32) {
+fn hand_over_to_native_call(flags: &mut Array<Atomic<u32>>, call: u32) {
     flags[READY].store(call);
-}
-
-/// Step 3: returns once `flags[DONE] >= call`.
-#[cube(launch)]
-fn wait_for_native_call(flags: &Array<Atomic<u32>>, call: u32) {
     while flags[DONE].load() < call {}
 }
 
@@ -132,22 +129,17 @@ impl Handoff {
         }
     }
 
-    /// Step 1, on cubecl's stream. Returns once cubecl's device thread has launched the kernel
-    /// (a round trip to it): our stream must not wait for a kernel that is still in cubecl's
-    /// queue, since that thread may block on the device (an implicitly synchronising
-    /// `cuMemFree`, say) before launching it, and our waiting kernel would then never end.
-    pub fn signal(&self) -> Result<(), String> {
-        let client = &self.flags.client;
-        signal_native_call::launch::<CudaRuntime>(
-            client,
+    /// Step 1, on cubecl's stream. Only on cubecl's device thread, in the task that then makes
+    /// the call's launches on our stream (module docs): its kernel spins until
+    /// [`Self::release_on`]'s write.
+    pub fn hand_over(&self) {
+        hand_over_to_native_call::launch::<CudaRuntime>(
+            &self.flags.client,
             CubeCount::Static(1, 1, 1),
             CubeDim::new_1d(1),
             self.flags.clone().into_array_arg(),
             self.call,
         );
-        DeviceHandle::<CudaServer>::new(self.flags.device.to_id())
-            .submit_blocking(|_: &mut CudaServer| ())
-            .map_err(|e| format!("cubecl device thread: {e:?}"))
     }
 
     /// Step 2's wait, on our stream; `flags` is the flags' device address.
@@ -165,26 +157,24 @@ impl Handoff {
         )
     }
 
-    /// Step 2's write, on our stream, after the call's kernels.
+    /// Step 2's write, on our stream, after the call's kernels: by our store kernel, or where
+    /// that cannot be launched by a memset on our stream. Errs only when neither could be
+    /// enqueued: then cubecl's stream never goes past step 1's kernel.
     pub fn release_on(
         &self,
         stream: &CudaStream,
         kernels: &StreamKernels,
         flags: u64,
     ) -> Result<(), String> {
-        kernels.launch(stream, &kernels.store, flags + (DONE * 4) as u64, self.call)
-    }
-
-    /// Step 3, on cubecl's stream. Only after [`Self::release_on`] succeeded: it spins until
-    /// that write lands.
-    pub fn block_cubecl(self) {
-        wait_for_native_call::launch::<CudaRuntime>(
-            &self.flags.client.clone(),
-            CubeCount::Static(1, 1, 1),
-            CubeDim::new_1d(1),
-            self.flags.into_array_arg(),
-            self.call,
-        );
+        let done = flags + (DONE * 4) as u64;
+        kernels
+            .launch(stream, &kernels.store, done, self.call)
+            .or_else(|launch| {
+                // SAFETY: `done` is the address of a pinned u32 of this device.
+                unsafe { cuMemsetD32Async(done, self.call, 1, stream.cu_stream()) }
+                    .result()
+                    .map_err(|memset| format!("{launch}; writing the flag with a memset: {memset}"))
+            })
     }
 }
 

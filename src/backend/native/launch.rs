@@ -5,18 +5,17 @@
 //! 1. makes the inputs contiguous and allocates the outputs through cubecl, on its stream (one
 //!    buffer for all outputs of a call);
 //! 2. pins each buffer with `get_resource` (it cannot be freed or reused while the returned
-//!    `ManagedResource` lives), which gives its device pointer, all in one task on cubecl's
-//!    device thread ([`pin`]), one round trip instead of one per buffer;
+//!    `ManagedResource` lives), which gives its device pointer ([`pin`]);
 //! 3. runs the kernels on our own stream, in the same (primary) context.
 //!
-//! The caller (`super::launched`) runs all of it on cubecl's device thread by default, where
+//! The caller (`super::launched`) runs all of it in one task on cubecl's device thread, where
 //! the cubecl requests of steps 1 and 2 (and the handoff's) run at once rather than as round
 //! trips.
 //!
-//! By default a call hands off on the GPU ([`super::handoff`]): our stream waits for a flag
-//! that a cubecl kernel writes behind everything pending on cubecl's stream, runs the kernels
-//! and writes a second flag, for which a cubecl kernel spins, so cubecl's stream runs nothing
-//! after the call before the kernels have finished. The host does not wait. The synchronous
+//! By default a call hands off on the GPU ([`super::handoff`]): a cubecl kernel, behind
+//! everything pending on cubecl's stream, writes a flag and spins until a second one is
+//! written; our stream waits for the first flag, runs the kernels and writes the second, so
+//! cubecl's stream runs nothing after the call before the kernels have finished. The host does not wait. The synchronous
 //! protocol (a stream's first call, a call that would wrap the handoff's count, every call
 //! while tracing or with `BURN_NATTEN_NATIVE_HANDOFF=0`, and every call where the handoff's
 //! kernels could not be compiled) syncs cubecl's stream in step 2, before the pins, and
@@ -269,11 +268,10 @@ impl<'a> Launch<'a> {
 }
 
 /// Pins each of `buffers` (it cannot be freed or reused while the returned pins live) in one
-/// round trip to cubecl's device thread (each `client.sync()` and `client.get_resource` is
-/// one, and a round trip costs ~7 us), after waiting there for the calling thread's cubecl
-/// stream when `sync` (steps 2 and 3 of the synchronous protocol). Returns their device
-/// pointers, the pins (dropping them releases the buffers to cubecl) and when the task
-/// started and when the sync returned, on that thread (for the trace).
+/// task on cubecl's device thread (run at once: the call runs there), after waiting for the
+/// calling thread's cubecl stream when `sync` (steps 2 and 3 of the synchronous protocol).
+/// Returns their device pointers, the pins (dropping them releases the buffers to cubecl) and
+/// when the task started and when the sync returned (for the trace).
 fn pin(
     buffers: &[&CudaTensor],
     sync: bool,
@@ -426,9 +424,9 @@ fn run_on_burn_buffers(
     }
 }
 
-/// The handoff ([`super::handoff`]): pins the buffers and the flags, signals on cubecl's
-/// stream, runs `launches` on ours between the wait and the write, and blocks cubecl's stream
-/// behind them. Returns without waiting for the GPU.
+/// The handoff ([`super::handoff`]): pins the buffers and the flags, hands cubecl's stream
+/// over (its kernel signals, then spins), runs `launches` on ours between the wait and the
+/// write that releases cubecl's stream. Returns without waiting for the GPU.
 fn run_handed_off(
     device: &NativeDevice,
     buffers: &[&CudaTensor],
@@ -440,39 +438,39 @@ fn run_handed_off(
 ) -> Result<(), String> {
     let with_flags: Vec<&CudaTensor> = buffers.iter().copied().chain([&handoff.flags]).collect();
     let pinning = Instant::now();
-    let (mut pointers, pins, [pin_task_started, _]) = pin(&with_flags, false)?;
+    let (mut pointers, pins, _) = pin(&with_flags, false)?;
     let flags = pointers.pop().ok_or("no flags")?;
     write_pointers(device, &mut params, &pointers, set_pointers)?;
     let stream = &device.stream;
-    let signalling = Instant::now();
-    handoff.signal()?;
-    let host = [pinning, pin_task_started, signalling, Instant::now()];
+    let handing_over = Instant::now();
+    handoff.hand_over();
+    let host = [pinning, handing_over, Instant::now()];
+    // From here on cubecl's stream spins until `release_on`'s write, which every path makes.
     let waiting = handoff_timestamp(stream);
-    handoff.wait_on(stream, kernels, flags)?;
-    // cubecl's spinning kernel runs beside the call's kernels, and an SM that holds it cannot
-    // take a CTA of the persistent forward (measured on the H100: the forward ran 1.6-1.7x
-    // slower when its 132 CTAs were launched; most likely the SM's shared memory carveout,
-    // which changes only when the SM is idle). The persistent kernels leave it one SM.
-    let launches: Vec<Launch<'_>> = launches
-        .iter()
-        .map(|l| l.leaving_sms(SPINNER_SMS))
-        .collect();
-    let started = handoff_timestamp(stream);
-    let launched = launch_all(stream, &launches, &params);
-    handed_off(
-        stream,
-        [waiting, started, handoff_timestamp(stream)],
-        buffers.len(),
-        host,
-    );
-    match handoff.release_on(stream, kernels, flags) {
-        Ok(()) => handoff.block_cubecl(),
-        Err(e) => {
-            // Nothing blocks cubecl's stream then: wait here for whatever was launched.
-            wait_for_kernels(stream);
-            drop(pins);
-            return Err(e);
-        }
+    let launched = handoff.wait_on(stream, kernels, flags).and_then(|()| {
+        // cubecl's spinning kernel runs beside the call's kernels, and an SM that holds it
+        // cannot take a CTA of the persistent forward (measured on the H100: the forward ran
+        // 1.6-1.7x slower when its 132 CTAs were launched; most likely the SM's shared memory
+        // carveout, which changes only when the SM is idle). The persistent kernels leave it
+        // one SM.
+        let launches: Vec<Launch<'_>> = launches
+            .iter()
+            .map(|l| l.leaving_sms(SPINNER_SMS))
+            .collect();
+        let started = handoff_timestamp(stream);
+        let launched = launch_all(stream, &launches, &params);
+        handed_off(
+            stream,
+            [waiting, started, handoff_timestamp(stream)],
+            buffers.len(),
+            host,
+        );
+        launched
+    });
+    if let Err(e) = handoff.release_on(stream, kernels, flags) {
+        // Our stream takes neither a kernel nor a memset: the context is unusable, and cubecl's
+        // stream would spin for ever behind the handoff's kernel.
+        panic!("burn-natten: the native call could not release cubecl's stream: {e}");
     }
     // The buffers go back to cubecl's pool now; cubecl's stream reuses them only after the
     // spinning kernel, that is after our kernels.

@@ -213,37 +213,27 @@ fn extra_tokens(problem: &NaProblem) -> Pattern<'static> {
     }
 }
 
-/// Runs `run` (a call's host steps: its allocations, pins, signal and launches) and returns its
-/// result, or `None` with a warning naming `what` when the launches could not start.
+/// Runs `run` (a call's host steps: its allocations, pins, handoff and launches) on cubecl's
+/// device thread for `device`, and returns its result, or `None` with a warning naming `what`
+/// when the launches could not start.
 ///
-/// `run` runs on cubecl's device thread for `device` (`DeviceHandle::exclusive`, the caller's
-/// cubecl stream kept): the cubecl requests it makes (allocations, pins, the handoff's kernels)
-/// then run there at once instead of one round trip to that thread each.
-/// `BURN_NATTEN_NATIVE_ON_CUBECL_THREAD=0` runs it on the calling thread instead.
+/// `run` is one `DeviceHandle::exclusive` task (the caller's cubecl stream kept): the cubecl
+/// requests it makes (allocations, pins, the handoff's kernel) run at once there instead of one
+/// round trip to that thread each, and nothing else runs on that thread until it returns, which
+/// the handoff needs ([`handoff`]).
 fn launched<T: Send>(
     what: &str,
     device: &CudaDevice,
     run: impl FnOnce() -> Result<T, String> + Send,
 ) -> Option<T> {
-    let result = if on_cubecl_thread() {
-        DeviceHandle::<CudaServer>::new(device.to_id())
-            .exclusive(run)
-            .map_err(|e| format!("cubecl device thread: {e:?}"))
-            .and_then(|r| r)
-    } else {
-        run()
-    };
-    result
+    DeviceHandle::<CudaServer>::new(device.to_id())
+        .exclusive(run)
+        .map_err(|e| format!("cubecl device thread: {e:?}"))
+        .and_then(|r| r)
         .map_err(|reason| {
             eprintln!("burn-natten: native {what} not launched ({reason}); portable kernels run")
         })
         .ok()
-}
-
-/// Whether a call's host steps run on cubecl's device thread ([`launched`]).
-fn on_cubecl_thread() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| trace::env_flag_default_on("BURN_NATTEN_NATIVE_ON_CUBECL_THREAD"))
 }
 
 /// The native NA forward, when it applies to this call (see [`native_call`]); `None` lets the

@@ -109,13 +109,10 @@ struct HandoffEvents {
 struct HostSteps {
     /// Preparing the buffers (outputs allocated, inputs made contiguous).
     prepare: f64,
-    /// Pinning them (a task on cubecl's device thread: a round trip to it, or run at once where
-    /// the call runs there) and writing their pointers, ...
+    /// Pinning them and writing their pointers.
     pin: f64,
-    /// ... of which the pin task waited there behind cubecl's earlier work.
-    pin_queued: f64,
-    /// The signal on cubecl's stream and its round trip to cubecl's device thread (likewise).
-    signal: f64,
+    /// Launching the handoff's kernel on cubecl's stream.
+    hand_over: f64,
     /// Launching our kernels (the trace's events included).
     launch: f64,
 }
@@ -153,7 +150,7 @@ pub fn handed_off(
     stream: &CudaStream,
     [waiting, started, finished]: [Option<CudaEvent>; 3],
     buffers: usize,
-    [pinning, pin_task_started, signalling, signalled]: [Instant; 4],
+    [pinning, handing_over, handed_over]: [Instant; 3],
 ) {
     let (Some(waiting), Some(started), Some(finished)) = (waiting, started, finished) else {
         return;
@@ -162,10 +159,9 @@ pub fn handed_off(
     let us_between = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e6;
     let steps = HostSteps {
         prepare: prepared,
-        pin: us_between(pinning, signalling),
-        pin_queued: us_between(pinning, pin_task_started),
-        signal: us_between(signalling, signalled),
-        launch: signalled.elapsed().as_secs_f64() * 1e6,
+        pin: us_between(pinning, handing_over),
+        hand_over: us_between(handing_over, handed_over),
+        launch: handed_over.elapsed().as_secs_f64() * 1e6,
     };
     let mut pending = pending()
         .lock()
@@ -198,16 +194,15 @@ pub fn handed_off(
         eprintln!(
             "burn-natten native (handed off): {} pins, waited {:.1} us, kernels on the GPU {:.1} \
              us, {since:.1} us after the previous call's kernels; started at {at:.1} us on the \
-             GPU; entered at t={} us, prepared {:.0} us, pinned {:.0} us ({:.0} us of it \
-             queued on cubecl's device thread), signalled {:.0} us, launched {:.0} us, at t={} us",
+             GPU; entered at t={} us, prepared {:.0} us, pinned {:.0} us, handed over {:.0} us, \
+             launched {:.0} us, at t={} us",
             call.buffers,
             us(&call.waiting, &call.started),
             us(&call.started, &call.finished),
             call.entered_us,
             call.steps.prepare,
             call.steps.pin,
-            call.steps.pin_queued,
-            call.steps.signal,
+            call.steps.hand_over,
             call.steps.launch,
             call.launched_us,
         );
