@@ -1,6 +1,6 @@
 //! `na1d`, `na2d`, `na3d` and their `_with_lse` / `_with_extra_kv` forms.
 
-use burn::tensor::{Shape, Tensor, TensorPrimitive};
+use burn::tensor::{Tensor, TensorPrimitive};
 use natten_core::validate::validate_axes;
 use natten_core::{NattenError, shape};
 
@@ -99,15 +99,14 @@ pub fn na_backward_tile_configs<B: NattenBackend>(
     B::backward_tile_configs(device, rank, head_dim, head_dim_v, dtype)
 }
 
-/// Validated, flattened inputs of one call.
-struct Prepared<B: NattenBackend> {
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
+/// Validated inputs of one call, in the layout the user gave (`[batch, *spatial, heads, dim]`,
+/// which the backends take: no reshape op is recorded on the way in or out).
+struct Prepared<B: NattenBackend, const D: usize> {
+    q: Tensor<B, D>,
+    k: Tensor<B, D>,
+    v: Tensor<B, D>,
     extra: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
     problem: NaProblem,
-    /// `[batch, *spatial]` of the output and LSE.
-    layout: Vec<usize>,
 }
 
 fn prepare<B: NattenBackend, const R: usize, const D: usize>(
@@ -116,7 +115,7 @@ fn prepare<B: NattenBackend, const R: usize, const D: usize>(
     v: Tensor<B, D>,
     extra: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
     opts: &NaOptions<R>,
-) -> Result<Prepared<B>, NattenError> {
+) -> Result<Prepared<B, D>, NattenError> {
     let s = shape::na_shape(R, &q.dims(), &k.dims(), &v.dims())?;
     let mut others = vec![("k", k.dtype(), k.device()), ("v", v.dtype(), v.device())];
     if let Some((ek, ev)) = &extra {
@@ -161,26 +160,20 @@ fn prepare<B: NattenBackend, const R: usize, const D: usize>(
         },
     };
     native_can_run(problem.backend, problem.scale, &q, s.head_dim, s.head_dim_v)?;
-    let tokens = s.tokens();
-    let mut layout = vec![s.batch];
-    layout.extend(&s.spatial);
     Ok(Prepared {
-        q: q.reshape([s.batch, tokens, s.heads, s.head_dim]),
-        k: k.reshape([s.batch, tokens, s.heads_kv, s.head_dim]),
-        v: v.reshape([s.batch, tokens, s.heads_kv, s.head_dim_v]),
+        q,
+        k,
+        v,
         extra,
         problem,
-        layout,
     })
 }
 
 /// Runs a validated call; returns out `[batch, *spatial, heads, head_dim_v]` and LSE
 /// `[batch, *spatial, heads]`.
 fn run<B: NattenBackend, const D: usize, const L: usize>(
-    p: Prepared<B>,
+    p: Prepared<B, D>,
 ) -> (Tensor<B, D>, Tensor<B, L>) {
-    let [_, _, heads, _] = p.q.dims();
-    let head_dim_v = p.v.dims()[3];
     let extra = p.extra.map(|(k, v)| ExtraKv {
         k: k.into_primitive().tensor(),
         v: v.into_primitive().tensor(),
@@ -192,15 +185,9 @@ fn run<B: NattenBackend, const D: usize, const L: usize>(
         extra,
         &p.problem,
     );
-    let mut out_shape = p.layout.clone();
-    out_shape.extend([heads, head_dim_v]);
-    let mut lse_shape = p.layout;
-    lse_shape.push(heads);
-    let out = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(result.out));
-    let lse = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(result.lse));
     (
-        out.reshape::<D, _>(Shape::from(out_shape)),
-        lse.reshape::<L, _>(Shape::from(lse_shape)),
+        Tensor::from_primitive(TensorPrimitive::Float(result.out)),
+        Tensor::from_primitive(TensorPrimitive::Float(result.lse)),
     )
 }
 

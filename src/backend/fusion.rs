@@ -129,16 +129,20 @@ fn launch_eagerly() -> bool {
     *EAGER.get_or_init(|| std::env::var_os("BURN_NATTEN_FUSION_EAGER").is_none_or(|v| v != "0"))
 }
 
-/// Shapes of a forward's outputs: out `[b, n, h, d_v]` (Q's dtype) and LSE `[b, n, h]` (f32).
+/// Shapes of a forward's outputs: out shaped as Q with V's head dim (Q's dtype) and LSE as Q
+/// without its head dim (f32).
 fn forward_specs<R: FusionRuntime>(
     q: &FusionTensor<R>,
     v: &FusionTensor<R>,
 ) -> Vec<(Shape, DType)> {
-    let [b, n, h, _] = q.shape.dims();
-    let d_v = v.shape.dims::<4>()[3];
+    let q_dims = q.shape.as_slice();
+    let (tokens_and_heads, head_dim_v) =
+        (&q_dims[..q_dims.len() - 1], v.shape[v.shape.num_dims() - 1]);
+    let mut out = tokens_and_heads.to_vec();
+    out.push(head_dim_v);
     vec![
-        (Shape::new([b, n, h, d_v]), q.dtype),
-        (Shape::new([b, n, h]), DType::F32),
+        (Shape::from(out), q.dtype),
+        (Shape::from(tokens_and_heads.to_vec()), DType::F32),
     ]
 }
 

@@ -4,6 +4,8 @@ use burn::tensor::ops::FloatTensor;
 
 use super::NattenBackend;
 #[cfg(feature = "cubecl-backend")]
+use super::tokens::{backward_on_tokens, forward_on_tokens};
+#[cfg(feature = "cubecl-backend")]
 use super::{
     AttentionGradients, AttentionOutput, ExtraKv, FmhaProblem, NaProblem, cube, reference,
 };
@@ -113,35 +115,41 @@ where
         extra: Option<ExtraKv<Self>>,
         problem: &NaProblem,
     ) -> AttentionOutput<Self> {
-        #[cfg(feature = "cuda-native")]
-        if let Some(native) =
-            super::native::try_na_forward(&q, &k, &v, extra.as_ref().map(|e| (&e.k, &e.v)), problem)
-        {
-            let (out, lse) = native.neighborhood;
-            return match native.extra {
-                None => AttentionOutput { out, lse },
-                Some(extra) => merge_two::<Self>((out, lse), extra),
-            };
-        }
-        if !cube::runs(problem.backend, &q, &v) {
-            return reference::na_forward::<Self>(q, k, v, extra, problem);
-        }
-        let dense = extra.map(|e| cube::Dense {
-            k: e.k,
-            v: e.v,
-            causal: false,
-        });
-        let geometry = cube::Geometry::of(problem);
-        let (out, lse) = cube::forward(
-            q,
-            k,
-            v,
-            dense,
-            Some(geometry),
-            problem.tiles.as_ref(),
-            problem.scale,
-        );
-        AttentionOutput { out, lse }
+        forward_on_tokens::<Self>([q, k, v], extra, |[q, k, v], extra| {
+            #[cfg(feature = "cuda-native")]
+            if let Some(native) = super::native::try_na_forward(
+                &q,
+                &k,
+                &v,
+                extra.as_ref().map(|e| (&e.k, &e.v)),
+                problem,
+            ) {
+                let (out, lse) = native.neighborhood;
+                return match native.extra {
+                    None => AttentionOutput { out, lse },
+                    Some(extra) => merge_two::<Self>((out, lse), extra),
+                };
+            }
+            if !cube::runs(problem.backend, &q, &v) {
+                return reference::na_forward::<Self>(q, k, v, extra, problem);
+            }
+            let dense = extra.map(|e| cube::Dense {
+                k: e.k,
+                v: e.v,
+                causal: false,
+            });
+            let geometry = cube::Geometry::of(problem);
+            let (out, lse) = cube::forward(
+                q,
+                k,
+                v,
+                dense,
+                Some(geometry),
+                problem.tiles.as_ref(),
+                problem.scale,
+            );
+            AttentionOutput { out, lse }
+        })
     }
 
     fn fmha_forward(
@@ -176,48 +184,53 @@ where
         d_out: FloatTensor<Self>,
         problem: &NaProblem,
     ) -> AttentionGradients<Self> {
-        #[cfg(feature = "cuda-native")]
-        if let Some(native) = super::native::try_na_backward(
-            [&q, &k, &v, &out, &lse, &d_out],
-            extra.as_ref().map(|e| (&e.k, &e.v)),
-            problem,
-        ) {
-            let [dq, dk, dv] = native.neighborhood;
-            return match native.extra {
-                None => AttentionGradients {
-                    dq,
-                    dk,
-                    dv,
-                    extra: None,
-                },
-                Some([dq_extra, dk_extra, dv_extra]) => AttentionGradients {
-                    dq: <Self as burn::tensor::ops::FloatTensorOps<Self>>::float_add(dq, dq_extra),
-                    dk,
-                    dv,
-                    extra: Some(ExtraKv {
-                        k: dk_extra,
-                        v: dv_extra,
-                    }),
-                },
-            };
-        }
-        if !cube::runs(problem.backend, &q, &v) {
-            return reference::na_backward::<Self>(q, k, v, extra, out, lse, d_out, problem);
-        }
-        let dense = extra.map(|e| cube::Dense {
-            k: e.k,
-            v: e.v,
-            causal: false,
-        });
-        let geometry = Some(cube::Geometry::of(problem));
-        let g = cube::backward(q, k, v, dense, out, lse, d_out, geometry, problem.scale);
-        let (dk, dv) = g.neighborhood.expect("NA has a neighbourhood");
-        AttentionGradients {
-            dq: g.dq,
-            dk,
-            dv,
-            extra: g.dense.map(|(k, v)| ExtraKv { k, v }),
-        }
+        let inputs = [q, k, v, out, lse, d_out];
+        backward_on_tokens::<Self>(inputs, extra, |[q, k, v, out, lse, d_out], extra| {
+            #[cfg(feature = "cuda-native")]
+            if let Some(native) = super::native::try_na_backward(
+                [&q, &k, &v, &out, &lse, &d_out],
+                extra.as_ref().map(|e| (&e.k, &e.v)),
+                problem,
+            ) {
+                let [dq, dk, dv] = native.neighborhood;
+                return match native.extra {
+                    None => AttentionGradients {
+                        dq,
+                        dk,
+                        dv,
+                        extra: None,
+                    },
+                    Some([dq_extra, dk_extra, dv_extra]) => AttentionGradients {
+                        dq: <Self as burn::tensor::ops::FloatTensorOps<Self>>::float_add(
+                            dq, dq_extra,
+                        ),
+                        dk,
+                        dv,
+                        extra: Some(ExtraKv {
+                            k: dk_extra,
+                            v: dv_extra,
+                        }),
+                    },
+                };
+            }
+            if !cube::runs(problem.backend, &q, &v) {
+                return reference::na_backward::<Self>(q, k, v, extra, out, lse, d_out, problem);
+            }
+            let dense = extra.map(|e| cube::Dense {
+                k: e.k,
+                v: e.v,
+                causal: false,
+            });
+            let geometry = Some(cube::Geometry::of(problem));
+            let g = cube::backward(q, k, v, dense, out, lse, d_out, geometry, problem.scale);
+            let (dk, dv) = g.neighborhood.expect("NA has a neighbourhood");
+            AttentionGradients {
+                dq: g.dq,
+                dk,
+                dv,
+                extra: g.dense.map(|(k, v)| ExtraKv { k, v }),
+            }
+        })
     }
 
     fn fmha_backward(

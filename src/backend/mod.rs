@@ -15,6 +15,7 @@ mod impls;
 #[cfg(feature = "cuda-native")]
 pub(crate) mod native;
 pub mod reference;
+mod tokens;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -83,8 +84,9 @@ pub struct ExtraKv<B: Backend> {
     pub v: FloatTensor<B>,
 }
 
-/// What a forward pass returns: `out` `[batch, tokens, heads, head_dim_v]` in the input dtype,
-/// `lse` `[batch, tokens, heads]` in f32 (natural log of the summed exponentiated scores).
+/// What a forward pass returns: `out` `[batch, *tokens, heads, head_dim_v]` in the input dtype,
+/// `lse` `[batch, *tokens, heads]` in f32 (natural log of the summed exponentiated scores), where
+/// `*tokens` is Q's token axes (the spatial axes of an NA call, in the layout it was given).
 #[derive(Debug, Clone)]
 pub struct AttentionOutput<B: Backend> {
     /// Attention output.
@@ -108,9 +110,16 @@ pub struct AttentionGradients<B: Backend> {
 
 /// The backend extension for neighborhood attention and attention.
 ///
-/// All tensors have their spatial axes flattened (row-major) into one token axis:
-/// Q `[batch, tokens, heads, head_dim]`, K `[batch, tokens, heads_kv, head_dim]`,
-/// V `[batch, tokens, heads_kv, head_dim_v]`; the caller has validated shapes and parameters.
+/// NA tensors have the grid layout: Q `[batch, *spatial, heads, head_dim]`, K
+/// `[batch, *spatial, heads_kv, head_dim]`, V `[batch, *spatial, heads_kv, head_dim_v]` (or the
+/// spatial axes flattened, row-major, into one token axis: the same memory), extra K/V
+/// `[batch, extra, heads_kv, dim]`; outputs and gradients come back in the inputs' layout.
+/// Attention (FMHA) tensors are `[batch, tokens, heads, dim]`. The caller has validated shapes
+/// and parameters.
+///
+/// The NA methods take the grid layout so that a wrapping backend (`Fusion`, `Autodiff`)
+/// records no reshape around a call; a backend that computes flattens the tokens itself
+/// (`forward_on_tokens`, `backward_on_tokens` in `tokens.rs`), on the inner primitives.
 ///
 /// Forward: `S = scale * Q K^T` over each query's neighbours (and every extra token),
 /// `lse = log sum exp S`, `out = softmax(S) V`. Backward: `delta = rowsum(dO * O)`,
@@ -198,7 +207,9 @@ pub trait NattenBackend: Backend {
         extra: Option<ExtraKv<Self>>,
         problem: &NaProblem,
     ) -> AttentionOutput<Self> {
-        reference::na_forward::<Self>(q, k, v, extra, problem)
+        tokens::forward_on_tokens::<Self>([q, k, v], extra, |[q, k, v], extra| {
+            reference::na_forward::<Self>(q, k, v, extra, problem)
+        })
     }
 
     /// Neighborhood-attention backward: `out` and `lse` are the forward's, `d_out` the upstream
@@ -214,7 +225,13 @@ pub trait NattenBackend: Backend {
         d_out: FloatTensor<Self>,
         problem: &NaProblem,
     ) -> AttentionGradients<Self> {
-        reference::na_backward::<Self>(q, k, v, extra, out, lse, d_out, problem)
+        tokens::backward_on_tokens::<Self>(
+            [q, k, v, out, lse, d_out],
+            extra,
+            |[q, k, v, out, lse, d_out], extra| {
+                reference::na_backward::<Self>(q, k, v, extra, out, lse, d_out, problem)
+            },
+        )
     }
 
     /// Attention (FMHA) forward; Q `[batch, seq_q, heads, head_dim]`, K/V with `seq_kv` tokens.

@@ -166,7 +166,8 @@ fn grouped_queries<B: Backend>(q: FloatTensor<B>, k: &FloatTensor<B>) -> (Tensor
     (group_heads(to_f32::<B, 4>(q), heads_kv), dtype)
 }
 
-/// Reference neighborhood-attention forward (see [`super::NattenBackend::na_forward`]).
+/// Reference neighborhood-attention forward (see [`super::NattenBackend::na_forward`]), on
+/// flattened tokens: Q `[batch, tokens, heads, head_dim]`, K and V likewise.
 pub fn na_forward<B: Backend>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
@@ -193,7 +194,8 @@ fn finish_forward<B: Backend>(
     }
 }
 
-/// Reference neighborhood-attention backward (see [`super::NattenBackend::na_backward`]).
+/// Reference neighborhood-attention backward (see [`super::NattenBackend::na_backward`]), on
+/// flattened tokens, as [`na_forward`].
 #[allow(clippy::too_many_arguments)]
 pub fn na_backward<B: Backend>(
     q: FloatTensor<B>,
