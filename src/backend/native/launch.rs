@@ -44,7 +44,6 @@ use cudarc::driver::{CudaStream, LaunchConfig, PushKernelArg};
 use super::CudaServer;
 use super::device::{FUSED_AUX_THREADS, KernelLaunch, NativeDevice, TileSplit};
 use super::handoff::{Handoff, StreamKernels};
-use super::keep_awake;
 use super::plan::{
     CallShape, FnaParams, Pattern, sm90_dkdv_product_masks_fit, sm90_dq_product_masks_fit,
     sm90_product_masks_fit,
@@ -476,7 +475,6 @@ fn run_handed_off(
     // The buffers go back to cubecl's pool now; cubecl's stream reuses them only after the
     // spinning kernel, that is after our kernels.
     drop(pins);
-    keep_awake::until_done(&buffers[0].device, stream);
     launched
 }
 

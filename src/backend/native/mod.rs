@@ -6,7 +6,6 @@
 //! - [`device`]: per-device context, stream and loaded kernels;
 //! - [`launch`]: running kernels on cubecl's buffers: pins, the launch, the synchronous protocol;
 //! - [`handoff`]: the GPU-side handoff between cubecl's stream and ours (no host wait);
-//! - [`keep_awake`]: cubecl's device thread kept from sleeping while a call's kernels run;
 //! - [`tensor_map`]: the TMA descriptors of K and V for the Hopper forward;
 //! - [`trace`]: the calls' traces on stderr (`BURN_NATTEN_NATIVE_TRACE`, `..._TRACE_HANDOFF`).
 //!
@@ -21,7 +20,6 @@
 
 mod device;
 mod handoff;
-mod keep_awake;
 mod launch;
 mod plan;
 mod tensor_map;
