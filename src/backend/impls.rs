@@ -117,6 +117,8 @@ where
     ) -> AttentionOutput<Self> {
         forward_on_tokens::<Self>([q, k, v], extra, |[q, k, v], extra| {
             #[cfg(feature = "cuda-native")]
+            super::native::mark("backend");
+            #[cfg(feature = "cuda-native")]
             if let Some(native) = super::native::try_na_forward(
                 &q,
                 &k,
@@ -186,6 +188,8 @@ where
     ) -> AttentionGradients<Self> {
         let inputs = [q, k, v, out, lse, d_out];
         backward_on_tokens::<Self>(inputs, extra, |[q, k, v, out, lse, d_out], extra| {
+            #[cfg(feature = "cuda-native")]
+            super::native::mark("backend");
             #[cfg(feature = "cuda-native")]
             if let Some(native) = super::native::try_na_backward(
                 [&q, &k, &v, &out, &lse, &d_out],

@@ -38,7 +38,7 @@ use cubecl::device_handle::DeviceHandle;
 use crate::NaBackend;
 use crate::backend::{FmhaProblem, NaProblem, TileConfig};
 use plan::Pattern;
-pub use trace::trace_point;
+pub use trace::{mark, trace_point};
 
 /// cubecl's CUDA server: its device thread runs the tasks of a `DeviceHandle` of it.
 type CudaServer = <CudaRuntime as Runtime>::Server;
@@ -226,6 +226,7 @@ fn launched<T: Send>(
     device: &CudaDevice,
     run: impl FnOnce() -> Result<T, String> + Send,
 ) -> Option<T> {
+    trace::mark("to cubecl's thread");
     DeviceHandle::<CudaServer>::new(device.to_id())
         .exclusive(run)
         .map_err(|e| format!("cubecl device thread: {e:?}"))

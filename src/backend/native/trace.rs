@@ -45,6 +45,43 @@ pub fn trace_point(what: &str) {
     }
 }
 
+/// With `BURN_NATTEN_NATIVE_TRACE_HANDOFF`, the host's way from a call to the native code:
+/// named timestamps (the trace's clock), printed with the next handed-off call's line.
+fn marks() -> &'static Mutex<Vec<(&'static str, u128)>> {
+    static MARKS: OnceLock<Mutex<Vec<(&'static str, u128)>>> = OnceLock::new();
+    MARKS.get_or_init(Default::default)
+}
+
+/// With `BURN_NATTEN_NATIVE_TRACE_HANDOFF`, records that a call reached `what` now (on the way
+/// to the native code; [`marks`]).
+pub fn mark(what: &'static str) {
+    if tracing_handoff() {
+        let at = unix_us();
+        marks()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((what, at));
+    }
+}
+
+/// The marks recorded since the last call, as "what +N us" from the first, up to `entered`.
+fn way_in(entered: u128) -> String {
+    let marks = std::mem::take(
+        &mut *marks()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
+    let Some(&(_, first)) = marks.first() else {
+        return String::new();
+    };
+    let mut way: Vec<String> = marks
+        .iter()
+        .map(|(what, at)| format!("{what} +{}", at.saturating_sub(first)))
+        .collect();
+    way.push(format!("entered +{}", entered.saturating_sub(first)));
+    format!("; way in (us): {}", way.join(", "))
+}
+
 thread_local! {
     /// The calling thread's last call: when it entered the native code (the trace's
     /// timestamps) and how long it took to make the inputs contiguous and allocate outputs.
@@ -102,6 +139,8 @@ struct HandoffEvents {
     launched_us: u128,
     /// When the call entered the native code.
     entered_us: u128,
+    /// The marks on its way there ([`way_in`]).
+    way_in: String,
     steps: HostSteps,
 }
 
@@ -176,6 +215,7 @@ pub fn handed_off(
         buffers,
         launched_us: unix_us(),
         entered_us,
+        way_in: way_in(entered_us),
         steps,
     });
     let us = |a: &CudaEvent, b: &CudaEvent| a.elapsed_ms(b).map_or(f64::NAN, |ms| ms as f64 * 1e3);
@@ -195,7 +235,7 @@ pub fn handed_off(
             "burn-natten native (handed off): {} pins, waited {:.1} us, kernels on the GPU {:.1} \
              us, {since:.1} us after the previous call's kernels; started at {at:.1} us on the \
              GPU; entered at t={} us, prepared {:.0} us, pinned {:.0} us, handed over {:.0} us, \
-             launched {:.0} us, at t={} us",
+             launched {:.0} us, at t={} us{}",
             call.buffers,
             us(&call.waiting, &call.started),
             us(&call.started, &call.finished),
@@ -205,6 +245,7 @@ pub fn handed_off(
             call.steps.hand_over,
             call.steps.launch,
             call.launched_us,
+            call.way_in,
         );
         pending.last_finished = Some(call.finished);
     }
