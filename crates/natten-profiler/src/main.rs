@@ -9,6 +9,7 @@
 mod args;
 mod dry_run;
 mod optimize;
+mod seed;
 mod timing;
 
 use burn_natten::burn::tensor::DType;

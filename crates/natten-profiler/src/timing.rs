@@ -7,6 +7,7 @@ use burn_natten::burn::tensor::{DType, Distribution, Shape, Tensor};
 use burn_natten::*;
 
 use crate::args::Args;
+use crate::seed::seeded;
 
 /// Median milliseconds of the forward and (if asked) forward+backward, and the backward's
 /// share: the backward kernels (the native path's dQ and dK/dV passes, the portable path's
@@ -15,7 +16,7 @@ use crate::args::Args;
 pub struct Timing {
     /// Forward, milliseconds.
     pub forward_ms: f64,
-    /// Forward + backward (the backward seeded with dO = ones), milliseconds.
+    /// Forward + backward (the backward from a ready random dO), milliseconds.
     pub forward_backward_ms: Option<f64>,
     /// Backward alone (forward+backward minus forward), milliseconds.
     pub backward_ms: Option<f64>,
@@ -312,6 +313,11 @@ where
         Ok(())
     })?;
     let forward_backward_ms = if a.backprop {
+        // The upstream gradient, ready before the timing as a peer's is (`seed.rs`).
+        let mut out_shape = x.q.dims();
+        out_shape[D - 1] = p.dim_value;
+        let d_out =
+            Tensor::<B, D>::random(out_shape, Distribution::Normal(0.0, 1.0), (device, p.dtype));
         fn tracked<B: NattenBackend, const R: usize>(t: &Tensor<B, R>) -> Tensor<Autodiff<B>, R>
         where
             Autodiff<B>: NattenBackend,
@@ -330,11 +336,11 @@ where
             trace_point("forward+backward started");
             let out = call::<Autodiff<B>, D>(p, op, inputs)?;
             trace_point("backward called");
-            // The backward seeded with dO = ones (Burn's seed of a non-scalar root), as a
-            // peer's timing gives its backward a ready dO: no loss ops in the time. (Until the
-            // thirteenth session: `(out * d_out).sum().backward()` with a random d_out, whose
-            // product, sum and their backward took ~0.5 ms per call on the 2-D H100 anchor.)
-            let grads = out.backward();
+            // The backward from the ready dO: no loss ops and no fill in the time. (Until the
+            // thirteenth session `(out * d_out).sum().backward()`, whose product, sum and their
+            // backward took ~0.5 ms per call on the 2-D H100 anchor; until the twentieth
+            // `out.backward()`, whose dO = ones fill took ~21 us.)
+            let grads = seeded(out, &d_out).backward();
             drop((q.grad(&grads), k.grad(&grads), v.grad(&grads)));
             trace_point("backward returned");
             Ok(())
