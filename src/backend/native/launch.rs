@@ -15,12 +15,12 @@
 //! By default a call hands off on the GPU ([`super::handoff`]): a cubecl kernel, behind
 //! everything pending on cubecl's stream, writes a flag and spins until a second one is
 //! written; our stream waits for the first flag, runs the kernels and writes the second, so
-//! cubecl's stream runs nothing after the call before the kernels have finished. The host does not wait. The synchronous
-//! protocol (a stream's first call, a call that would wrap the handoff's count, every call
-//! while tracing or with `BURN_NATTEN_NATIVE_HANDOFF=0`, and every call where the handoff's
-//! kernels could not be compiled) syncs cubecl's stream in step 2, before the pins, and
-//! synchronises our stream after the launch, before the pins are released and the outputs
-//! handed back to Burn: two host waits per call.
+//! cubecl's stream runs nothing after the call before the kernels have finished. The host does
+//! not wait. The synchronous protocol (a stream's first call, a call that would wrap the
+//! handoff's count, every call while tracing or with `BURN_NATTEN_NATIVE_HANDOFF=0`, and every
+//! call where the handoff's kernels could not be compiled) syncs cubecl's stream in step 2,
+//! before the pins, and synchronises our stream after the launch, before the pins are released
+//! and the outputs handed back to Burn: two host waits per call.
 //!
 //! The stress test in the integration tests interleaves Burn ops and native calls to check
 //! both. `BURN_NATTEN_NATIVE_TRACE=1` prints the time of each step of every call on stderr, and

@@ -46,21 +46,29 @@ pub fn trace_point(what: &str) {
 }
 
 /// With `BURN_NATTEN_NATIVE_TRACE_HANDOFF`, the host's way from a call to the native code:
-/// named timestamps (the trace's clock), printed with the next handed-off call's line.
+/// named timestamps (the trace's clock), printed with the next handed-off call's line. One list
+/// for all threads (trace one calling thread), kept to [`MARKS_KEPT`] entries where no native
+/// call takes them.
 fn marks() -> &'static Mutex<Vec<(&'static str, u128)>> {
     static MARKS: OnceLock<Mutex<Vec<(&'static str, u128)>>> = OnceLock::new();
     MARKS.get_or_init(Default::default)
 }
+
+/// The most marks kept between two native calls.
+const MARKS_KEPT: usize = 64;
 
 /// With `BURN_NATTEN_NATIVE_TRACE_HANDOFF`, records that a call reached `what` now (on the way
 /// to the native code; [`marks`]).
 pub fn mark(what: &'static str) {
     if tracing_handoff() {
         let at = unix_us();
-        marks()
+        let mut marks = marks()
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push((what, at));
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if marks.len() == MARKS_KEPT {
+            marks.remove(0);
+        }
+        marks.push((what, at));
     }
 }
 
