@@ -116,8 +116,7 @@ fn prepare<B: NattenBackend, const R: usize, const D: usize>(
     extra: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
     opts: &NaOptions<R>,
 ) -> Result<Prepared<B, D>, NattenError> {
-    #[cfg(feature = "cuda-native")]
-    crate::backend::native::mark("na call");
+    crate::backend::trace_mark("na call");
     let s = shape::na_shape(R, &q.dims(), &k.dims(), &v.dims())?;
     let mut others = vec![("k", k.dtype(), k.device()), ("v", v.dtype(), v.device())];
     if let Some((ek, ev)) = &extra {
@@ -180,8 +179,7 @@ fn run<B: NattenBackend, const D: usize, const L: usize>(
         k: k.into_primitive().tensor(),
         v: v.into_primitive().tensor(),
     });
-    #[cfg(feature = "cuda-native")]
-    crate::backend::native::mark("validated");
+    crate::backend::trace_mark("validated");
     let result = B::na_forward(
         p.q.into_primitive().tensor(),
         p.k.into_primitive().tensor(),

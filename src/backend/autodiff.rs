@@ -36,8 +36,7 @@ struct SavedForward<B: Backend> {
 
 impl<B: NattenBackend> SavedForward<B> {
     fn backward(self, d_out: FloatTensor<B>) -> AttentionGradients<B> {
-        #[cfg(feature = "cuda-native")]
-        super::native::mark("autodiff backward");
+        super::trace_mark("autodiff backward");
         let Self {
             q,
             k,

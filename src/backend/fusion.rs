@@ -43,8 +43,7 @@ impl<B: FusionBackend + NattenBackend> Operation<B::FusionRuntime> for NattenOp<
         &self,
         handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
     ) {
-        #[cfg(feature = "cuda-native")]
-        super::native::mark("fusion executes");
+        super::trace_mark("fusion executes");
         let mut inputs = self
             .desc
             .inputs
@@ -100,8 +99,7 @@ fn register<B: FusionBackend + NattenBackend>(
     kind: Kind,
     has_extra: bool,
 ) -> Vec<FusionTensor<B::FusionRuntime>> {
-    #[cfg(feature = "cuda-native")]
-    super::native::mark("fusion register");
+    super::trace_mark("fusion register");
     let client = inputs[0].client.clone();
     let streams = OperationStreams::with_inputs(&inputs);
     let outputs: Vec<TensorIr> = outputs
@@ -117,8 +115,7 @@ fn register<B: FusionBackend + NattenBackend>(
         _backend: core::marker::PhantomData,
     };
     let outputs = client.register(streams, OperationIr::Custom(desc), op);
-    #[cfg(feature = "cuda-native")]
-    super::native::mark("registered");
+    super::trace_mark("registered");
     if launch_eagerly() {
         // Drain this thread's fusion stream now (no device sync): the call's kernels start
         // while the caller goes on building the graph, instead of when a later operation or a

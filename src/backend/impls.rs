@@ -116,8 +116,7 @@ where
         problem: &NaProblem,
     ) -> AttentionOutput<Self> {
         forward_on_tokens::<Self>([q, k, v], extra, |[q, k, v], extra| {
-            #[cfg(feature = "cuda-native")]
-            super::native::mark("backend");
+            super::trace_mark("backend");
             #[cfg(feature = "cuda-native")]
             if let Some(native) = super::native::try_na_forward(
                 &q,
@@ -188,8 +187,7 @@ where
     ) -> AttentionGradients<Self> {
         let inputs = [q, k, v, out, lse, d_out];
         backward_on_tokens::<Self>(inputs, extra, |[q, k, v, out, lse, d_out], extra| {
-            #[cfg(feature = "cuda-native")]
-            super::native::mark("backend");
+            super::trace_mark("backend");
             #[cfg(feature = "cuda-native")]
             if let Some(native) = super::native::try_na_backward(
                 [&q, &k, &v, &out, &lse, &d_out],

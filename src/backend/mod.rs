@@ -23,6 +23,15 @@ use natten_core::{AxisParams, NattenError};
 
 use crate::NaBackend;
 
+/// Marks that a call reached `what` on its way to the native code, for the handoff trace
+/// (`BURN_NATTEN_NATIVE_TRACE_HANDOFF`); nothing without the `cuda-native` feature.
+pub(crate) fn trace_mark(what: &'static str) {
+    #[cfg(feature = "cuda-native")]
+    native::mark(what);
+    #[cfg(not(feature = "cuda-native"))]
+    let _ = what;
+}
+
 /// The largest head dim (of Q/K and of V) the fused CubeCL kernels take.
 pub const MAX_FUSED_HEAD_DIM: usize = 256;
 
