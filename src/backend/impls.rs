@@ -1,5 +1,6 @@
 //! The backends that run the trait's reference bodies as they are.
 
+#[cfg(feature = "cubecl-backend")]
 use burn::tensor::ops::FloatTensor;
 
 use super::NattenBackend;
